@@ -1,0 +1,1 @@
+"""Singer tap for the Optico call-tracking Data API."""

@@ -1,0 +1,226 @@
+"""Paging through date windows: the ``next_page`` paginator and the window pager.
+
+A run reads its date range in windows of ``window_days``. Each window is
+paged to its end; pages (of one window or several) may be fetched by several
+workers at once, and a window is reported complete only when it and every
+window before it have been read in full, which is what lets the stream move
+its bookmark without ever passing data it has not read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import requests
+from singer_sdk.exceptions import FatalAPIError
+from singer_sdk.pagination import BaseAPIPaginator
+
+FIRST_PAGE = 1
+
+
+class _PageHeader(msgspec.Struct):
+    """The paging fields of an answer; msgspec skips ``results`` without building it."""
+
+    next_page: Any = None
+    total_results: Any = None
+
+
+def read_next_page(value: Any, current: int) -> int | None:
+    """The page after ``current``, or None on the last page.
+
+    The API marks the last page with ``next_page`` absent, null, 0 or "".
+    Anything else must be a page number after ``current``.
+    """
+    if value in (None, 0, "", "0") or value is False:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        msg = f"Optico API answered next_page={value!r}, which is not a page number"
+        raise FatalAPIError(msg)
+    try:
+        page = int(value)
+    except ValueError:
+        msg = f"Optico API answered next_page={value!r}, which is not a page number"
+        raise FatalAPIError(msg) from None
+    if page <= current:
+        msg = f"Optico API answered next_page={page} on page {current}: paging does not move forward"
+        raise FatalAPIError(msg)
+    return page
+
+
+class OpticoPaginator(BaseAPIPaginator[int]):
+    """Follows ``next_page``; stops when it is absent, null, 0 or empty."""
+
+    def __init__(self, start_value: int = FIRST_PAGE) -> None:
+        super().__init__(start_value)
+
+    def get_next(self, response: requests.Response) -> int | None:
+        try:
+            header = msgspec.json.decode(response.content, type=_PageHeader)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None  # the body is checked (and reported) when its records are read
+        return read_next_page(header.next_page, self.current_value)
+
+
+@dataclass
+class Window:
+    """A date range read with one paged request sequence."""
+
+    index: int
+    start: dt.date
+    end: dt.date
+    seen: set[Hashable] = field(default_factory=set)
+    bookmark: Any = None
+    reads: int = 0
+    total: int | None = None
+    last_page: int = FIRST_PAGE
+    next_unrequested: int = FIRST_PAGE
+    outstanding: int = 0
+    done: bool = False
+
+    def start_read(self) -> None:
+        self.reads += 1
+        self.total = None
+        self.last_page = self.next_unrequested = FIRST_PAGE
+        self.outstanding = 0
+
+
+def plan_windows(start: dt.date, end: dt.date, days: int) -> list[Window]:
+    windows = []
+    while start <= end:
+        stop = min(end, start + dt.timedelta(days=days - 1))
+        windows.append(Window(index=len(windows), start=start, end=stop))
+        start = stop + dt.timedelta(days=1)
+    return windows
+
+
+@dataclass(frozen=True)
+class Page:
+    """One decoded answer of the API."""
+
+    window: Window
+    number: int
+    results: list[Any]
+    total_results: int | None
+    next_page: int | None
+
+
+Fetch = Callable[[Window, int], Page]
+
+
+class WindowPager:
+    """Reads windows page by page with up to ``max_concurrency`` requests in flight.
+
+    :meth:`read` yields each :class:`Page` as it arrives and each
+    :class:`Window` once it and all windows before it are complete. The
+    consumer adds the identity of every distinct record to ``window.seen``
+    before asking for the next item; a read that ends with fewer distinct
+    records than the API's ``total_results`` (data that changed while it was
+    paged) is repeated, up to ``max_reads`` times.
+    """
+
+    def __init__(
+        self,
+        fetch: Fetch,
+        *,
+        page_size: int,
+        max_concurrency: int,
+        max_reads: int,
+        logger: logging.Logger,
+    ) -> None:
+        self.fetch = fetch
+        self.page_size = page_size
+        self.max_concurrency = max_concurrency
+        self.max_reads = max_reads
+        self.logger = logger
+
+    def read(self, windows: list[Window]) -> Iterator[Page | Window]:
+        in_flight: dict[Future[Page], Window] = {}
+        started = 0
+        reported = 0
+        with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico") as pool:
+            try:
+                while reported < len(windows):
+                    while len(in_flight) < self.max_concurrency:
+                        window = self._next_to_request(windows[reported:started])
+                        if window is None and started < len(windows):
+                            window = windows[started]
+                            window.start_read()
+                            started += 1
+                        if window is None:
+                            break
+                        number = window.next_unrequested
+                        window.next_unrequested += 1
+                        window.outstanding += 1
+                        in_flight[pool.submit(self.fetch, window, number)] = window
+                    finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in sorted(finished, key=lambda f: in_flight[f].index):
+                        del in_flight[future]
+                        page = future.result()
+                        self._plan_after(page)
+                        yield page
+                        page.window.outstanding -= 1
+                        if page.window.outstanding == 0 and page.window.next_unrequested > page.window.last_page:
+                            self._close_read(page.window)
+                    while reported < started and windows[reported].done:
+                        yield windows[reported]
+                        reported += 1
+            finally:
+                for future in in_flight:
+                    future.cancel()
+
+    @staticmethod
+    def _next_to_request(active: list[Window]) -> Window | None:
+        for window in active:
+            if not window.done and window.next_unrequested <= window.last_page:
+                return window
+        return None
+
+    def _plan_after(self, page: Page) -> None:
+        """Learn from a page how far its window goes."""
+        window = page.window
+        if page.total_results is not None:
+            window.total = max(window.total or 0, page.total_results)
+            if page.number == FIRST_PAGE and page.results:
+                window.last_page = max(window.last_page, math.ceil(page.total_results / self.page_size))
+        if page.next_page is not None:
+            window.last_page = max(window.last_page, page.next_page)
+        elif not page.results and page.number > FIRST_PAGE:
+            # An empty page past the first ends the read whatever total_results said.
+            window.last_page = min(window.last_page, page.number)
+            window.next_unrequested = max(window.next_unrequested, window.last_page + 1)
+
+    def _close_read(self, window: Window) -> None:
+        total, seen = window.total, len(window.seen)
+        if total is None or seen >= total:
+            window.done = True
+            return
+        if window.reads < self.max_reads:
+            self.logger.warning(
+                "Window %s..%s returned %d distinct records but total_results is %d "
+                "(the data changed while it was paged); reading it again (%d/%d)",
+                window.start,
+                window.end,
+                seen,
+                total,
+                window.reads + 1,
+                self.max_reads,
+            )
+            window.start_read()
+            return
+        self.logger.warning(
+            "Window %s..%s still returned %d distinct records for total_results %d after "
+            "%d reads; moving on (the next run's lookback reads these days again)",
+            window.start,
+            window.end,
+            seen,
+            total,
+            window.reads,
+        )
+        window.done = True

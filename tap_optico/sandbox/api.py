@@ -1,0 +1,208 @@
+"""The Data API's semantics: parameters in, a JSON body out (no HTTP here)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import msgspec
+
+from tap_optico.limits import MAX_PAGE_SIZE, MIN_PAGE_SIZE
+from tap_optico.sandbox.data import SandboxCall, SandboxData
+
+SANDBOX_API_KEY = "45ebcbe224c4bbb8d1882654b33b9823"
+DEFAULT_LIMIT = 100
+FILTER_PARAMS = ("phone", "tracking_phone", "caller_phone", "offline_phone_description")
+TRUE_VALUES = frozenset({"1", "true", "True", "yes", "on"})
+
+Order = Literal["asc", "desc"]
+# How the last page says there is no next one; the mixed style cycles them all.
+_NO_NEXT_PAGE_FORMS: tuple[bytes | None, ...] = (None, b"null", b"0", b'""')
+
+
+class QueryError(ValueError):
+    """A request the API answers with ``status: "ERROR"``."""
+
+
+@dataclass(frozen=True)
+class Query:
+    start: dt.date
+    end: dt.date
+    page: int
+    limit: int
+    group_by_day: bool
+    filters: tuple[tuple[str, str], ...]
+
+
+def _parse_day(params: Mapping[str, str], name: str) -> dt.date:
+    value = params.get(name, "")
+    if not value:
+        msg = f"Le paramètre {name} est obligatoire"
+        raise QueryError(msg)
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        msg = f"Le paramètre {name} doit être une date AAAA-MM-JJ"
+        raise QueryError(msg) from None
+
+
+def _parse_int(params: Mapping[str, str], name: str, default: int) -> int:
+    value = params.get(name, "")
+    if value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        msg = f"Le paramètre {name} doit être un entier"
+        raise QueryError(msg) from None
+
+
+def parse_query(params: Mapping[str, str], api_key: str) -> Query:
+    """Check every parameter as the API reference describes it."""
+    if params.get("api_key") != api_key:
+        msg = "Clef API invalide"
+        raise QueryError(msg)
+    if params.get("type") != "calls":
+        msg = "Type de données inconnu (uniquement calls)"
+        raise QueryError(msg)
+    start, end = _parse_day(params, "start_date"), _parse_day(params, "end_date")
+    if end < start:
+        msg = "end_date doit être postérieure ou égale à start_date"
+        raise QueryError(msg)
+    limit = _parse_int(params, "limit", DEFAULT_LIMIT)
+    if not MIN_PAGE_SIZE <= limit <= MAX_PAGE_SIZE:
+        msg = f"limit doit être compris entre {MIN_PAGE_SIZE} et {MAX_PAGE_SIZE}"
+        raise QueryError(msg)
+    page = _parse_int(params, "page", 1)
+    if page < 1:
+        msg = "page doit être supérieure ou égale à 1"
+        raise QueryError(msg)
+    return Query(
+        start=start,
+        end=end,
+        page=page,
+        limit=limit,
+        group_by_day=params.get("group_by_day", "") in TRUE_VALUES,
+        filters=tuple((name, params[name]) for name in FILTER_PARAMS if params.get(name)),
+    )
+
+
+def _matches(call: SandboxCall, filters: tuple[tuple[str, str], ...]) -> bool:
+    profile = call.profile
+    for name, value in filters:
+        if name == "phone" and profile.phone != value:
+            return False
+        if name == "tracking_phone" and profile.tracking_number != value:
+            return False
+        if name == "caller_phone" and call.caller != value:
+            return False
+        if name == "offline_phone_description" and (
+            profile.static_description is None
+            or value.casefold() not in profile.static_description.casefold()
+        ):
+            return False
+    return True
+
+
+def error_body(*messages: str) -> bytes:
+    return msgspec.json.encode(
+        {"status": "ERROR", "total_results": 0, "results": [], "errors": list(messages)}
+    )
+
+
+class SandboxApi:
+    """Answers Data API requests from a :class:`SandboxData`.
+
+    ``live_step`` > 0 makes the last day grow: it starts half full and gains
+    that many calls with every request, up to ``calls_per_day``.
+    """
+
+    def __init__(
+        self,
+        data: SandboxData,
+        *,
+        api_key: str = SANDBOX_API_KEY,
+        order: Order = "asc",
+        live_step: int = 0,
+    ) -> None:
+        self.data = data
+        self.api_key = api_key
+        self.order = order
+        self.live_step = live_step
+        self._served = 0
+        self._lock = threading.Lock()
+
+    def visible_count(self, day: dt.date) -> int:
+        """How many calls of ``day`` exist now, without generating them."""
+        if not self.data.first_day <= day <= self.data.last_day:
+            return 0
+        if self.live_step and day == self.data.last_day:
+            grown = self.data.calls_per_day // 2 + self.live_step * self._served
+            return min(self.data.calls_per_day, grown)
+        return self.data.calls_per_day
+
+    def visible_calls(self, day: dt.date) -> tuple[SandboxCall, ...]:
+        return self.data.calls_of_day(day)[: self.visible_count(day)]
+
+    def answer(self, params: Mapping[str, str]) -> bytes:
+        """The JSON body for one request's query parameters."""
+        with self._lock:
+            self._served += 1
+            served = self._served
+        try:
+            query = parse_query(params, self.api_key)
+        except QueryError as error:
+            return error_body(str(error))
+        items, total = self._page(query)
+        body = bytearray(b'{"status":"OK","total_results":%d,' % total)
+        if query.page * query.limit < total:
+            body += b'"next_page":%d,' % (query.page + 1)
+        elif self.data.style == "mixed":
+            form = _NO_NEXT_PAGE_FORMS[served % len(_NO_NEXT_PAGE_FORMS)]
+            if form is not None:
+                body += b'"next_page":' + form + b","
+        body += b'"results":[' + b",".join(items) + b'],"errors":[]}'
+        return bytes(body)
+
+    def _page(self, query: Query) -> tuple[list[bytes], int]:
+        days = self.data.days(query.start, query.end)
+        if self.order == "desc":
+            days.reverse()
+        first = (query.page - 1) * query.limit
+        if query.group_by_day:
+            rows = list(self._daily_rows(days, query))
+            return rows[first : first + query.limit], len(rows)
+        if query.filters:
+            matching = [
+                call for day in days for call in self._ordered(day) if _matches(call, query.filters)
+            ]
+            return [call.encode() for call in matching[first : first + query.limit]], len(matching)
+        return self._slice(days, first, query.limit)
+
+    def _ordered(self, day: dt.date) -> Iterator[SandboxCall]:
+        calls = self.visible_calls(day)
+        return reversed(calls) if self.order == "desc" else iter(calls)
+
+    def _slice(self, days: list[dt.date], first: int, limit: int) -> tuple[list[bytes], int]:
+        """One page of the unfiltered calls, touching only the days it covers."""
+        items: list[bytes] = []
+        total = 0
+        for day in days:
+            count = self.visible_count(day)
+            lo, hi = max(first - total, 0), min(first + limit - total, count)
+            if lo < hi:
+                calls = self.visible_calls(day)
+                if self.order == "desc":
+                    calls = calls[::-1]
+                items.extend(call.encode() for call in calls[lo:hi])
+            total += count
+        return items, total
+
+    def _daily_rows(self, days: list[dt.date], query: Query) -> Iterator[bytes]:
+        for day in days:
+            calls = [call for call in self.visible_calls(day) if _matches(call, query.filters)]
+            if calls:
+                yield msgspec.json.encode(self.data.daily_total(calls).as_dict(self.data.style))

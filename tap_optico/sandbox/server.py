@@ -1,0 +1,264 @@
+"""A local HTTP server that behaves as the Optico Data API.
+
+Run ``tap-optico-sandbox --port 8765`` and point the tap's ``api_url`` at the
+URL it prints, with the sandbox key ``45ebcbe224c4bbb8d1882654b33b9823``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import itertools
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from tap_optico.sandbox.api import SANDBOX_API_KEY, Order, SandboxApi
+from tap_optico.sandbox.data import RAW_STYLES, RawStyle, SandboxData
+
+FaultKind = Literal["429", "500", "503", "timeout", "truncated", "html"]
+FAULT_KINDS: tuple[FaultKind, ...] = ("429", "500", "503", "timeout", "truncated", "html")
+DEFAULT_SPAN_DAYS = 90
+HTML_ERROR_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Erreur</title></head>"
+    b"<body><h1>Service momentan\xc3\xa9ment indisponible</h1></body></html>"
+)
+
+
+@dataclass
+class Faults:
+    """Faults to inject: every ``every``-th request fails with the next kind in turn.
+
+    ``stall_seconds`` is how long a "timeout" fault holds the answer back.
+    ``latency`` is added to every request.
+    """
+
+    every: int = 0
+    kinds: Sequence[FaultKind] = FAULT_KINDS
+    latency: float = 0.0
+    retry_after: int = 1
+    stall_seconds: float = 3.0
+
+    def kind_for(self, request_number: int) -> FaultKind | None:
+        if self.every <= 0 or request_number % self.every or not self.kinds:
+            return None
+        return self.kinds[(request_number // self.every - 1) % len(self.kinds)]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    number: int
+    path: str
+    params: dict[str, str]
+    fault: FaultKind | None
+
+
+@dataclass
+class SandboxServer:
+    """The sandbox HTTP server; a context manager that serves from a thread."""
+
+    api: SandboxApi
+    host: str = "127.0.0.1"
+    port: int = 0
+    faults: Faults = field(default_factory=Faults)
+    requests: list[RecordedRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/data-api"
+
+    def next_request(self, path: str, params: dict[str, str]) -> RecordedRequest:
+        with self._lock:
+            number = next(self._counter)
+            request = RecordedRequest(number, path, params, self.faults.kind_for(number))
+            self.requests.append(request)
+        return request
+
+    def serve_forever(self) -> None:
+        self._httpd.serve_forever(poll_interval=0.1)
+
+    def start(self) -> SandboxServer:
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._httpd.server_close()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self.close()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "OpticoSandbox/1"
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            params = dict(parse_qsl(url.query, keep_blank_values=True))
+            request = server.next_request(url.path, params)
+            if server.faults.latency:
+                time.sleep(server.faults.latency)
+            if url.path.rstrip("/") != "/data-api":
+                self._send(HTTPStatus.NOT_FOUND, "text/html", HTML_ERROR_PAGE)
+                return
+            if request.fault is None:
+                self._send(HTTPStatus.OK, "application/json", server.api.answer(params))
+            else:
+                self._inject(request.fault, params)
+
+        def _inject(self, fault: FaultKind, params: dict[str, str]) -> None:
+            if fault == "429":
+                headers = {"Retry-After": str(server.faults.retry_after)}
+                self._send(HTTPStatus.TOO_MANY_REQUESTS, "text/plain", b"Too Many Requests", headers)
+            elif fault in ("500", "503"):
+                self._send(HTTPStatus(int(fault)), "text/html", HTML_ERROR_PAGE)
+            elif fault == "html":
+                self._send(HTTPStatus.OK, "text/html; charset=utf-8", HTML_ERROR_PAGE)
+            elif fault == "truncated":
+                body = server.api.answer(params)
+                self._send(HTTPStatus.OK, "application/json", body[: max(1, len(body) // 2)])
+            else:  # timeout: hold the answer back, then drop the connection
+                time.sleep(server.faults.stall_seconds)
+                self.close_connection = True
+
+        def _send(
+            self,
+            status: HTTPStatus,
+            content_type: str,
+            body: bytes,
+            headers: dict[str, str] | None = None,
+        ) -> None:
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            """Silent: request lines carry the API key."""
+
+    return Handler
+
+
+def build_server(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    seed: int = 42,
+    calls_per_day: int = 200,
+    first_day: dt.date | None = None,
+    last_day: dt.date | None = None,
+    style: RawStyle = "strings",
+    order: Order = "asc",
+    live_step: int = 0,
+    api_key: str = SANDBOX_API_KEY,
+    faults: Faults | None = None,
+) -> SandboxServer:
+    """A sandbox with data from ``first_day`` (default: 89 days ago) to ``last_day`` (today)."""
+    last_day = last_day or dt.date.today()
+    first_day = first_day or last_day - dt.timedelta(days=DEFAULT_SPAN_DAYS - 1)
+    data = SandboxData(
+        seed=seed,
+        calls_per_day=calls_per_day,
+        first_day=first_day,
+        last_day=last_day,
+        style=style,
+    )
+    api = SandboxApi(data, api_key=api_key, order=order, live_step=live_step)
+    return SandboxServer(api=api, host=host, port=port, faults=faults or Faults())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tap-optico-sandbox",
+        description="Serve a local Optico Data API with deterministic synthetic calls.",
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--calls-per-day", type=int, default=200)
+    parser.add_argument("--first-day", type=dt.date.fromisoformat, help="default: 89 days ago")
+    parser.add_argument("--last-day", type=dt.date.fromisoformat, help="default: today")
+    parser.add_argument("--style", choices=RAW_STYLES, default="strings")
+    parser.add_argument("--order", choices=("asc", "desc"), default="asc")
+    parser.add_argument("--live-step", type=int, default=0, help="calls added to the last day per request")
+    parser.add_argument("--api-key", default=SANDBOX_API_KEY)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
+    parser.add_argument("--fault-every", type=int, default=0, help="every Nth request fails")
+    parser.add_argument(
+        "--fault-kinds",
+        default=",".join(FAULT_KINDS),
+        help=f"comma-separated, used in turn: {','.join(FAULT_KINDS)}",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    kinds = [kind for kind in args.fault_kinds.split(",") if kind]
+    unknown = sorted(set(kinds) - set(FAULT_KINDS))
+    if unknown:
+        _parser().error(f"unknown fault kinds: {', '.join(unknown)}")
+    server = build_server(
+        host=args.host,
+        port=args.port,
+        seed=args.seed,
+        calls_per_day=args.calls_per_day,
+        first_day=args.first_day,
+        last_day=args.last_day,
+        style=args.style,
+        order=args.order,
+        live_step=args.live_step,
+        api_key=args.api_key,
+        faults=Faults(every=args.fault_every, kinds=kinds, latency=args.latency),  # type: ignore[arg-type]
+    )
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    data = server.api.data
+    print(
+        f"Optico sandbox serving {data.calls_per_day} calls/day from {data.first_day} "
+        f"to {data.last_day} at {server.url} (api_key {args.api_key})",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    sys.exit(0)

@@ -1,0 +1,79 @@
+"""Keep the API key out of every log line, message and traceback.
+
+The key travels in the query string, so any URL that requests, urllib3 or
+backoff prints carries it. Rather than chase every place a URL can surface,
+redaction happens where text leaves the process: every log record (message,
+arguments and formatted traceback) and uncaught exceptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+import traceback
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+MASK = "***"
+_KEY_IN_QUERY = re.compile(r"(api_key=)[^&\s'\"<>)]+", re.IGNORECASE)
+_secrets: set[str] = set()
+_lock = threading.Lock()
+_installed = False
+
+
+def redact(text: str) -> str:
+    """``text`` with any API key replaced by ``***``."""
+    text = _KEY_IN_QUERY.sub(r"\1" + MASK, text)
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def register_secret(secret: str) -> None:
+    """Mask ``secret`` (and its URL-encoded forms) wherever it would be printed."""
+    if not secret:
+        return
+    with _lock:
+        _secrets.update({secret, quote(secret, safe=""), quote_plus(secret)})
+    install()
+
+
+def install() -> None:
+    """Redact every log record created from now on, and uncaught exceptions."""
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        _installed = True
+    previous_factory = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous_factory(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a malformed log call must not crash the tap
+            message = str(record.msg)
+        if record.exc_info and record.exc_info[1] is not None:
+            # Formatters may render exc_info themselves: fold the redacted
+            # traceback into the message instead.
+            message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            record.exc_info = record.exc_text = None
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        record.msg, record.args = redact(message), None
+        return record
+
+    logging.setLogRecordFactory(factory)
+    previous_hook = sys.excepthook
+
+    def excepthook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            previous_hook(kind, error, tb)
+            return
+        sys.stderr.write(redact("".join(traceback.format_exception(kind, error, tb))))
+
+    sys.excepthook = excepthook

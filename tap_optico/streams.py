@@ -1,0 +1,37 @@
+"""The tap's streams: what each one reads and how its records are keyed."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from singer_sdk import SchemaDirectory, StreamSchema
+
+from tap_optico.client import OpticoStream
+from tap_optico.normalize import CallNormalizer, DailyNormalizer, Normalizer
+from tap_optico.schemas import SCHEMAS_DIR
+
+SCHEMAS = SchemaDirectory(SCHEMAS_DIR)
+
+
+class CallsStream(OpticoStream):
+    """One record per call."""
+
+    name = "calls"
+    primary_keys = ("call_id",)
+    replication_key = "start_date"
+    schema = StreamSchema(SCHEMAS)
+    normalizer_class: ClassVar[type[Normalizer]] = CallNormalizer
+    identity_fields = ("call_id",)
+
+
+class DailyCallsStream(OpticoStream):
+    """One record per day: the API's own totals (``group_by_day=1``)."""
+
+    name = "daily_calls"
+    primary_keys = ("date",)
+    replication_key = "date"
+    schema = StreamSchema(SCHEMAS)
+    extra_params = {"group_by_day": "1"}
+    normalizer_class: ClassVar[type[Normalizer]] = DailyNormalizer
+    # A day's totals grow while the day lasts: a changed row is a new version to upsert.
+    identity_fields = ("date", "calls", "duration", "revenue")
