@@ -191,8 +191,8 @@ class WindowPager:
                 window.last_page = max(window.last_page, math.ceil(page.total_results / self.page_size))
         if page.next_page is not None:
             window.last_page = max(window.last_page, page.next_page)
-        elif not page.results and page.number > FIRST_PAGE:
-            # An empty page past the first ends the read whatever total_results said.
+        elif len(page.results) < self.page_size:
+            # A short page with no next page ends the read, whatever total_results said.
             window.last_page = min(window.last_page, page.number)
             window.next_unrequested = max(window.next_unrequested, window.last_page + 1)
 

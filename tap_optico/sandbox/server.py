@@ -37,20 +37,23 @@ HTML_ERROR_PAGE = (
 class Faults:
     """Faults to inject: every ``every``-th request fails with the next kind in turn.
 
-    ``stall_seconds`` is how long a "timeout" fault holds the answer back.
-    ``latency`` is added to every request.
+    Requests up to ``start_after`` are served normally (a server that breaks
+    mid-run). ``stall_seconds`` is how long a "timeout" fault holds the answer
+    back. ``latency`` is added to every request.
     """
 
     every: int = 0
+    start_after: int = 0
     kinds: Sequence[FaultKind] = FAULT_KINDS
     latency: float = 0.0
     retry_after: int = 1
     stall_seconds: float = 3.0
 
     def kind_for(self, request_number: int) -> FaultKind | None:
-        if self.every <= 0 or request_number % self.every or not self.kinds:
+        number = request_number - self.start_after
+        if self.every <= 0 or number <= 0 or number % self.every or not self.kinds:
             return None
-        return self.kinds[(request_number // self.every - 1) % len(self.kinds)]
+        return self.kinds[(number // self.every - 1) % len(self.kinds)]
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class RecordedRequest:
     path: str
     params: dict[str, str]
     fault: FaultKind | None
+    received_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

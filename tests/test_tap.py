@@ -1,0 +1,131 @@
+"""The tap end to end: the real executable against a sandbox over HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from tap_optico.normalize import call_id
+from tap_optico.sandbox import Faults, SandboxServer
+from tests.conftest import SandboxFactory, expected_call_count, run_tap, tap_config
+
+
+def sandbox_call_ids(server: SandboxServer, start: dt.date | None = None, end: dt.date | None = None) -> set[str]:
+    data = server.api.data
+    ids = set()
+    for day in data.days(start or data.first_day, end or data.last_day):
+        for call in server.api.visible_calls(day):
+            start_time = dt.datetime.fromisoformat(call.start_date).isoformat()
+            ids.add(call_id(start_time, call.profile.tracking_number, call.caller, call.profile.phone))
+    return ids
+
+
+@pytest.mark.parametrize("style", ["strings", "mixed"])
+def test_both_streams_every_call_exactly_once(make_sandbox: SandboxFactory, tmp_path: Path, style: str) -> None:
+    server = make_sandbox(style=style)
+    run = run_tap(tap_config(server), tmp_path)
+    assert run.returncode == 0, run.stderr
+    calls = run.records("calls")
+    ids = [record["call_id"] for record in calls]
+    assert len(ids) == len(set(ids)) == expected_call_count(server)
+    assert set(ids) == sandbox_call_ids(server)
+    daily = run.records("daily_calls")
+    assert [row["date"] for row in sorted(daily, key=lambda r: r["date"])] == [
+        day.isoformat() for day in server.api.data.days(dt.date.min, dt.date.max)
+    ]
+    assert sum(row["calls"] for row in daily) == len(ids)
+    # The API's daily totals agree with the typed calls, whatever raw forms came in.
+    assert sum(row["duration"] for row in daily) == sum(record["duration"] or 0 for record in calls)
+    assert sum(row["revenue"] for row in daily) == pytest.approx(sum(r["revenue"] or 0 for r in calls))
+    assert {m["stream"] for m in run.messages if m["type"] == "SCHEMA"} == {"calls", "daily_calls"}
+    assert run.final_state["bookmarks"]["daily_calls"]["replication_key_value"] == "2026-04-08"
+    assert run.final_state["bookmarks"]["calls"]["replication_key_value"].startswith("2026-04-08T")
+
+
+def test_records_are_typed(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    server = make_sandbox(style="mixed")
+    run = run_tap(tap_config(server, timezone="Europe/Paris"), tmp_path)
+    calls = run.records("calls")
+    winter = next(r for r in calls if r["start_date"].startswith("2026-03-20"))
+    summer = next(r for r in calls if r["start_date"].startswith("2026-04-01"))
+    assert winter["start_date"].endswith("+01:00")
+    assert summer["start_date"].endswith("+02:00")  # daylight saving time since 2026-03-29
+    for record in calls:
+        assert isinstance(record["trigger_type"], int)
+        assert isinstance(record["duration"], int)
+        assert record["revenue"] is None or isinstance(record["revenue"], (int, float))
+        assert isinstance(record["is_redirect"], bool)
+        assert record["tracking_number"]  # also when the API spells it "tracking number"
+        assert record["call_path"] is None or all(isinstance(page, str) for page in record["call_path"])
+        assert "" not in record.values()
+    assert any(r["extra_fields"] == {"campaign_id": r["extra_fields"]["campaign_id"]} for r in calls if r["extra_fields"])
+    assert "campaign_id" in run.stderr  # an unlisted field is named in a warning
+
+
+def test_second_run_reads_from_bookmark_minus_lookback(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    server = make_sandbox()
+    first = run_tap(tap_config(server), tmp_path)
+    assert first.returncode == 0, first.stderr
+    server.requests.clear()
+    second = run_tap(tap_config(server, lookback_days=2), tmp_path, state=first.final_state)
+    assert second.returncode == 0, second.stderr
+    starts = {request.params["start_date"] for request in server.requests}
+    assert starts == {"2026-04-06"}  # bookmark 2026-04-08 minus two days
+    assert {r["start_date"][:10] for r in second.records("calls")} == {"2026-04-06", "2026-04-07", "2026-04-08"}
+    assert second.final_state == first.final_state
+
+
+def test_filters_are_passed_to_the_api(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    server = make_sandbox()
+    run = run_tap(tap_config(server, offline_phone_description="pages jaunes"), tmp_path)
+    calls = run.records("calls")
+    assert calls
+    assert {r["tracking_number"] for r in calls} == {"0182880190"}
+    assert all(r["url"] is None for r in calls)  # static numbers have no web visit
+    assert {request.params.get("offline_phone_description") for request in server.requests} == {"pages jaunes"}
+
+
+def test_api_error_fails_with_the_api_messages(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    server = make_sandbox(api_key="another-key")
+    run = run_tap(tap_config(server), tmp_path)
+    assert run.returncode != 0
+    assert "Optico API error: Clef API invalide" in run.stderr
+    assert not run.records("calls")
+
+
+def test_non_json_answer_fails_with_status_and_content_type(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    server = make_sandbox(faults=Faults(every=1, kinds=["html"]))
+    run = run_tap(tap_config(server, max_tries=2, max_wait_seconds=1, max_concurrency=1), tmp_path)
+    assert run.returncode != 0
+    assert "HTTP 200 with text/html; charset=utf-8 that is not valid JSON" in run.stderr
+    assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("concurrency", [2, 4])
+def test_concurrent_and_sequential_runs_agree(make_sandbox: SandboxFactory, tmp_path: Path, concurrency: int) -> None:
+    server = make_sandbox(calls_per_day=120)
+    config = tap_config(server, page_size=50, window_days=3)
+    sequential = run_tap({**config, "max_concurrency": 1}, tmp_path)
+    concurrent = run_tap({**config, "max_concurrency": concurrency}, tmp_path)
+    assert sequential.returncode == concurrent.returncode == 0
+    for stream in ("calls", "daily_calls"):
+        key = "call_id" if stream == "calls" else "date"
+        assert sorted(r[key] for r in sequential.records(stream)) == sorted(r[key] for r in concurrent.records(stream))
+    assert sequential.final_state == concurrent.final_state
+
+
+def test_bookmarks_only_cover_complete_windows(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    server = make_sandbox(calls_per_day=120)
+    run = run_tap(tap_config(server, page_size=50, window_days=3, max_concurrency=4), tmp_path)
+    seen: list[str] = []
+    for message in run.messages:
+        if message["type"] == "RECORD" and message["stream"] == "calls":
+            seen.append(message["record"]["start_date"][:10])
+        if message["type"] == "STATE":
+            bookmark = message["value"]["bookmarks"].get("calls", {}).get("replication_key_value")
+            if bookmark:
+                day = bookmark[:10]
+                expected = {d.isoformat() for d in server.api.data.days(dt.date.min, dt.date.fromisoformat(day))}
+                assert expected <= set(seen), f"bookmark {day} passed days not yet emitted"
