@@ -46,8 +46,8 @@ def test_transient_faults_change_nothing(make_sandbox: SandboxFactory, tmp_path:
 
 
 def test_a_rate_limit_pauses_every_worker(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
-    server = make_sandbox(faults=Faults(every=4, kinds=["429"], retry_after=2))
-    run = run_tap(tap_config(server, window_days=2, max_concurrency=4), tmp_path)
+    server = make_sandbox(faults=Faults(every=40, kinds=["429"], retry_after=2))
+    run = run_tap(tap_config(server, page_size=10, window_days=2, max_concurrency=4), tmp_path)
     assert run.returncode == 0, run.stderr
     first_429 = next(r for r in server.requests if r.fault == "429")
     # Every worker waits out Retry-After, not only the one that got the 429.

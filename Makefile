@@ -1,0 +1,44 @@
+# The README's two commands: `make demo` and `make test`. Both set up everything they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PLUGINS_STAMP := .meltano/.installed-stamp
+
+.PHONY: install plugins postgres demo test lint bench clean
+
+install: $(STAMP)
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	touch $@
+
+plugins: $(PLUGINS_STAMP)
+$(PLUGINS_STAMP): meltano.yml $(STAMP)
+	$(BIN)/meltano install
+	touch $@
+
+# Debian's PostgreSQL server for the warehouse load tests (installed when missing and we can).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "PostgreSQL is missing: install Debian's postgresql package for the warehouse tests"; fi; }
+
+demo: plugins
+	$(BIN)/python scripts/demo.py
+
+test: plugins postgres
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .meltano output bench/out
