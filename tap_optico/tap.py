@@ -126,9 +126,9 @@ class TapOptico(Tap):
             if not any(f"'{name}'" in error for name in OWN_SETTINGS)
         ]
         errors = [*self._setting_errors(), *builtin_errors]
+        self._warn_clear_text_url()
         if errors and raise_errors:
             raise ConfigValidationError("Invalid settings", errors=errors)
-        self._warn_clear_text_url()
         return errors
 
     def _setting_errors(self) -> list[str]:

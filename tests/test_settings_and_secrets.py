@@ -1,0 +1,97 @@
+"""Bad settings fail before any request; the API key is never printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tap_optico.sandbox import Faults
+from tests.conftest import SandboxFactory, run_tap, tap_config
+
+SECRET = "s3cr3t-K3y-0f-A-Cust0mer"
+DEBUG = {"TAP_OPTICO_LOGLEVEL": "DEBUG"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"api_key": None}, "Setting 'api_key' is required"),
+        ({"api_key": ""}, "Setting 'api_key' is required"),
+        ({"start_date": None}, "Setting 'start_date' must be a date as YYYY-MM-DD, got None"),
+        ({"start_date": "05/05/2026"}, "Setting 'start_date' must be a date as YYYY-MM-DD, got '05/05/2026'"),
+        ({"end_date": "2026-13-01"}, "Setting 'end_date' must be a date as YYYY-MM-DD"),
+        ({"start_date": "2026-04-08", "end_date": "2026-04-01"}, "Setting 'end_date' must not be before 'start_date'"),
+        ({"page_size": 9}, "Setting 'page_size' must be a whole number from 10 to 5000, got 9"),
+        ({"page_size": 5001}, "Setting 'page_size' must be a whole number from 10 to 5000, got 5001"),
+        ({"page_size": "big"}, "Setting 'page_size' must be a whole number from 10 to 5000, got 'big'"),
+        ({"window_days": 0}, "Setting 'window_days' must be a whole number at least 1, got 0"),
+        ({"lookback_days": -1}, "Setting 'lookback_days' must be a whole number at least 0, got -1"),
+        ({"max_concurrency": 0}, "Setting 'max_concurrency' must be a whole number at least 1, got 0"),
+        ({"max_tries": 0}, "Setting 'max_tries' must be a whole number at least 1, got 0"),
+        ({"max_wait_seconds": 0}, "Setting 'max_wait_seconds' must be a whole number at least 1"),
+        ({"request_timeout": 0}, "Setting 'request_timeout' must be a whole number at least 1"),
+        ({"timezone": "Europe/Lutece"}, "Setting 'timezone' must be an IANA time zone"),
+        ({"api_url": "optico.fr/data-api"}, "Setting 'api_url' must be an http(s) URL"),
+    ],
+)
+def test_each_bad_setting_fails_before_any_request(
+    make_sandbox: SandboxFactory, tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    server = make_sandbox()
+    config = {k: v for k, v in {**tap_config(server), **change}.items() if v is not None}
+    run = run_tap(config, tmp_path)
+    assert run.returncode != 0
+    assert [line for line in run.stderr.splitlines() if "Setting '" in line] == [
+        line for line in run.stderr.splitlines() if message in line
+    ]
+    assert message in run.stderr
+    assert server.requests == []
+    assert run.stdout == ""
+
+
+def test_plain_http_to_a_remote_host_is_warned(tmp_path: Path) -> None:
+    # An invalid page size stops the run before any request leaves the machine.
+    config = {"api_key": SECRET, "api_url": "http://optico.example/data-api", "start_date": "2026-01-01", "page_size": 1}
+    run = run_tap(config, tmp_path)
+    assert "plain http:// to optico.example: the API key would travel in clear text" in run.stderr
+
+
+def test_localhost_http_is_not_warned(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    run = run_tap(tap_config(make_sandbox(), end_date="2026-03-20"), tmp_path)
+    assert run.returncode == 0
+    assert "clear text" not in run.stderr
+
+
+def _assert_no_secret(stdout: str, stderr: str) -> None:
+    assert SECRET not in stdout
+    assert SECRET not in stderr
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    ["transient_faults", "lasting_503", "timeouts", "wrong_key", "unreachable", "bad_setting"],
+)
+def test_the_key_is_never_printed_even_at_debug_level(make_sandbox: SandboxFactory, tmp_path: Path, scenario: str) -> None:
+    sandbox_options: dict[str, Any] = {"api_key": SECRET}
+    overrides: dict[str, Any] = {"api_key": SECRET, "max_tries": 3, "max_wait_seconds": 1, "request_timeout": 1}
+    if scenario == "transient_faults":
+        sandbox_options["faults"] = Faults(every=2, stall_seconds=2)
+    elif scenario == "lasting_503":
+        sandbox_options["faults"] = Faults(every=1, kinds=["503"])
+    elif scenario == "timeouts":
+        sandbox_options["faults"] = Faults(every=1, kinds=["timeout"], stall_seconds=2)
+    elif scenario == "wrong_key":
+        sandbox_options["api_key"] = "the-right-key"
+    elif scenario == "bad_setting":
+        overrides["page_size"] = 3
+    server = make_sandbox(**sandbox_options)
+    if scenario == "unreachable":
+        server.stop()
+    run = run_tap(tap_config(server, **overrides, end_date="2026-03-23"), tmp_path, env=DEBUG)
+    _assert_no_secret(run.stdout, run.stderr)
+    if scenario != "transient_faults":
+        assert run.returncode != 0
+    if scenario in ("transient_faults", "lasting_503"):
+        assert "api_key=***" in run.stderr  # urllib3 logged the URLs at DEBUG, masked
