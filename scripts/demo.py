@@ -43,14 +43,16 @@ def main() -> int:
     before = set(OUTPUT.glob("*.jsonl"))
     with build_server() as server:
         data = server.api.data
-        print(f"Sandbox: {data.calls_per_day} calls/day from {data.first_day} to {data.last_day} at {server.url}")
+        print(f"Sandbox: {data.calls_per_day} calls/day, {data.first_day}..{data.last_day}, {server.url}")
         env = {
             **os.environ,
             "TAP_OPTICO_API_URL": server.url,
             "TAP_OPTICO_START_DATE": data.first_day.isoformat(),
             "MELTANO_ENVIRONMENT": "sandbox",
         }
-        run = subprocess.run([str(MELTANO), "run", "tap-optico", "target-jsonl"], cwd=ROOT, env=env, check=False)
+        run = subprocess.run(
+            [str(MELTANO), "run", "tap-optico", "target-jsonl"], cwd=ROOT, env=env, check=False
+        )
     if run.returncode:
         print("meltano run failed; see the log above", file=sys.stderr)
         return run.returncode

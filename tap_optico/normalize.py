@@ -29,7 +29,6 @@ _CLOCK = re.compile(r"^(\d+):([0-5]?\d)(?::([0-5]?\d))?$")
 _SPACES = re.compile(r"[\s\u00a0\u202f']")
 EXTRA_FIELDS = "extra_fields"
 UNREADABLE = (ValueError, TypeError, OverflowError, OSError, AttributeError)
-_UNSEEN = object()
 
 
 def canonical_key(key: str) -> str:
@@ -55,13 +54,17 @@ def _number_text(value: str) -> str:
     text = _SPACES.sub("", value)
     if "," in text:
         # "12,50" is French for 12.50; in "1.234,50" the dot groups thousands.
-        text = text.replace(".", "").replace(",", ".") if text.rfind(",") > text.rfind(".") else text.replace(",", "")
+        text = (
+            text.replace(".", "").replace(",", ".")
+            if text.rfind(",") > text.rfind(".")
+            else text.replace(",", "")
+        )
     return text
 
 
 def to_number(value: Any) -> int | float:
     if isinstance(value, bool):
-        raise ValueError("a boolean is not a number")
+        raise TypeError("a boolean is not a number")
     if isinstance(value, int):
         return value
     number = float(_number_text(value)) if isinstance(value, str) else float(value)
@@ -118,7 +121,7 @@ def to_call_path(value: Any) -> list[str]:
 
 def to_date(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError("not a date")
+        raise TypeError("not a date")
     return dt.date.fromisoformat(value.strip()[:10]).isoformat()
 
 
@@ -133,7 +136,7 @@ class LocalTime:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return dt.datetime.fromtimestamp(value, self.zone).replace(tzinfo=None)
         if not isinstance(value, str):
-            raise ValueError("not a date-time")
+            raise TypeError("not a date-time")
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
@@ -163,15 +166,16 @@ class Normalizer:
         self.local_time = LocalTime(timezone)
         self.unreadable: Counter[str] = Counter()
         self.unknown_fields: set[str] = set()
-        self._aliases: dict[str, object] = {name: name for name in self.fields if name != EXTRA_FIELDS}
+        self._aliases: dict[str, str | None] = {name: name for name in self.fields if name != EXTRA_FIELDS}
 
     def __call__(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         record: dict[str, Any] = dict.fromkeys(self.fields)
         extra: dict[str, Any] | None = None
         fields, aliases = self.fields, self._aliases
         for key, value in raw.items():
-            name = aliases.get(key, _UNSEEN)
-            if name is _UNSEEN:
+            try:
+                name = aliases[key]
+            except KeyError:
                 name = self._resolve(key)
             if name is None:
                 extra = extra or {}
@@ -202,8 +206,7 @@ class Normalizer:
         if resolved is None and name not in self.unknown_fields:
             self.unknown_fields.add(name)
             self.logger.warning(
-                "%s: the API sent the field '%s', which the schema does not list; "
-                "it is kept under '%s'",
+                "%s: the API sent the field '%s', which the schema does not list; it is kept under '%s'",
                 self.stream_name,
                 name,
                 EXTRA_FIELDS,

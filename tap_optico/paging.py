@@ -92,7 +92,7 @@ class Window:
 
 
 def plan_windows(start: dt.date, end: dt.date, days: int) -> list[Window]:
-    windows = []
+    windows: list[Window] = []
     while start <= end:
         stop = min(end, start + dt.timedelta(days=days - 1))
         windows.append(Window(index=len(windows), start=start, end=stop))
@@ -166,7 +166,10 @@ class WindowPager:
                         self._plan_after(page)
                         yield page
                         page.window.outstanding -= 1
-                        if page.window.outstanding == 0 and page.window.next_unrequested > page.window.last_page:
+                        if (
+                            page.window.outstanding == 0
+                            and page.window.next_unrequested > page.window.last_page
+                        ):
                             self._close_read(page.window)
                     while reported < started and windows[reported].done:
                         yield windows[reported]

@@ -31,7 +31,7 @@ class DailyCallsStream(OpticoStream):
     primary_keys = ("date",)
     replication_key = "date"
     schema = StreamSchema(SCHEMAS)
-    extra_params = {"group_by_day": "1"}
+    extra_params: ClassVar[dict[str, str]] = {"group_by_day": "1"}
     normalizer_class: ClassVar[type[Normalizer]] = DailyNormalizer
     # A day's totals grow while the day lasts: a changed row is a new version to upsert.
     identity_fields = ("date", "calls", "duration", "revenue")

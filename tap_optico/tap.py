@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,7 +23,9 @@ LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 install()
 
 
-def _integer(name: str, default: int, minimum: int, description: str, maximum: int | None = None) -> th.Property:
+def _integer(
+    name: str, default: int, minimum: int, description: str, maximum: int | None = None
+) -> th.Property[Any]:
     return th.Property(
         name,
         th.IntegerType(minimum=minimum, maximum=maximum),
@@ -32,7 +35,7 @@ def _integer(name: str, default: int, minimum: int, description: str, maximum: i
     )
 
 
-def _filter(name: str, description: str) -> th.Property:
+def _filter(name: str, description: str) -> th.Property[Any]:
     return th.Property(name, th.StringType, description=description)
 
 
@@ -158,14 +161,20 @@ class TapOptico(Tap):
             ("request_timeout", 1, None),
         ):
             value = config.get(name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < low
+                or (high and value > high)
+            ):
                 bound = f"from {low} to {high}" if high else f"at least {low}"
                 errors.append(f"Setting '{name}' must be a whole number {bound}, got {value!r}")
         try:
             ZoneInfo(str(config.get("timezone")))
         except (ZoneInfoNotFoundError, ValueError):
             errors.append(
-                f"Setting 'timezone' must be an IANA time zone such as Europe/Paris, got {config.get('timezone')!r}"
+                "Setting 'timezone' must be an IANA time zone such as Europe/Paris, "
+                f"got {config.get('timezone')!r}"
             )
         url = urlsplit(str(config.get("api_url")))
         if url.scheme not in ("http", "https") or not url.hostname:

@@ -111,7 +111,9 @@ def sandbox(make_sandbox: SandboxFactory) -> SandboxServer:
     return make_sandbox()
 
 
-def expected_call_count(server: SandboxServer, start: dt.date | None = None, end: dt.date | None = None) -> int:
+def expected_call_count(
+    server: SandboxServer, start: dt.date | None = None, end: dt.date | None = None
+) -> int:
     data = server.api.data
     return sum(
         server.api.visible_count(day) for day in data.days(start or data.first_day, end or data.last_day)

@@ -26,7 +26,9 @@ MELTANO = str(Path(sys.executable).parent / "meltano")
 pytestmark = pytest.mark.e2e
 
 
-def meltano_run(loader: str, server: SandboxServer, work: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def meltano_run(
+    loader: str, server: SandboxServer, work: Path, **env: str
+) -> subprocess.CompletedProcess[str]:
     """`meltano run tap-optico <loader>` with its own system database and output folder."""
     data = server.api.data
     environ = {
@@ -100,7 +102,17 @@ def postgres() -> Iterator[dict[str, Any]]:
 
     pg(str(bin_dir / "initdb"), "-D", str(data_dir), "-U", "optico", "--auth=trust")
     options = f"-p {port} -c listen_addresses=127.0.0.1 -k {data_dir}"
-    pg(str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-o", options, "-w", "-l", str(data_dir / "log"), "start")
+    pg(
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(data_dir),
+        "-o",
+        options,
+        "-w",
+        "-l",
+        str(data_dir / "log"),
+        "start",
+    )
     try:
         yield {"host": "127.0.0.1", "port": port, "user": "optico", "database": "postgres", "bin": bin_dir}
     finally:
@@ -110,14 +122,16 @@ def postgres() -> Iterator[dict[str, Any]]:
 
 def psql(pg: dict[str, Any], sql: str) -> str:
     result = subprocess.run(
-        [str(pg["bin"] / "psql"), "-h", pg["host"], "-p", str(pg["port"]), "-U", pg["user"], "-d", pg["database"],
-         "-tAc", sql],
+        [str(pg["bin"] / "psql"), "-h", pg["host"], "-p", str(pg["port"]),
+         "-U", pg["user"], "-d", pg["database"], "-tAc", sql],
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     return result.stdout.strip()
 
 
-def test_meltano_run_into_postgres_upserts(make_sandbox: SandboxFactory, tmp_path: Path, postgres: dict[str, Any]) -> None:
+def test_meltano_run_into_postgres_upserts(
+    make_sandbox: SandboxFactory, tmp_path: Path, postgres: dict[str, Any]
+) -> None:
     env = {
         "TARGET_POSTGRES_HOST": postgres["host"],
         "TARGET_POSTGRES_PORT": str(postgres["port"]),

@@ -52,7 +52,9 @@ def test_a_rate_limit_pauses_every_worker(make_sandbox: SandboxFactory, tmp_path
     first_429 = next(r for r in server.requests if r.fault == "429")
     # Every worker waits out Retry-After, not only the one that got the 429.
     during_pause = [
-        r for r in server.requests if first_429.received_at + 0.3 < r.received_at < first_429.received_at + 1.7
+        r
+        for r in server.requests
+        if first_429.received_at + 0.3 < r.received_at < first_429.received_at + 1.7
     ]
     assert during_pause == []
     assert max(r.received_at for r in server.requests) > first_429.received_at + 2
@@ -119,16 +121,16 @@ def test_sigkill_then_resume_from_last_state_loses_nothing(
 
 
 @pytest.mark.parametrize("order", ["asc", "desc"])
-def test_calls_arriving_while_paging_are_not_lost(make_sandbox: SandboxFactory, tmp_path: Path, order: str) -> None:
+def test_calls_arriving_while_paging_are_not_lost(
+    make_sandbox: SandboxFactory, tmp_path: Path, order: str
+) -> None:
     today = dt.date(2026, 4, 8)
     server = make_sandbox(calls_per_day=400, first_day=today, last_day=today, live_step=7, order=order)
     run = run_tap(tap_config(server, page_size=10, max_concurrency=1), tmp_path)
     assert run.returncode == 0, run.stderr
     emitted = call_ids(run)
     everything = server.api.data.calls_of_day(today)
-    in_order = [
-        next(iter(sandbox_ids_of([call]))) for call in everything
-    ]
+    in_order = [next(iter(sandbox_ids_of([call]))) for call in everything]
     # No gap: what was emitted is exactly the first calls of the day, however many had arrived.
     assert emitted == set(in_order[: len(emitted)])
     assert len(emitted) >= 200
@@ -140,7 +142,12 @@ def sandbox_ids_of(calls: Any) -> set[str]:
     from tap_optico.normalize import call_id
 
     return {
-        call_id(dt.datetime.fromisoformat(c.start_date).isoformat(), c.profile.tracking_number, c.caller, c.profile.phone)
+        call_id(
+            dt.datetime.fromisoformat(c.start_date).isoformat(),
+            c.profile.tracking_number,
+            c.caller,
+            c.profile.phone,
+        )
         for c in calls
     }
 
@@ -164,7 +171,7 @@ class CannedApi:
                 self.end_headers()
                 self.wfile.write(data)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -189,7 +196,12 @@ def canned() -> Iterator[Any]:
         server.close()
 
 
-CALL = {"start_date": "2026-01-01 10:00:00", "caller": "0612345678", "tracking_number": "0182880101", "phone": "0142685300"}
+CALL = {
+    "start_date": "2026-01-01 10:00:00",
+    "caller": "0612345678",
+    "tracking_number": "0182880101",
+    "phone": "0142685300",
+}
 
 
 def canned_config(url: str) -> dict[str, Any]:
@@ -209,8 +221,14 @@ def canned_config(url: str) -> dict[str, Any]:
         ({"status": "OK", "total_results": 5}, "has no 'results' list (got NoneType)"),
         ({"status": "OK", "total_results": 1, "results": "oops"}, "has no 'results' list (got str)"),
         ({"status": "OK", "total_results": 9, "results": [CALL], "next_page": "deux"}, "next_page='deux'"),
-        ({"status": "OK", "total_results": 9, "results": [CALL], "next_page": 1}, "paging does not move forward"),
-        ({"status": "ERROR", "errors": ["Date invalide", "Limite invalide"]}, "Date invalide; Limite invalide"),
+        (
+            {"status": "OK", "total_results": 9, "results": [CALL], "next_page": 1},
+            "paging does not move forward",
+        ),
+        (
+            {"status": "ERROR", "errors": ["Date invalide", "Limite invalide"]},
+            "Date invalide; Limite invalide",
+        ),
         (["not", "an", "object"], "a JSON list instead of an object"),
     ],
 )
@@ -231,7 +249,13 @@ def test_absurd_total_results_is_reported_not_trusted(canned: Any, tmp_path: Pat
 
 
 def test_unexpected_field_types_become_typed_nulls(canned: Any, tmp_path: Path) -> None:
-    odd = {**CALL, "duration": {"minutes": 3}, "revenue": [1], "is_redirect": "peut-être", "trigger_type": "x"}
+    odd = {
+        **CALL,
+        "duration": {"minutes": 3},
+        "revenue": [1],
+        "is_redirect": "peut-être",
+        "trigger_type": "x",
+    }
     api = canned([{"status": "OK", "total_results": 1, "results": [odd, 42]}])
     run = run_tap(canned_config(api.url), tmp_path)
     assert run.returncode == 0, run.stderr

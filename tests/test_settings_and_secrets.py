@@ -22,7 +22,10 @@ DEBUG = {"TAP_OPTICO_LOGLEVEL": "DEBUG"}
         ({"start_date": None}, "Setting 'start_date' must be a date as YYYY-MM-DD, got None"),
         ({"start_date": "05/05/2026"}, "Setting 'start_date' must be a date as YYYY-MM-DD, got '05/05/2026'"),
         ({"end_date": "2026-13-01"}, "Setting 'end_date' must be a date as YYYY-MM-DD"),
-        ({"start_date": "2026-04-08", "end_date": "2026-04-01"}, "Setting 'end_date' must not be before 'start_date'"),
+        (
+            {"start_date": "2026-04-08", "end_date": "2026-04-01"},
+            "Setting 'end_date' must not be before 'start_date'",
+        ),
         ({"page_size": 9}, "Setting 'page_size' must be a whole number from 10 to 5000, got 9"),
         ({"page_size": 5001}, "Setting 'page_size' must be a whole number from 10 to 5000, got 5001"),
         ({"page_size": "big"}, "Setting 'page_size' must be a whole number from 10 to 5000, got 'big'"),
@@ -53,7 +56,12 @@ def test_each_bad_setting_fails_before_any_request(
 
 def test_plain_http_to_a_remote_host_is_warned(tmp_path: Path) -> None:
     # An invalid page size stops the run before any request leaves the machine.
-    config = {"api_key": SECRET, "api_url": "http://optico.example/data-api", "start_date": "2026-01-01", "page_size": 1}
+    config = {
+        "api_key": SECRET,
+        "api_url": "http://optico.example/data-api",
+        "start_date": "2026-01-01",
+        "page_size": 1,
+    }
     run = run_tap(config, tmp_path)
     assert "plain http:// to optico.example: the API key would travel in clear text" in run.stderr
 
@@ -73,9 +81,16 @@ def _assert_no_secret(stdout: str, stderr: str) -> None:
     "scenario",
     ["transient_faults", "lasting_503", "timeouts", "wrong_key", "unreachable", "bad_setting"],
 )
-def test_the_key_is_never_printed_even_at_debug_level(make_sandbox: SandboxFactory, tmp_path: Path, scenario: str) -> None:
+def test_the_key_is_never_printed_even_at_debug_level(
+    make_sandbox: SandboxFactory, tmp_path: Path, scenario: str
+) -> None:
     sandbox_options: dict[str, Any] = {"api_key": SECRET}
-    overrides: dict[str, Any] = {"api_key": SECRET, "max_tries": 3, "max_wait_seconds": 1, "request_timeout": 1}
+    overrides: dict[str, Any] = {
+        "api_key": SECRET,
+        "max_tries": 3,
+        "max_wait_seconds": 1,
+        "request_timeout": 1,
+    }
     if scenario == "transient_faults":
         sandbox_options["faults"] = Faults(every=2, stall_seconds=2)
     elif scenario == "lasting_503":

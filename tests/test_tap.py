@@ -12,7 +12,9 @@ from tap_optico.sandbox import Faults, SandboxServer
 from tests.conftest import SandboxFactory, expected_call_count, run_tap, tap_config
 
 
-def sandbox_call_ids(server: SandboxServer, start: dt.date | None = None, end: dt.date | None = None) -> set[str]:
+def sandbox_call_ids(
+    server: SandboxServer, start: dt.date | None = None, end: dt.date | None = None
+) -> set[str]:
     data = server.api.data
     ids = set()
     for day in data.days(start or data.first_day, end or data.last_day):
@@ -23,7 +25,9 @@ def sandbox_call_ids(server: SandboxServer, start: dt.date | None = None, end: d
 
 
 @pytest.mark.parametrize("style", ["strings", "mixed"])
-def test_both_streams_every_call_exactly_once(make_sandbox: SandboxFactory, tmp_path: Path, style: str) -> None:
+def test_both_streams_every_call_exactly_once(
+    make_sandbox: SandboxFactory, tmp_path: Path, style: str
+) -> None:
     server = make_sandbox(style=style)
     run = run_tap(tap_config(server), tmp_path)
     assert run.returncode == 0, run.stderr
@@ -60,7 +64,11 @@ def test_records_are_typed(make_sandbox: SandboxFactory, tmp_path: Path) -> None
         assert record["tracking_number"]  # also when the API spells it "tracking number"
         assert record["call_path"] is None or all(isinstance(page, str) for page in record["call_path"])
         assert "" not in record.values()
-    assert any(r["extra_fields"] == {"campaign_id": r["extra_fields"]["campaign_id"]} for r in calls if r["extra_fields"])
+    assert any(
+        r["extra_fields"] == {"campaign_id": r["extra_fields"]["campaign_id"]}
+        for r in calls
+        if r["extra_fields"]
+    )
     assert "campaign_id" in run.stderr  # an unlisted field is named in a warning
 
 
@@ -73,7 +81,11 @@ def test_second_run_reads_from_bookmark_minus_lookback(make_sandbox: SandboxFact
     assert second.returncode == 0, second.stderr
     starts = {request.params["start_date"] for request in server.requests}
     assert starts == {"2026-04-06"}  # bookmark 2026-04-08 minus two days
-    assert {r["start_date"][:10] for r in second.records("calls")} == {"2026-04-06", "2026-04-07", "2026-04-08"}
+    assert {r["start_date"][:10] for r in second.records("calls")} == {
+        "2026-04-06",
+        "2026-04-07",
+        "2026-04-08",
+    }
     assert second.final_state == first.final_state
 
 
@@ -84,7 +96,9 @@ def test_filters_are_passed_to_the_api(make_sandbox: SandboxFactory, tmp_path: P
     assert calls
     assert {r["tracking_number"] for r in calls} == {"0182880190"}
     assert all(r["url"] is None for r in calls)  # static numbers have no web visit
-    assert {request.params.get("offline_phone_description") for request in server.requests} == {"pages jaunes"}
+    assert {request.params.get("offline_phone_description") for request in server.requests} == {
+        "pages jaunes"
+    }
 
 
 def test_api_error_fails_with_the_api_messages(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
@@ -95,7 +109,9 @@ def test_api_error_fails_with_the_api_messages(make_sandbox: SandboxFactory, tmp
     assert not run.records("calls")
 
 
-def test_non_json_answer_fails_with_status_and_content_type(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+def test_non_json_answer_fails_with_status_and_content_type(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
     server = make_sandbox(faults=Faults(every=1, kinds=["html"]))
     run = run_tap(tap_config(server, max_tries=2, max_wait_seconds=1, max_concurrency=1), tmp_path)
     assert run.returncode != 0
@@ -104,7 +120,9 @@ def test_non_json_answer_fails_with_status_and_content_type(make_sandbox: Sandbo
 
 
 @pytest.mark.parametrize("concurrency", [2, 4])
-def test_concurrent_and_sequential_runs_agree(make_sandbox: SandboxFactory, tmp_path: Path, concurrency: int) -> None:
+def test_concurrent_and_sequential_runs_agree(
+    make_sandbox: SandboxFactory, tmp_path: Path, concurrency: int
+) -> None:
     server = make_sandbox(calls_per_day=120)
     config = tap_config(server, page_size=50, window_days=3)
     sequential = run_tap({**config, "max_concurrency": 1}, tmp_path)
@@ -112,7 +130,9 @@ def test_concurrent_and_sequential_runs_agree(make_sandbox: SandboxFactory, tmp_
     assert sequential.returncode == concurrent.returncode == 0
     for stream in ("calls", "daily_calls"):
         key = "call_id" if stream == "calls" else "date"
-        assert sorted(r[key] for r in sequential.records(stream)) == sorted(r[key] for r in concurrent.records(stream))
+        assert sorted(r[key] for r in sequential.records(stream)) == sorted(
+            r[key] for r in concurrent.records(stream)
+        )
     assert sequential.final_state == concurrent.final_state
 
 
@@ -127,5 +147,7 @@ def test_bookmarks_only_cover_complete_windows(make_sandbox: SandboxFactory, tmp
             bookmark = message["value"]["bookmarks"].get("calls", {}).get("replication_key_value")
             if bookmark:
                 day = bookmark[:10]
-                expected = {d.isoformat() for d in server.api.data.days(dt.date.min, dt.date.fromisoformat(day))}
+                expected = {
+                    d.isoformat() for d in server.api.data.days(dt.date.min, dt.date.fromisoformat(day))
+                }
                 assert expected <= set(seen), f"bookmark {day} passed days not yet emitted"

@@ -176,9 +176,7 @@ class SandboxApi:
             rows = list(self._daily_rows(days, query))
             return rows[first : first + query.limit], len(rows)
         if query.filters:
-            matching = [
-                call for day in days for call in self._ordered(day) if _matches(call, query.filters)
-            ]
+            matching = [call for day in days for call in self._ordered(day) if _matches(call, query.filters)]
             return [call.encode() for call in matching[first : first + query.limit]], len(matching)
         return self._slice(days, first, query.limit)
 

@@ -192,9 +192,7 @@ class SandboxData:
         self.last_day = last_day
         self.style = style
         profile_rng = random.Random(f"{seed}:profiles")
-        self.profiles = tuple(
-            _build_profile(profile_rng, index, style) for index in range(PROFILE_COUNT)
-        )
+        self.profiles = tuple(_build_profile(profile_rng, index, style) for index in range(PROFILE_COUNT))
         self._calls_of_day = functools.lru_cache(maxsize=DAY_CACHE_SIZE)(self._generate_day)
 
     def days(self, start: dt.date, end: dt.date) -> list[dt.date]:

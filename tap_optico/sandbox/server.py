@@ -170,7 +170,7 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             """Silent: request lines carry the API key."""
 
     return Handler
@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         order=args.order,
         live_step=args.live_step,
         api_key=args.api_key,
-        faults=Faults(every=args.fault_every, kinds=kinds, latency=args.latency),  # type: ignore[arg-type]
+        faults=Faults(every=args.fault_every, kinds=kinds, latency=args.latency),
     )
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -1,0 +1,118 @@
+"""Every raw form of the API reference through the normaliser."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tap_optico.normalize import CallNormalizer, DailyNormalizer, call_id
+
+LOGGER = logging.getLogger("test")
+RAW = {
+    "start_date": "2026-01-15 09:30:00",
+    "caller": "0612345678",
+    "tracking_number": "0182880101",
+    "phone": "0142685300",
+}
+
+
+def normalize(**fields: Any) -> dict[str, Any]:
+    return CallNormalizer("calls", LOGGER, "Europe/Paris")({**RAW, **fields})
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "typed"),
+    [
+        ("trigger_type", "3", 3), ("trigger_type", 3, 3), ("trigger_type", "3.0", 3),
+        ("duration", "134", 134), ("duration", 134, 134), ("duration", "00:02:14", 134),
+        ("duration", "02:14", 134), ("duration", "26:00:00", 93600), ("duration", 134.4, 134),
+        ("revenue", "12.50", 12.5), ("revenue", "12,50", 12.5), ("revenue", 12.5, 12.5),
+        ("revenue", "1.234,50", 1234.5), ("revenue", "1 234,50", 1234.5), ("revenue", 12, 12),
+        ("is_redirect", "1", True), ("is_redirect", "0", False), ("is_redirect", 1, True),
+        ("is_redirect", 0, False), ("is_redirect", True, True), ("is_redirect", "false", False),
+        ("expired_redirect", "oui", True),
+        ("call_path", "/\n/tarifs\n/contact", ["/", "/tarifs", "/contact"]),
+        ("call_path", "/a\r\n/b\n", ["/a", "/b"]),
+        ("keypad", "", None), ("keypad", None, None), ("source", "Google", "Google"),
+        ("visit_id", 123456, "123456"), ("client_data", {"agence": "Lyon"}, '{"agence":"Lyon"}'),
+    ],
+)  # fmt: skip
+def test_raw_forms(field: str, raw: Any, typed: Any) -> None:
+    assert normalize(**{field: raw})[field] == typed
+
+
+@pytest.mark.parametrize(
+    ("raw", "rfc3339"),
+    [
+        ("2026-01-15 09:30:00", "2026-01-15T09:30:00+01:00"),
+        ("2026-07-15 09:30:00", "2026-07-15T09:30:00+02:00"),
+        ("2026-07-15T09:30:00", "2026-07-15T09:30:00+02:00"),
+        ("2026-07-15T07:30:00Z", "2026-07-15T09:30:00+02:00"),
+        ("2026-07-15T09:30:00+02:00", "2026-07-15T09:30:00+02:00"),
+    ],
+)
+def test_times_are_read_in_the_timezone(raw: str, rfc3339: str) -> None:
+    assert normalize(start_date=raw)["start_date"] == rfc3339
+
+
+def test_call_id_is_stable_across_raw_forms() -> None:
+    plain = normalize()
+    assert normalize(start_date="2026-01-15T09:30:00")["call_id"] == plain["call_id"]
+    spaced = CallNormalizer("calls", LOGGER, "Europe/Paris")(
+        {**{k: v for k, v in RAW.items() if k != "tracking_number"}, "tracking number": "0182880101"}
+    )
+    assert spaced["tracking_number"] == "0182880101"
+    assert spaced["call_id"] == plain["call_id"]
+    assert normalize(caller="0699999999")["call_id"] != plain["call_id"]
+    assert plain["call_id"] == call_id("2026-01-15T09:30:00", "0182880101", "0612345678", "0142685300")
+
+
+def test_unreadable_values_become_null_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    normalizer = CallNormalizer("calls", LOGGER, "Europe/Paris")
+    with caplog.at_level(logging.WARNING):
+        first = normalizer({**RAW, "duration": "longtemps"})
+        normalizer({**RAW, "duration": "encore"})
+        normalizer.log_summary()
+    assert first["duration"] is None
+    assert first["caller"] == "0612345678"
+    assert sum("could not read duration" in r.message for r in caplog.records) == 1
+    assert any("2 value(s) of duration" in r.message for r in caplog.records)
+
+
+def test_unknown_fields_are_kept_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        record = normalize(**{"Campaign Id": "c-1"})
+    assert record["extra_fields"] == {"campaign_id": "c-1"}
+    assert any("campaign_id" in r.message for r in caplog.records)
+
+
+def test_daily_rows() -> None:
+    row = DailyNormalizer("daily_calls", LOGGER, "Europe/Paris")(
+        {"date": "2026-01-15", "calls": "12", "duration": "01:00:00", "revenue": "99,90"}
+    )
+    assert row == {"date": "2026-01-15", "calls": 12, "duration": 3600, "revenue": 99.9, "extra_fields": None}
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=6,
+)
+FIELDS = list(CallNormalizer.fields) + ["tracking number", "unlisted"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(FIELDS), JSON))
+def test_any_json_in_any_field_never_raises_nor_drops(raw: dict[str, Any]) -> None:
+    record = CallNormalizer("calls", LOGGER, "Europe/Paris")(raw)
+    assert set(CallNormalizer.fields) <= set(record)
+    assert isinstance(record["call_id"], str)
+    assert len(record["call_id"]) == 32
+    for field in ("trigger_type", "duration"):
+        assert record[field] is None or type(record[field]) is int
+    assert record["revenue"] is None or isinstance(record["revenue"], (int, float))
+    assert record["is_redirect"] is None or isinstance(record["is_redirect"], bool)
