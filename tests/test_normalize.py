@@ -102,7 +102,7 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
     max_leaves=6,
 )
-FIELDS = list(CallNormalizer.fields) + ["tracking number", "unlisted"]
+FIELDS = [*list(CallNormalizer.fields), "tracking number", "unlisted"]
 
 
 @settings(max_examples=400, deadline=None)

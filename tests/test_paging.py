@@ -55,8 +55,13 @@ def test_next_page_that_is_not_a_number_is_an_error(value: object) -> None:
 
 def test_follows_the_sandbox_to_the_last_page(sandbox: SandboxServer) -> None:
     paginator = OpticoPaginator()
-    params = {"api_key": SANDBOX_API_KEY, "type": "calls", "start_date": "2026-03-20", "end_date": "2026-03-22",
-              "limit": 40}  # fmt: skip
+    params: dict[str, str | int] = {
+        "api_key": SANDBOX_API_KEY,
+        "type": "calls",
+        "start_date": "2026-03-20",
+        "end_date": "2026-03-22",
+        "limit": 40,
+    }
     pages = 0
     while not paginator.finished:
         paginator.advance(

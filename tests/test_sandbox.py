@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from tap_optico.sandbox import SANDBOX_API_KEY, Faults, SandboxServer
+from tap_optico.sandbox.server import FaultKind
 from tests.conftest import SandboxFactory
 
 BASE = {"api_key": SANDBOX_API_KEY, "type": "calls", "start_date": "2026-03-20", "end_date": "2026-03-21"}
@@ -106,7 +107,7 @@ def test_live_mode_grows_the_last_day(make_sandbox: SandboxFactory) -> None:
 
 
 @pytest.mark.parametrize("kind", ["429", "500", "503", "html", "truncated"])
-def test_fault_kinds(make_sandbox: SandboxFactory, kind: str) -> None:
+def test_fault_kinds(make_sandbox: SandboxFactory, kind: FaultKind) -> None:
     server = make_sandbox(faults=Faults(every=2, kinds=[kind], retry_after=7))
     assert requests.get(server.url, params=BASE, timeout=10).status_code == 200
     response = requests.get(server.url, params=BASE, timeout=10)
