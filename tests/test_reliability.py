@@ -18,7 +18,7 @@ import pytest
 
 from tap_optico.sandbox import SANDBOX_API_KEY, Faults
 from tests.conftest import TAP, SandboxFactory, TapRun, run_tap, tap_config
-from tests.test_tap import sandbox_call_ids
+from tests.test_tap import sandbox_call_id, sandbox_call_ids
 
 
 def call_ids(run: TapRun) -> set[str]:
@@ -130,26 +130,12 @@ def test_calls_arriving_while_paging_are_not_lost(
     assert run.returncode == 0, run.stderr
     emitted = call_ids(run)
     everything = server.api.data.calls_of_day(today)
-    in_order = [next(iter(sandbox_ids_of([call]))) for call in everything]
+    in_order = [sandbox_call_id(call) for call in everything]
     # No gap: what was emitted is exactly the first calls of the day, however many had arrived.
     assert emitted == set(in_order[: len(emitted)])
     assert len(emitted) >= 200
     if order == "desc":
         assert "reading it again" in run.stderr
-
-
-def sandbox_ids_of(calls: Any) -> set[str]:
-    from tap_optico.normalize import call_id
-
-    return {
-        call_id(
-            dt.datetime.fromisoformat(c.start_date).isoformat(),
-            c.profile.tracking_number,
-            c.caller,
-            c.profile.phone,
-        )
-        for c in calls
-    }
 
 
 class CannedApi:

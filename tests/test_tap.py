@@ -9,19 +9,25 @@ import pytest
 
 from tap_optico.normalize import call_id
 from tap_optico.sandbox import Faults, SandboxServer
+from tap_optico.sandbox.data import SandboxCall
 from tests.conftest import SandboxFactory, expected_call_count, run_tap, tap_config
+
+
+def sandbox_call_id(call: SandboxCall) -> str:
+    """The call_id the tap must give a sandbox call."""
+    start_time = dt.datetime.fromisoformat(call.start_date).isoformat()
+    return call_id(start_time, call.profile.tracking_number, call.caller, call.profile.phone)
 
 
 def sandbox_call_ids(
     server: SandboxServer, start: dt.date | None = None, end: dt.date | None = None
 ) -> set[str]:
     data = server.api.data
-    ids = set()
-    for day in data.days(start or data.first_day, end or data.last_day):
-        for call in server.api.visible_calls(day):
-            start_time = dt.datetime.fromisoformat(call.start_date).isoformat()
-            ids.add(call_id(start_time, call.profile.tracking_number, call.caller, call.profile.phone))
-    return ids
+    return {
+        sandbox_call_id(call)
+        for day in data.days(start or data.first_day, end or data.last_day)
+        for call in server.api.visible_calls(day)
+    }
 
 
 @pytest.mark.parametrize("style", ["strings", "mixed"])
