@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
-from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError, FatalAPIError
 
 from tap_optico.limits import MAX_PAGE_SIZE, MIN_PAGE_SIZE
 from tap_optico.secrets import install, register_secret
 from tap_optico.streams import CallsStream, DailyCallsStream
+from tap_optico.writer import OpticoWriter
 
 DEFAULT_API_URL = "https://www.optico.fr/data-api"
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -43,7 +43,7 @@ class TapOptico(Tap):
     """Extracts calls and daily totals from the Optico call-tracking Data API."""
 
     name = "tap-optico"
-    message_writer_class = MsgSpecWriter
+    message_writer_class = OpticoWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property(

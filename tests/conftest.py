@@ -49,6 +49,7 @@ def run_tap(
     tmp_path: Path,
     *,
     state: dict[str, Any] | None = None,
+    catalog: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 300,
 ) -> TapRun:
@@ -60,6 +61,10 @@ def run_tap(
         state_file = tmp_path / "state.json"
         state_file.write_text(json.dumps(state))
         args += ["--state", str(state_file)]
+    if catalog is not None:
+        catalog_file = tmp_path / "catalog.json"
+        catalog_file.write_text(json.dumps(catalog))
+        args += ["--catalog", str(catalog_file)]
     proc = subprocess.run(
         args,
         capture_output=True,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tap_optico.normalize import CallNormalizer, DailyNormalizer, call_id
+from tap_optico.normalize import CallNormalizer, DailyNormalizer, PlainCall, call_id, decode_plain_page
 
 LOGGER = logging.getLogger("test")
 RAW = {
@@ -116,3 +117,47 @@ def test_any_json_in_any_field_never_raises_nor_drops(raw: dict[str, Any]) -> No
         assert record[field] is None or type(record[field]) is int
     assert record["revenue"] is None or isinstance(record["revenue"], (int, float))
     assert record["is_redirect"] is None or isinstance(record["is_redirect"], bool)
+
+
+PLAIN_FIELDS = list(PlainCall.__struct_fields__)
+RAW_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False)
+    | st.sampled_from(["", "0", "1", "-5", "007", " 7", "3.0", "1e3", "12.50", "12,50", "nan", "1e400"])
+    | st.sampled_from(["true", "False", "oui", "00:02:14", "2026-01-15 09:30:00", "2026-07-15T07:30:00Z"])
+    | st.integers(-(10**20), 10**20).map(str)
+    | st.floats(allow_nan=False).map(str)
+    | st.text(max_size=12)
+)
+# Values every plain field accepts, so that most examples take the plain path.
+PLAIN_VALUES = st.none() | st.just("") | st.integers(0, 10**6).map(str) | st.sampled_from(["0", "1"])
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.dictionaries(st.sampled_from([*PLAIN_FIELDS, "tracking number"]), PLAIN_VALUES | RAW_VALUES))
+def test_plain_pages_give_the_records_of_the_converters(raw: dict[str, Any]) -> None:
+    """The msgspec path, when it accepts a page, yields exactly what the converters would."""
+    body = msgspec.json.encode({"status": "OK", "results": [raw]})
+    plain = decode_plain_page(PlainCall, body)
+    if plain is None:
+        return
+    assert type(plain["results"][0]) is PlainCall
+    converters = CallNormalizer("calls", LOGGER, "Europe/Paris")
+    expected = converters(msgspec.json.decode(body)["results"][0])
+    assert CallNormalizer("calls", LOGGER, "Europe/Paris")(plain["results"][0]) == expected
+
+
+def test_plain_path_takes_plain_pages_only() -> None:
+    plain = {**RAW, "duration": "134", "revenue": "", "is_redirect": "0", "call_path": "/\n/tarifs"}
+    page = decode_plain_page(PlainCall, msgspec.json.encode({"results": [plain], "total_results": 1}))
+    assert page is not None
+    assert page["total_results"] == 1
+    record = CallNormalizer("calls", LOGGER, "Europe/Paris")(page["results"][0])
+    assert record["call_path"] == ["/", "/tarifs"]
+    assert record["revenue"] is None
+    for odd in ({"revenue": "12,50"}, {"duration": "00:02:14"}, {"visit_id": 42}, {"campaign": "x"}):
+        assert decode_plain_page(PlainCall, msgspec.json.encode({"results": [{**plain, **odd}]})) is None
+    error = {"status": "ERROR", "errors": ["bad key"], "results": []}
+    assert decode_plain_page(PlainCall, msgspec.json.encode(error)) is None

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tap_optico.normalize import call_id
 from tap_optico.sandbox import Faults, SandboxServer
 from tap_optico.sandbox.data import SandboxCall
-from tests.conftest import SandboxFactory, expected_call_count, run_tap, tap_config
+from tests.conftest import TAP, SandboxFactory, expected_call_count, run_tap, tap_config
 
 
 def sandbox_call_id(call: SandboxCall) -> str:
@@ -135,11 +139,49 @@ def test_concurrent_and_sequential_runs_agree(
     concurrent = run_tap({**config, "max_concurrency": concurrency}, tmp_path)
     assert sequential.returncode == concurrent.returncode == 0
     for stream in ("calls", "daily_calls"):
-        key = "call_id" if stream == "calls" else "date"
-        assert sorted(r[key] for r in sequential.records(stream)) == sorted(
-            r[key] for r in concurrent.records(stream)
-        )
+        records = sequential.records(stream)
+        assert records
+        assert sorted(map(canonical_json, records)) == sorted(map(canonical_json, concurrent.records(stream)))
     assert sequential.final_state == concurrent.final_state
+
+
+def canonical_json(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True)
+
+
+def discover(config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    config_file = tmp_path / "discover-config.json"
+    config_file.write_text(json.dumps(config))
+    found = subprocess.run([TAP, "--config", str(config_file), "--discover"], capture_output=True, check=True)
+    catalog: dict[str, Any] = json.loads(found.stdout)
+    return catalog
+
+
+def test_catalog_selection_and_stream_maps_apply(sandbox: SandboxServer, tmp_path: Path) -> None:
+    """Records skip the SDK's generic per-record path; selection and stream maps must still hold."""
+    config = tap_config(sandbox)
+    plain = run_tap(config, tmp_path)
+    catalog = discover(config, tmp_path)
+    for entry in catalog["streams"]:
+        for metadata in entry["metadata"]:
+            breadcrumb = metadata["breadcrumb"]
+            if entry["tap_stream_id"] == "daily_calls" and breadcrumb == []:
+                metadata["metadata"]["selected"] = False
+            if entry["tap_stream_id"] == "calls" and breadcrumb == ["properties", "keypad"]:
+                metadata["metadata"]["selected"] = False
+    maps = {"calls": {"__alias__": "phone_calls", "caller": "md5(caller)"}}
+    mapped = run_tap({**config, "stream_maps": maps}, tmp_path, catalog=catalog)
+    assert plain.returncode == mapped.returncode == 0, mapped.stderr
+    assert mapped.records("daily_calls") == []
+    assert mapped.records("calls") == []
+    records = mapped.records("phone_calls")
+    assert len(records) == len(plain.records("calls")) == expected_call_count(sandbox)
+    assert all("keypad" not in record for record in records)
+    assert {r["call_id"] for r in records} == {r["call_id"] for r in plain.records("calls")}
+    callers = {r["caller"] for r in plain.records("calls")}
+    assert {r["caller"] for r in records} == {
+        hashlib.md5(caller.encode(), usedforsecurity=False).hexdigest() for caller in callers
+    }
 
 
 def test_bookmarks_only_cover_complete_windows(make_sandbox: SandboxFactory, tmp_path: Path) -> None:

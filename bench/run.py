@@ -1,0 +1,362 @@
+"""`make bench`: tap-optico against the script it replaces, memory at scale, concurrency under latency.
+
+Starts the sandbox as its own process (its CPU is not counted), then, in one
+run, measures each contender as a child process (CPU from ``wait4``'s rusage,
+peak RSS from ``ru_maxrss``, wall from the clock), alternating them round by
+round so that a noisy machine hits both alike:
+
+1. CPU and wall time, tap (both streams) vs ``bench/baseline.py``, ~100,000 calls, page_size 5000;
+2. the tap's peak memory at ~100,000 and ~1,000,000 calls;
+3. the tap's wall time with 200 ms of latency per request, max_concurrency 1 vs 4.
+
+Writes ``bench/RESULTS.md`` and ``bench/results.png``; logs and raw figures go
+to ``bench/out/``. ``--quick`` runs tiny sizes into ``bench/out/quick/``, to
+check that the benchmark works, not to quote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tap_optico.sandbox import SANDBOX_API_KEY
+
+BENCH = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+FIRST_DAY = dt.date(2025, 1, 1)
+CALLS_PER_DAY = 1000
+PAGE_SIZE = 5000
+LATENCY_SECONDS = 0.2
+MAX_PEAK_MB = 150
+MAX_GROWTH = 1.10
+MAX_CPU_RATIO = 1.0
+MAX_WALL_RATIO = 0.3
+RECORD_PREFIX = b'{"type":"RECORD","stream":"'
+STATE_PREFIX = b'{"type":"STATE"'
+
+
+@dataclass(frozen=True)
+class Scenario:
+    days: int
+    latency: float = 0.0
+
+    @property
+    def last_day(self) -> dt.date:
+        return FIRST_DAY + dt.timedelta(days=self.days - 1)
+
+    @property
+    def calls(self) -> int:
+        return self.days * CALLS_PER_DAY
+
+
+@dataclass(frozen=True)
+class Run:
+    contender: str
+    records: int
+    cpu_seconds: float
+    wall_seconds: float
+    peak_rss_mb: float
+    final_state: str | None
+
+    @property
+    def cpu_us_per_record(self) -> float:
+        return self.cpu_seconds / self.records * 1e6
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.wall_seconds
+
+
+@contextmanager
+def sandbox(scenario: Scenario, log: Path) -> Iterator[str]:
+    """The sandbox in a process of its own; yields its URL."""
+    argv = [
+        str(BIN / "tap-optico-sandbox"),
+        "--port=0",
+        f"--calls-per-day={CALLS_PER_DAY}",
+        f"--first-day={FIRST_DAY}",
+        f"--last-day={scenario.last_day}",
+        f"--latency={scenario.latency}",
+    ]
+    with log.open("wb") as errors:
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors)
+        try:
+            assert process.stdout is not None
+            banner = process.stdout.readline().decode()
+            match = re.search(r" at (\S+) \(api_key", banner)
+            if not match:
+                msg = f"the sandbox did not start (see {log})"
+                raise RuntimeError(msg)
+            yield match.group(1)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def measure(contender: str, argv: Sequence[str], log: Path) -> Run:
+    """Run one contender, reading its output as a target would, and take its rusage."""
+    started = time.perf_counter()
+    records = 0
+    final_state = None
+    with log.open("wb") as errors:
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors)
+        assert process.stdout is not None
+        tail = b""
+        for chunk in iter(lambda: process.stdout.read(1 << 20), b""):  # type: ignore[union-attr]
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            for line in lines:
+                if line.startswith(STATE_PREFIX):
+                    final_state = line.decode()
+                elif contender == "baseline" or line.startswith(RECORD_PREFIX):
+                    records += 1
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if process.returncode:
+        msg = f"{contender} exited with {process.returncode}; see {log}"
+        raise RuntimeError(msg)
+    return Run(
+        contender=contender,
+        records=records,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        wall_seconds=wall,
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        final_state=final_state,
+    )
+
+
+def tap_argv(url: str, scenario: Scenario, out: Path, max_concurrency: int) -> list[str]:
+    config = out / f"config-{scenario.days}d-c{max_concurrency}.json"
+    config.write_text(
+        json.dumps(
+            {
+                "api_key": SANDBOX_API_KEY,
+                "api_url": url,
+                "start_date": FIRST_DAY.isoformat(),
+                "end_date": scenario.last_day.isoformat(),
+                "page_size": PAGE_SIZE,
+                "max_concurrency": max_concurrency,
+            }
+        )
+    )
+    return [str(BIN / "tap-optico"), "--config", str(config)]
+
+
+def baseline_argv(url: str, scenario: Scenario) -> list[str]:
+    return [
+        sys.executable,
+        str(BENCH / "baseline.py"),
+        url,
+        SANDBOX_API_KEY,
+        FIRST_DAY.isoformat(),
+        scenario.last_day.isoformat(),
+    ]
+
+
+def check(run: Run, scenario: Scenario) -> Run:
+    """A figure only counts if the run emitted every call and every day."""
+    expected = scenario.calls + scenario.days
+    if run.records != expected:
+        msg = f"{run.contender} emitted {run.records} records, expected {expected}"
+        raise RuntimeError(msg)
+    print(
+        f"  {run.contender:<14} {run.records:>9} records  cpu {run.cpu_seconds:7.2f} s  "
+        f"wall {run.wall_seconds:7.2f} s  peak {run.peak_rss_mb:6.1f} MB",
+        flush=True,
+    )
+    return run
+
+
+def cpu_rounds(scenario: Scenario, rounds: int, out: Path) -> list[Run]:
+    print(f"CPU: baseline vs tap, {scenario.calls:,} calls, {rounds} rounds", flush=True)
+    runs = []
+    with sandbox(scenario, out / "sandbox-cpu.log") as url:
+        for number in range(rounds):
+            runs.append(check(measure("baseline", baseline_argv(url, scenario), out / "baseline.log"), scenario))
+            tap = tap_argv(url, scenario, out, max_concurrency=4)
+            runs.append(check(measure("tap", tap, out / f"tap-cpu-{number}.log"), scenario))
+    return runs
+
+
+def memory_run(scenario: Scenario, out: Path) -> Run:
+    print(f"Memory: tap, {scenario.calls:,} calls", flush=True)
+    with sandbox(scenario, out / f"sandbox-{scenario.days}d.log") as url:
+        tap = tap_argv(url, scenario, out, max_concurrency=4)
+        return check(measure("tap", tap, out / f"tap-{scenario.days}d.log"), scenario)
+
+
+def latency_rounds(scenario: Scenario, rounds: int, out: Path) -> list[Run]:
+    print(f"Latency {scenario.latency * 1000:.0f} ms: max_concurrency 1 vs 4, {rounds} rounds", flush=True)
+    runs = []
+    with sandbox(scenario, out / "sandbox-latency.log") as url:
+        for number in range(rounds):
+            for concurrency in (1, 4):
+                tap = tap_argv(url, scenario, out, max_concurrency=concurrency)
+                log = out / f"tap-latency-c{concurrency}-{number}.log"
+                runs.append(check(measure(f"concurrency {concurrency}", tap, log), scenario))
+    return runs
+
+
+def median(runs: list[Run], contender: str, figure: str) -> float:
+    return statistics.median(getattr(run, figure) for run in runs if run.contender == contender)
+
+
+def verdict(value: float, limit: float, unit: str = "") -> str:
+    if value <= limit:
+        return f"met ({value:.2f}{unit} ≤ {limit:g}{unit})"
+    return f"**missed** by {value / limit - 1:.0%} ({value:.2f}{unit} > {limit:g}{unit})"
+
+
+def report(
+    cpu: list[Run], small: Run, large: Run, latency: list[Run], scenarios: dict[str, Scenario], results: Path
+) -> str:
+    cpu_ratio = median(cpu, "tap", "cpu_seconds") / median(cpu, "baseline", "cpu_seconds")
+    wall_ratio = median(latency, "concurrency 4", "wall_seconds") / median(
+        latency, "concurrency 1", "wall_seconds"
+    )
+    growth = large.peak_rss_mb / small.peak_rss_mb
+    same_output = {(run.records, run.final_state) for run in latency}
+    lines = [
+        "# tap-optico benchmark",
+        "",
+        f"Measured {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} on {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}. "
+        "Reproduce with `make bench` (about ten minutes). Each contender runs as a child process "
+        "against the sandbox (a process of its own, not counted), its output read through a pipe "
+        "as a target would; CPU is user + system time, memory the peak resident set. Rounds alternate "
+        "the contenders; figures are medians.",
+        "",
+        "![benchmark](results.png)",
+        "",
+        "## Targets",
+        "",
+        "| target | result |",
+        "|---|---|",
+        f"| tap CPU per record ≤ {MAX_CPU_RATIO:g}× baseline | {verdict(cpu_ratio, MAX_CPU_RATIO, '×')} |",
+        f"| peak memory < {MAX_PEAK_MB} MB | {verdict(max(small.peak_rss_mb, large.peak_rss_mb), MAX_PEAK_MB, ' MB')} |",
+        f"| memory at {large.records - scenarios['large'].days:,} calls ≤ {MAX_GROWTH:g}× at "
+        f"{small.records - scenarios['small'].days:,} | {verdict(growth, MAX_GROWTH, '×')} |",
+        f"| wall at max_concurrency 4 ≤ {MAX_WALL_RATIO:g}× max_concurrency 1 "
+        f"({LATENCY_SECONDS * 1000:.0f} ms latency) | {verdict(wall_ratio, MAX_WALL_RATIO, '×')} |",
+        f"| same records and final state at 1 and 4 | {'met' if len(same_output) == 1 else '**missed**'} |",
+        "",
+        f"## CPU: {scenarios['cpu'].calls:,} calls + {scenarios['cpu'].days} daily rows, page_size {PAGE_SIZE}",
+        "",
+        "| contender | CPU s | µs CPU / record | wall s | records / s | peak MB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for contender in ("baseline", "tap"):
+        lines.append(
+            f"| {contender} | {median(cpu, contender, 'cpu_seconds'):.2f} "
+            f"| {median(cpu, contender, 'cpu_us_per_record'):.1f} "
+            f"| {median(cpu, contender, 'wall_seconds'):.2f} "
+            f"| {median(cpu, contender, 'records_per_second'):,.0f} "
+            f"| {median(cpu, contender, 'peak_rss_mb'):.0f} |"
+        )
+    lines += [
+        "",
+        f"Tap / baseline: CPU {cpu_ratio:.2f}×, wall "
+        f"{median(cpu, 'tap', 'wall_seconds') / median(cpu, 'baseline', 'wall_seconds'):.2f}×.",
+        "",
+        "## Memory (tap, max_concurrency 4)",
+        "",
+        "| calls | peak MB | CPU s | wall s |",
+        "|---:|---:|---:|---:|",
+    ]
+    for run, key in ((small, "small"), (large, "large")):
+        calls = scenarios[key].calls
+        lines.append(f"| {calls:,} | {run.peak_rss_mb:.0f} | {run.cpu_seconds:.1f} | {run.wall_seconds:.1f} |")
+    lines += [
+        "",
+        f"{large.peak_rss_mb / small.peak_rss_mb:.2f}× the memory for "
+        f"{scenarios['large'].calls / scenarios['small'].calls:.0f}× the calls.",
+        "",
+        f"## Latency: {LATENCY_SECONDS * 1000:.0f} ms per request, {scenarios['latency'].calls:,} calls",
+        "",
+        "| max_concurrency | wall s | CPU s | records | final state |",
+        "|---:|---:|---:|---:|---|",
+    ]
+    for contender in ("concurrency 1", "concurrency 4"):
+        last = [run for run in latency if run.contender == contender][-1]
+        state = "same" if len(same_output) == 1 else (last.final_state or "none")[:60]
+        lines.append(
+            f"| {contender.split()[-1]} | {median(latency, contender, 'wall_seconds'):.2f} "
+            f"| {median(latency, contender, 'cpu_seconds'):.2f} | {last.records:,} | {state} |"
+        )
+    lines += ["", f"max_concurrency 4 / 1: {wall_ratio:.2f}× the wall time.", ""]
+    plot(cpu, small, large, latency, results / "results.png")
+    text = "\n".join(lines)
+    (results / "RESULTS.md").write_text(text, encoding="utf-8")
+    return text
+
+
+def plot(cpu: list[Run], small: Run, large: Run, latency: list[Run], path: Path) -> None:
+    import matplotlib as mpl  # noqa: PLC0415 - only the benchmark needs it
+
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(12, 3.6))
+    bars = [median(cpu, name, "cpu_us_per_record") for name in ("baseline", "tap")]
+    left.bar(["baseline script", "tap-optico"], bars, color=["#999999", "#1f77b4"])
+    left.set_title("CPU per record (µs)")
+    middle.bar(
+        [f"{small.records // 1000:,}k", f"{large.records // 1000:,}k"],
+        [small.peak_rss_mb, large.peak_rss_mb],
+        color="#1f77b4",
+    )
+    middle.axhline(MAX_PEAK_MB, color="#d62728", linestyle="--", label=f"{MAX_PEAK_MB} MB target")
+    middle.set_title("tap peak memory (MB) by records")
+    middle.legend(loc="lower right")
+    walls = [median(latency, f"concurrency {n}", "wall_seconds") for n in (1, 4)]
+    right.bar(["max_concurrency 1", "max_concurrency 4"], walls, color=["#999999", "#1f77b4"])
+    right.set_title(f"wall time (s), {LATENCY_SECONDS * 1000:.0f} ms latency")
+    for axes in (left, middle, right):
+        for container in axes.containers:
+            axes.bar_label(container, fmt="%.1f")  # type: ignore[arg-type]
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, results in bench/out/quick")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the CPU comparison")
+    args = parser.parse_args(argv)
+    scale = 0.02 if args.quick else 1.0
+    results = BENCH / "out" / "quick" if args.quick else BENCH
+    out = BENCH / "out" / ("quick" if args.quick else "full")
+    out.mkdir(parents=True, exist_ok=True)
+    scenarios = {
+        "cpu": Scenario(days=max(2, round(100 * scale))),
+        "small": Scenario(days=max(2, round(100 * scale))),
+        "large": Scenario(days=max(20, round(1000 * scale))),
+        "latency": Scenario(days=max(2, round(100 * scale)), latency=LATENCY_SECONDS),
+    }
+    rounds = 1 if args.quick else args.rounds
+    cpu = cpu_rounds(scenarios["cpu"], rounds, out)
+    small = memory_run(scenarios["small"], out)
+    large = memory_run(scenarios["large"], out)
+    latency = latency_rounds(scenarios["latency"], 1 if args.quick else 2, out)
+    raw = [asdict(run) for run in (*cpu, small, large, *latency)]
+    (out / "runs.json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
+    print()
+    print(report(cpu, small, large, latency, scenarios, results))
+
+
+if __name__ == "__main__":
+    main()
