@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PLUGINS_STAMP := .meltano/.installed-stamp
+# The benchmark runs the tap from an environment like a user's: the tap alone, no dev tools.
+BENCH_VENV := bench/out/venv
+BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 
 .PHONY: install plugins postgres demo test lint bench clean
 
@@ -37,8 +40,14 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: install
-	$(BIN)/python bench/run.py
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -e .
+	touch $@
+
+bench: install $(BENCH_STAMP)
+	$(BIN)/python bench/run.py --venv $(BENCH_VENV)
 
 clean:
 	rm -rf $(VENV) .meltano output bench/out

@@ -20,10 +20,11 @@ PAGE_SIZE = 5000
 def main() -> None:
     api_url, api_key, start_date, end_date = sys.argv[1:5]
     session = requests.Session()
-    for extra in ({}, {"group_by_day": "1"}):
+    extra_params: list[dict[str, str]] = [{}, {"group_by_day": "1"}]
+    for extra in extra_params:
         page = 1
         while page:
-            params = {
+            params: dict[str, str | int] = {
                 "api_key": api_key,
                 "type": "calls",
                 "start_date": start_date,

@@ -144,26 +144,33 @@ class WindowPager:
         in_flight: dict[Future[Page], Window] = {}
         started = 0
         reported = 0
+
+        def request_more() -> None:
+            """Fill every free slot, so requests stay in flight while a page is consumed."""
+            nonlocal started
+            while len(in_flight) < self.max_concurrency:
+                window = self._next_to_request(windows[reported:started])
+                if window is None and started < len(windows):
+                    window = windows[started]
+                    window.start_read()
+                    started += 1
+                if window is None:
+                    return
+                number = window.next_unrequested
+                window.next_unrequested += 1
+                window.outstanding += 1
+                in_flight[pool.submit(self.fetch, window, number)] = window
+
         with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico") as pool:
             try:
                 while reported < len(windows):
-                    while len(in_flight) < self.max_concurrency:
-                        window = self._next_to_request(windows[reported:started])
-                        if window is None and started < len(windows):
-                            window = windows[started]
-                            window.start_read()
-                            started += 1
-                        if window is None:
-                            break
-                        number = window.next_unrequested
-                        window.next_unrequested += 1
-                        window.outstanding += 1
-                        in_flight[pool.submit(self.fetch, window, number)] = window
+                    request_more()
                     finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in sorted(finished, key=lambda f: in_flight[f].index):
                         del in_flight[future]
                         page = future.result()
                         self._plan_after(page)
+                        request_more()
                         yield page
                         page.window.outstanding -= 1
                         if (

@@ -32,7 +32,7 @@ class OpticoWriter(MsgSpecWriter):
         message: dict[str, Any] = {"type": "RECORD", "stream": stream, "record": record}
         if version is not None:
             message["version"] = version
-        message["time_extracted"] = dt.datetime.now(dt.UTC)
+        message["time_extracted"] = dt.datetime.now(dt.timezone.utc)
         encoder.encode_into(message, self._pending, -1)
         self._pending += b"\n"
         if len(self._pending) >= BLOCK_BYTES:

@@ -1,0 +1,29 @@
+"""The benchmark itself runs end to end (tiny sizes; its figures are not asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmark_writes_results() -> None:
+    results = ROOT / "bench" / "out" / "quick"
+    for stale in ("RESULTS.md", "results.png"):
+        (results / stale).unlink(missing_ok=True)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    text = (results / "RESULTS.md").read_text(encoding="utf-8")
+    for section in ("## Targets", "## CPU", "## Memory", "## Latency"):
+        assert section in text
+    assert "same records and final state at 1 and 4 | met" in text
+    assert (results / "results.png").stat().st_size > 10_000
