@@ -308,7 +308,6 @@ class OpticoStream(RESTStream[int]):
                 if value is not None and (window.bookmark is None or value > window.bookmark):
                     window.bookmark = value
                 yield record
-        normalize.log_summary()
 
     @cached_property
     def _writer(self) -> OpticoWriter | None:
