@@ -390,9 +390,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = BENCH / "out" / "quick" if args.quick else BENCH
     setup = Setup(bin=args.venv.resolve() / "bin", out=BENCH / "out" / ("quick" if args.quick else "full"))
     setup.out.mkdir(parents=True, exist_ok=True)
+    hundred_days = Scenario(days=max(2, round(100 * scale)))
     scenarios = {
-        "cpu": Scenario(days=max(2, round(100 * scale))),
-        "small": Scenario(days=max(2, round(100 * scale))),
+        "cpu": hundred_days,
+        "small": hundred_days,
         "large": Scenario(days=max(20, round(1000 * scale))),
         "latency": Scenario(days=max(2, round(100 * scale)), latency=LATENCY_SECONDS),
     }

@@ -216,8 +216,9 @@ class Normalizer:
         self.unreadable: Counter[str] = Counter()
         self.unknown_fields: set[str] = set()
         # Raw key -> (field, converter, memo); (None, None, None) for keys the schema lacks.
-        self._plan: dict[str, _Plan] = {name: self._plan_field(name) for name in self.fields}
-        self._plan.pop(EXTRA_FIELDS, None)
+        self._plan: dict[str, _Plan] = {
+            name: self._plan_field(name) for name in self.fields if name != EXTRA_FIELDS
+        }
 
     def _plan_field(self, name: str) -> _Plan:
         convert = self.fields[name]
