@@ -18,10 +18,14 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 import msgspec
+from typing_extensions import override
+
+from tap_optico.secrets import shorten
 
 Converter = Callable[[Any], Any]
 
@@ -148,8 +152,8 @@ def to_date(value: Any) -> str:
 class LocalTime:
     """Reads the API's times, naive ones as wall-clock time in ``timezone``."""
 
-    def __init__(self, timezone: str) -> None:
-        self.zone = ZoneInfo(timezone)
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
         # "YYYY-MM-DDTHH" -> UTC offset, for local hours that have a single offset.
         self._hour_offsets: dict[str, str] = {}
 
@@ -194,34 +198,91 @@ class LocalTime:
         return offset
 
 
-class Normalizer:
-    """Base for the per-stream normalisers: typed fields, nulls, warnings.
+@dataclass(frozen=True)
+class Conversion:
+    """How the raw values of one field become the field's schema type."""
 
-    Subclasses declare ``fields``: canonical name → converter, ``None`` for
-    plain text. Unknown fields are kept under ``extra_fields`` and named once
-    in a warning; unreadable values become null, warned once per field and
-    counted for :meth:`log_summary`.
+    #: Raises one of UNREADABLE on a value it cannot read; None keeps text as it is.
+    convert: Converter | None
+    #: The type msgspec decodes the field's plain raw form into; None where it has none.
+    plain: Any = None
+    #: The plain form is text that still goes through ``convert``.
+    after_plain: bool = False
+
+
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+_Finite = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+
+TEXT = Conversion(None, str)
+INTEGER = Conversion(to_integer, int)
+NUMBER = Conversion(to_number, int | _Finite)
+BOOLEAN = Conversion(to_boolean, bool)
+DAY = Conversion(to_date)
+DURATION = Conversion(to_duration, _Count)
+PAGE_LIST = Conversion(to_call_path, str, after_plain=True)
+#: Kept as received here; the normaliser's ``finish`` reads it.
+RAW = Conversion(keep, str)
+_BY_TYPE = {("string", None): TEXT, ("string", "date"): DAY, ("integer", None): INTEGER}
+_BY_TYPE |= {("number", None): NUMBER, ("boolean", None): BOOLEAN}
+
+
+def schema_conversion(stream: str, name: str, spec: Mapping[str, Any]) -> Conversion:
+    """The conversion a field's schema type implies (plain strings, numbers, booleans, days)."""
+    types = spec.get("type")
+    kinds = [kind for kind in ([types] if isinstance(types, str) else types or []) if kind != "null"]
+    conversion = _BY_TYPE.get((kinds[0], spec.get("format")) if len(kinds) == 1 else ("", None))
+    if conversion is None:
+        msg = f"{stream}: field '{name}' ({types}, format {spec.get('format')}) needs a declared conversion"
+        raise TypeError(msg)
+    return conversion
+
+
+class Normalizer:
+    """Typed records from raw results: the stream's schema is the list of fields.
+
+    Each field's conversion is the one its schema type implies unless the
+    stream declares another. Unknown fields are kept under ``extra_fields``
+    and named once in a warning; unreadable values become null, warned once
+    per field and counted for :meth:`log_summary`.
     """
 
-    fields: Mapping[str, Converter | None]
-    #: The raw record when every value is in its plain form, typed by msgspec (see PlainCall).
-    plain: ClassVar[type[msgspec.Struct] | None] = None
-    #: Fields the plain record holds as text that still go through their converter.
-    converted_after_plain: ClassVar[tuple[str, ...]] = ()
+    #: Fields this normaliser computes in :meth:`finish` instead of reading them.
+    derived: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, stream_name: str, logger: logging.Logger, timezone: str) -> None:
+    def __init__(
+        self,
+        schema: Mapping[str, Any],
+        conversions: Mapping[str, Conversion],
+        *,
+        stream_name: str,
+        logger: logging.Logger,
+        timezone: ZoneInfo,
+    ) -> None:
         self.stream_name = stream_name
         self.logger = logger
         self.local_time = LocalTime(timezone)
         self.unreadable: Counter[str] = Counter()
         self.unknown_fields: set[str] = set()
-        # Raw key -> (field, converter, memo); (None, None, None) for keys the schema lacks.
-        self._plan: dict[str, _Plan] = {
-            name: self._plan_field(name) for name in self.fields if name != EXTRA_FIELDS
+        properties = schema["properties"]
+        #: Every field of a record, in schema order.
+        self.properties = tuple(properties)
+        unknown = set(conversions) - set(properties)
+        if unknown:
+            msg = f"{stream_name}: conversions for fields the schema lacks: {sorted(unknown)}"
+            raise TypeError(msg)
+        #: The fields read from the API, with their conversions.
+        self.fields: dict[str, Conversion] = {
+            name: conversions.get(name) or schema_conversion(stream_name, name, spec)
+            for name, spec in properties.items()
+            if name not in (*self.derived, EXTRA_FIELDS)
         }
+        self.plain = plain_struct(tuple((name, field.plain) for name, field in self.fields.items()))
+        self._after_plain = tuple(name for name, field in self.fields.items() if field.after_plain)
+        # Raw key -> (field, converter, memo); (None, None, None) for keys the schema lacks.
+        self._plan: dict[str, _Plan] = {name: self._plan_field(name) for name in self.fields}
 
     def _plan_field(self, name: str) -> _Plan:
-        convert = self.fields[name]
+        convert = self.fields[name].convert
         return name, convert, None if convert in (None, keep) else {}
 
     def accepts(self, raw: object) -> bool:
@@ -234,12 +295,12 @@ class Normalizer:
         return self._from_raw(raw)
 
     def _from_plain(self, raw: msgspec.Struct) -> dict[str, Any]:
-        record: dict[str, Any] = dict.fromkeys(self.fields)
+        record: dict[str, Any] = dict.fromkeys(self.properties)
         record.update(msgspec.structs.asdict(raw))
-        for name in self.converted_after_plain:
+        for name in self._after_plain:
             value = record[name]
             if value is not None:
-                convert = self.fields[name] or to_text
+                convert = self.fields[name].convert or to_text
                 try:
                     record[name] = convert(value)
                 except UNREADABLE:
@@ -249,7 +310,7 @@ class Normalizer:
         return record
 
     def _from_raw(self, raw: Mapping[str, Any]) -> dict[str, Any]:
-        record: dict[str, Any] = dict.fromkeys(self.fields)
+        record: dict[str, Any] = dict.fromkeys(self.properties)
         extra: dict[str, Any] | None = None
         plan = self._plan
         for key, value in raw.items():
@@ -300,7 +361,7 @@ class Normalizer:
 
     def _resolve(self, key: str) -> _Plan:
         name = canonical_key(key)
-        if name in self.fields and name != EXTRA_FIELDS:
+        if name in self.fields:
             self._plan[key] = self._plan[name]
             return self._plan[key]
         self._plan[key] = _UNKNOWN
@@ -318,10 +379,10 @@ class Normalizer:
         self.unreadable[name] += 1
         if self.unreadable[name] == 1:
             self.logger.warning(
-                "%s: could not read %s=%.80r; it is set to null (further ones are counted)",
+                "%s: could not read %s=%s; it is set to null (further ones are counted)",
                 self.stream_name,
                 name,
-                value,
+                shorten(repr(value), 80),
             )
 
     def log_summary(self) -> None:
@@ -336,39 +397,28 @@ class Normalizer:
 
 # In JSON a quote inside a string is escaped, so ':""' can only be an empty value.
 _EMPTY_VALUE = re.compile(rb':\s*""')
-_Count = Annotated[int, msgspec.Meta(ge=0)]
-_Finite = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
 PlainRecord = TypeVar("PlainRecord", bound=msgspec.Struct)
 
 
-class PlainCall(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """A call whose values all have their plain form: ``"437"``, ``"0"``, ``"12.50"``, text.
+@functools.cache
+def plain_struct(fields: tuple[tuple[str, Any], ...]) -> type[msgspec.Struct] | None:
+    """A record whose values all have their plain form (``"437"``, ``"0"``, ``"12.50"``, text).
 
-    msgspec decodes and types such calls in C, several times faster than the
+    msgspec decodes and types such records in C, several times faster than the
     converters. A page with any other form (a decimal comma, a ``HH:MM:SS``
     duration, a number where text is expected, a field the schema lacks)
     fails to decode this way and goes through the converters, which give the
     same record for plain values (``tests/test_normalize.py`` checks it).
+    None when a field has no plain form.
     """
-
-    start_date: str | None = None
-    caller: str | None = None
-    tracking_number: str | None = None
-    phone: str | None = None
-    trigger_type: int | None = None
-    source: str | None = None
-    url: str | None = None
-    referer: str | None = None
-    keyword: str | None = None
-    call_path: str | None = None
-    status: str | None = None
-    duration: _Count | None = None
-    revenue: int | _Finite | None = None
-    keypad: str | None = None
-    is_redirect: bool | None = None
-    expired_redirect: bool | None = None
-    client_data: str | None = None
-    visit_id: str | None = None
+    if any(plain is None for _, plain in fields):
+        return None
+    return msgspec.defstruct(
+        "PlainRecord",
+        [(name, plain | None, None) for name, plain in fields],
+        forbid_unknown_fields=True,
+        gc=False,
+    )
 
 
 class _PlainPage(msgspec.Struct, Generic[PlainRecord]):
@@ -400,31 +450,11 @@ def decode_plain_page(plain: type[msgspec.Struct], content: bytes) -> dict[str, 
 
 
 class CallNormalizer(Normalizer):
-    fields: Mapping[str, Converter | None] = {
-        "call_id": None,
-        "start_date": keep,  # parsed with the call's identity in finish()
-        "caller": None,
-        "tracking_number": None,
-        "phone": None,
-        "trigger_type": to_integer,
-        "source": None,
-        "url": None,
-        "referer": None,
-        "keyword": None,
-        "call_path": to_call_path,
-        "status": None,
-        "duration": to_duration,
-        "revenue": to_number,
-        "keypad": None,
-        "is_redirect": to_boolean,
-        "expired_redirect": to_boolean,
-        "client_data": None,
-        "visit_id": None,
-        EXTRA_FIELDS: None,
-    }
-    plain = PlainCall
-    converted_after_plain = ("call_path",)
+    """Calls: ``start_date`` read in the time zone, and the ``call_id`` that keys a call."""
 
+    derived = ("call_id",)
+
+    @override
     def finish(self, record: dict[str, Any]) -> None:
         start = record["start_date"]
         identity = None if start is None else to_text(start)
@@ -441,13 +471,3 @@ def call_id(start: str | None, tracking_number: str | None, caller: str | None, 
     """A stable key for a call: the same call read twice gets the same id."""
     text = "\x1f".join((start or "", tracking_number or "", caller or "", phone or ""))
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-class DailyNormalizer(Normalizer):
-    fields: Mapping[str, Converter | None] = {
-        "date": to_date,
-        "calls": to_integer,
-        "duration": to_duration,
-        "revenue": to_number,
-        EXTRA_FIELDS: None,
-    }

@@ -1,10 +1,9 @@
-"""Paging through date windows: the ``next_page`` paginator and the window pager.
+"""Paging through date windows, with several requests in flight.
 
-A run reads its date range in windows of ``window_days``. Each window is
-paged to its end; pages (of one window or several) may be fetched by several
-workers at once, and a window is reported complete only when it and every
-window before it have been read in full, which is what lets the stream move
-its bookmark without ever passing data it has not read.
+Each window is paged to its end; pages (of one window or several) may be
+fetched by several workers at once, and a window is reported complete only
+when it and every window before it have been read in full, which is what
+lets the reader move its bookmark without ever passing data it has not read.
 """
 
 from __future__ import annotations
@@ -12,71 +11,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-import requests
-from singer_sdk.exceptions import FatalAPIError
-from singer_sdk.pagination import BaseAPIPaginator
-
-FIRST_PAGE = 1
-
-
-class _PageHeader(msgspec.Struct):
-    """The paging fields of an answer; msgspec skips ``results`` without building it."""
-
-    next_page: Any = None
-    total_results: Any = None
-
-
-def read_next_page(value: Any, current: int) -> int | None:
-    """The page after ``current``, or None on the last page.
-
-    The API marks the last page with ``next_page`` absent, null, 0 or "".
-    Anything else must be a page number after ``current``.
-    """
-    if value in (None, 0, "", "0") or value is False:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        msg = f"Optico API answered next_page={value!r}, which is not a page number"
-        raise FatalAPIError(msg)
-    try:
-        page = int(value)
-    except ValueError:
-        msg = f"Optico API answered next_page={value!r}, which is not a page number"
-        raise FatalAPIError(msg) from None
-    if page <= current:
-        msg = f"Optico API answered next_page={page} on page {current}: paging does not move forward"
-        raise FatalAPIError(msg)
-    return page
-
-
-class OpticoPaginator(BaseAPIPaginator[int]):
-    """Follows ``next_page``; stops when it is absent, null, 0 or empty."""
-
-    def __init__(self, start_value: int = FIRST_PAGE) -> None:
-        super().__init__(start_value)
-
-    def get_next(self, response: requests.Response) -> int | None:
-        try:
-            header = msgspec.json.decode(response.content, type=_PageHeader)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None  # the body is checked (and reported) when its records are read
-        return read_next_page(header.next_page, self.current_value)
+from tap_optico.api import FIRST_PAGE
 
 
 @dataclass
 class Window:
-    """A date range read with one paged request sequence."""
+    """A date range read with one paged request sequence, and where its paging stands."""
 
     index: int
     start: dt.date
     end: dt.date
-    seen: set[Hashable] = field(default_factory=set)
-    bookmark: Any = None
     reads: int = 0
     total: int | None = None
     last_page: int = FIRST_PAGE
@@ -91,15 +40,6 @@ class Window:
         self.outstanding = 0
 
 
-def plan_windows(start: dt.date, end: dt.date, days: int) -> list[Window]:
-    windows: list[Window] = []
-    while start <= end:
-        stop = min(end, start + dt.timedelta(days=days - 1))
-        windows.append(Window(index=len(windows), start=start, end=stop))
-        start = stop + dt.timedelta(days=1)
-    return windows
-
-
 @dataclass(frozen=True)
 class Page:
     """One decoded answer of the API."""
@@ -112,22 +52,25 @@ class Page:
 
 
 Fetch = Callable[[Window, int], Page]
+#: How many distinct records the consumer has seen in a window so far.
+Distinct = Callable[[Window], int]
 
 
 class WindowPager:
     """Reads windows page by page with up to ``max_concurrency`` requests in flight.
 
     :meth:`read` yields each :class:`Page` as it arrives and each
-    :class:`Window` once it and all windows before it are complete. The
-    consumer adds the identity of every distinct record to ``window.seen``
-    before asking for the next item; a read that ends with fewer distinct
-    records than the API's ``total_results`` (data that changed while it was
-    paged) is repeated, up to ``max_reads`` times.
+    :class:`Window` once it and all windows before it are complete. A read
+    that ends with fewer distinct records (as the consumer counts them,
+    through ``distinct``, once it has taken every page) than the API's
+    ``total_results`` (data that changed while it was paged) is repeated, up
+    to ``max_reads`` times.
     """
 
     def __init__(
         self,
         fetch: Fetch,
+        distinct: Distinct,
         *,
         page_size: int,
         max_concurrency: int,
@@ -135,6 +78,7 @@ class WindowPager:
         logger: logging.Logger,
     ) -> None:
         self.fetch = fetch
+        self.distinct = distinct
         self.page_size = page_size
         self.max_concurrency = max_concurrency
         self.max_reads = max_reads
@@ -207,7 +151,7 @@ class WindowPager:
             window.next_unrequested = max(window.next_unrequested, window.last_page + 1)
 
     def _close_read(self, window: Window) -> None:
-        total, seen = window.total, len(window.seen)
+        total, seen = window.total, self.distinct(window)
         if total is None or seen >= total:
             window.done = True
             return

@@ -33,9 +33,15 @@ def redact(text: str) -> str:
     return text
 
 
-def register_secret(secret: str) -> None:
+def shorten(text: str, limit: int) -> str:
+    """``text`` redacted, then cut to ``limit`` characters (cutting first could split a key past its mask)."""
+    text = redact(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def register(secret: object) -> None:
     """Mask ``secret`` (and its URL-encoded forms) wherever it would be printed."""
-    if not secret:
+    if not isinstance(secret, str) or not secret:
         return
     with _lock:
         _secrets.update({secret, quote(secret, safe=""), quote_plus(secret)})

@@ -1,4 +1,9 @@
-"""The tap's streams: what each one reads and how its records are keyed."""
+"""The tap's streams: what each one reads, and how its records are keyed.
+
+Each stream's fields are its schema (``schemas/<stream>.json``); a field's
+raw values are converted as its schema type says, unless ``conversions``
+names another way.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,11 @@ from typing import ClassVar
 
 from singer_sdk import SchemaDirectory, StreamSchema
 
+from tap_optico import schemas
 from tap_optico.client import OpticoStream
-from tap_optico.normalize import CallNormalizer, DailyNormalizer, Normalizer
-from tap_optico.schemas import SCHEMAS_DIR
+from tap_optico.normalize import DURATION, PAGE_LIST, RAW, CallNormalizer, Conversion, Normalizer
 
-SCHEMAS = SchemaDirectory(SCHEMAS_DIR)
+SCHEMAS = SchemaDirectory(schemas)
 
 
 class CallsStream(OpticoStream):
@@ -21,6 +26,11 @@ class CallsStream(OpticoStream):
     replication_key = "start_date"
     schema = StreamSchema(SCHEMAS)
     normalizer_class: ClassVar[type[Normalizer]] = CallNormalizer
+    conversions: ClassVar[dict[str, Conversion]] = {
+        "start_date": RAW,  # read with the call's identity by CallNormalizer
+        "duration": DURATION,
+        "call_path": PAGE_LIST,
+    }
     identity_fields = ("call_id",)
 
 
@@ -32,6 +42,6 @@ class DailyCallsStream(OpticoStream):
     replication_key = "date"
     schema = StreamSchema(SCHEMAS)
     extra_params: ClassVar[dict[str, str]] = {"group_by_day": "1"}
-    normalizer_class: ClassVar[type[Normalizer]] = DailyNormalizer
+    conversions: ClassVar[dict[str, Conversion]] = {"duration": DURATION}
     # A day's totals grow while the day lasts: a changed row is a new version to upsert.
     identity_fields = ("date", "calls", "duration", "revenue")

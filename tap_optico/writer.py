@@ -8,6 +8,7 @@ from typing import Any
 
 from singer_sdk.contrib.msgspec import MsgSpecWriter, encoder
 from singer_sdk.singerlib import Message, SingerMessageType
+from typing_extensions import override
 
 BLOCK_BYTES = 1 << 20
 
@@ -20,7 +21,7 @@ class OpticoWriter(MsgSpecWriter):
     concurrently, a hand-over of the GIL each time. Here records are encoded
     into one buffer that is written when it is full or when any other message
     (STATE above all) is written, so every STATE still follows the records it
-    covers, or when the stream stops reading (see ``OpticoStream.get_records``).
+    covers. Each stream ends with a STATE message, which writes what is left.
     """
 
     def __init__(self) -> None:
@@ -38,6 +39,7 @@ class OpticoWriter(MsgSpecWriter):
         if len(self._pending) >= BLOCK_BYTES:
             self.flush()
 
+    @override
     def write_message(self, message: Message) -> None:
         self._pending += self.format_message(message)
         if message.type != SingerMessageType.RECORD or len(self._pending) >= BLOCK_BYTES:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tap_optico.sandbox import SandboxServer
-from tests.conftest import SandboxFactory
+from tests.helpers import SandboxFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 MELTANO = str(Path(sys.executable).parent / "meltano")

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tap_optico.normalize import CallNormalizer, DailyNormalizer, PlainCall, call_id, decode_plain_page
+from tap_optico.normalize import call_id, decode_plain_page
+from tests.helpers import normalizer_for, plain_struct
 
-LOGGER = logging.getLogger("test")
 RAW = {
     "start_date": "2026-01-15 09:30:00",
     "caller": "0612345678",
@@ -22,7 +22,7 @@ RAW = {
 
 
 def normalize(**fields: Any) -> dict[str, Any]:
-    return CallNormalizer("calls", LOGGER, "Europe/Paris")({**RAW, **fields})
+    return normalizer_for("calls")({**RAW, **fields})
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def test_times_are_read_in_the_timezone(raw: str, rfc3339: str) -> None:
 def test_call_id_is_stable_across_raw_forms() -> None:
     plain = normalize()
     assert normalize(start_date="2026-01-15T09:30:00")["call_id"] == plain["call_id"]
-    spaced = CallNormalizer("calls", LOGGER, "Europe/Paris")(
+    spaced = normalizer_for("calls")(
         {**{k: v for k, v in RAW.items() if k != "tracking_number"}, "tracking number": "0182880101"}
     )
     assert spaced["tracking_number"] == "0182880101"
@@ -73,7 +73,7 @@ def test_call_id_is_stable_across_raw_forms() -> None:
 
 
 def test_unreadable_values_become_null_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
-    normalizer = CallNormalizer("calls", LOGGER, "Europe/Paris")
+    normalizer = normalizer_for("calls")
     with caplog.at_level(logging.WARNING):
         first = normalizer({**RAW, "duration": "longtemps"})
         normalizer({**RAW, "duration": "encore"})
@@ -92,7 +92,7 @@ def test_unknown_fields_are_kept_and_named(caplog: pytest.LogCaptureFixture) -> 
 
 
 def test_daily_rows() -> None:
-    row = DailyNormalizer("daily_calls", LOGGER, "Europe/Paris")(
+    row = normalizer_for("daily_calls")(
         {"date": "2026-01-15", "calls": "12", "duration": "01:00:00", "revenue": "99,90"}
     )
     assert row == {"date": "2026-01-15", "calls": 12, "duration": 3600, "revenue": 99.9, "extra_fields": None}
@@ -103,14 +103,16 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
     max_leaves=6,
 )
-FIELDS = [*list(CallNormalizer.fields), "tracking number", "unlisted"]
+CALLS = normalizer_for("calls")
+PLAIN_CALL = plain_struct(CALLS)
+FIELDS = [*CALLS.fields, "tracking number", "unlisted"]
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.dictionaries(st.sampled_from(FIELDS), JSON))
 def test_any_json_in_any_field_never_raises_nor_drops(raw: dict[str, Any]) -> None:
-    record = CallNormalizer("calls", LOGGER, "Europe/Paris")(raw)
-    assert set(CallNormalizer.fields) <= set(record)
+    record = normalizer_for("calls")(raw)
+    assert set(CALLS.properties) == set(record)
     assert isinstance(record["call_id"], str)
     assert len(record["call_id"]) == 32
     for field in ("trigger_type", "duration"):
@@ -119,7 +121,7 @@ def test_any_json_in_any_field_never_raises_nor_drops(raw: dict[str, Any]) -> No
     assert record["is_redirect"] is None or isinstance(record["is_redirect"], bool)
 
 
-PLAIN_FIELDS = list(PlainCall.__struct_fields__)
+PLAIN_FIELDS = list(PLAIN_CALL.__struct_fields__)
 RAW_VALUES = (
     st.none()
     | st.booleans()
@@ -140,24 +142,24 @@ PLAIN_VALUES = st.none() | st.just("") | st.integers(0, 10**6).map(str) | st.sam
 def test_plain_pages_give_the_records_of_the_converters(raw: dict[str, Any]) -> None:
     """The msgspec path, when it accepts a page, yields exactly what the converters would."""
     body = msgspec.json.encode({"status": "OK", "results": [raw]})
-    plain = decode_plain_page(PlainCall, body)
+    plain = decode_plain_page(PLAIN_CALL, body)
     if plain is None:
         return
-    assert type(plain["results"][0]) is PlainCall
-    converters = CallNormalizer("calls", LOGGER, "Europe/Paris")
+    assert type(plain["results"][0]) is PLAIN_CALL
+    converters = normalizer_for("calls")
     expected = converters(msgspec.json.decode(body)["results"][0])
-    assert CallNormalizer("calls", LOGGER, "Europe/Paris")(plain["results"][0]) == expected
+    assert normalizer_for("calls")(plain["results"][0]) == expected
 
 
 def test_plain_path_takes_plain_pages_only() -> None:
     plain = {**RAW, "duration": "134", "revenue": "", "is_redirect": "0", "call_path": "/\n/tarifs"}
-    page = decode_plain_page(PlainCall, msgspec.json.encode({"results": [plain], "total_results": 1}))
+    page = decode_plain_page(PLAIN_CALL, msgspec.json.encode({"results": [plain], "total_results": 1}))
     assert page is not None
     assert page["total_results"] == 1
-    record = CallNormalizer("calls", LOGGER, "Europe/Paris")(page["results"][0])
+    record = normalizer_for("calls")(page["results"][0])
     assert record["call_path"] == ["/", "/tarifs"]
     assert record["revenue"] is None
     for odd in ({"revenue": "12,50"}, {"duration": "00:02:14"}, {"visit_id": 42}, {"campaign": "x"}):
-        assert decode_plain_page(PlainCall, msgspec.json.encode({"results": [{**plain, **odd}]})) is None
+        assert decode_plain_page(PLAIN_CALL, msgspec.json.encode({"results": [{**plain, **odd}]})) is None
     error = {"status": "ERROR", "errors": ["bad key"], "results": []}
-    assert decode_plain_page(PlainCall, msgspec.json.encode(error)) is None
+    assert decode_plain_page(PLAIN_CALL, msgspec.json.encode(error)) is None

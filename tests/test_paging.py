@@ -8,7 +8,8 @@ import pytest
 import requests
 from singer_sdk.exceptions import FatalAPIError
 
-from tap_optico.paging import OpticoPaginator, plan_windows
+from tap_optico.client import OpticoPaginator
+from tap_optico.reading import plan_windows
 from tap_optico.sandbox import SANDBOX_API_KEY, SandboxServer
 
 

@@ -15,10 +15,18 @@ from threading import Thread
 from typing import Any
 
 import pytest
+from typing_extensions import override
 
 from tap_optico.sandbox import SANDBOX_API_KEY, Faults
-from tests.conftest import TAP, SandboxFactory, TapRun, run_tap, tap_config
-from tests.test_tap import sandbox_call_id, sandbox_call_ids
+from tests.helpers import (
+    TAP,
+    SandboxFactory,
+    TapRun,
+    run_tap,
+    sandbox_call_id,
+    sandbox_call_ids,
+    tap_config,
+)
 
 
 def call_ids(run: TapRun) -> set[str]:
@@ -157,6 +165,7 @@ class CannedApi:
                 self.end_headers()
                 self.wfile.write(data)
 
+            @override
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 

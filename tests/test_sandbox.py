@@ -11,7 +11,7 @@ import requests
 
 from tap_optico.sandbox import SANDBOX_API_KEY, Faults, SandboxServer
 from tap_optico.sandbox.server import FaultKind
-from tests.conftest import SandboxFactory
+from tests.helpers import SandboxFactory
 
 BASE = {"api_key": SANDBOX_API_KEY, "type": "calls", "start_date": "2026-03-20", "end_date": "2026-03-21"}
 

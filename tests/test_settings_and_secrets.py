@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from singer_sdk.exceptions import ConfigValidationError
 
 from tap_optico.sandbox import Faults
-from tests.conftest import SandboxFactory, run_tap, tap_config
+from tap_optico.tap import TapOptico
+from tests.helpers import SandboxFactory, run_tap, tap_config
 
 SECRET = "s3cr3t-K3y-0f-A-Cust0mer"
 DEBUG = {"TAP_OPTICO_LOGLEVEL": "DEBUG"}
@@ -39,17 +41,23 @@ DEBUG = {"TAP_OPTICO_LOGLEVEL": "DEBUG"}
         ({"api_url": "optico.fr/data-api"}, "Setting 'api_url' must be an http(s) URL"),
     ],
 )
-def test_each_bad_setting_fails_before_any_request(
-    make_sandbox: SandboxFactory, tmp_path: Path, change: dict[str, Any], message: str
+def test_each_bad_setting_is_one_line_naming_it(
+    make_sandbox: SandboxFactory, change: dict[str, Any], message: str
 ) -> None:
     server = make_sandbox()
     config = {k: v for k, v in {**tap_config(server), **change}.items() if v is not None}
-    run = run_tap(config, tmp_path)
+    with pytest.raises(ConfigValidationError) as raised:
+        TapOptico(config=config)
+    assert [line for line in raised.value.errors if message in line] == raised.value.errors
+    assert server.requests == []
+
+
+def test_a_bad_setting_stops_the_run_before_any_request(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    server = make_sandbox()
+    run = run_tap(tap_config(server, page_size=9, timezone="Mars/Olympus"), tmp_path)
     assert run.returncode != 0
-    assert [line for line in run.stderr.splitlines() if "Setting '" in line] == [
-        line for line in run.stderr.splitlines() if message in line
-    ]
-    assert message in run.stderr
+    assert "Setting 'page_size' must be a whole number from 10 to 5000, got 9" in run.stderr
+    assert "Setting 'timezone' must be an IANA time zone such as Europe/Paris, got 'Mars/" in run.stderr
     assert server.requests == []
     assert run.stdout == ""
 

@@ -11,27 +11,16 @@ from typing import Any
 
 import pytest
 
-from tap_optico.normalize import call_id
 from tap_optico.sandbox import Faults, SandboxServer
-from tap_optico.sandbox.data import SandboxCall
-from tests.conftest import TAP, SandboxFactory, expected_call_count, run_tap, tap_config
-
-
-def sandbox_call_id(call: SandboxCall) -> str:
-    """The call_id the tap must give a sandbox call."""
-    start_time = dt.datetime.fromisoformat(call.start_date).isoformat()
-    return call_id(start_time, call.profile.tracking_number, call.caller, call.profile.phone)
-
-
-def sandbox_call_ids(
-    server: SandboxServer, start: dt.date | None = None, end: dt.date | None = None
-) -> set[str]:
-    data = server.api.data
-    return {
-        sandbox_call_id(call)
-        for day in data.days(start or data.first_day, end or data.last_day)
-        for call in server.api.visible_calls(day)
-    }
+from tests.helpers import (
+    TAP,
+    SandboxFactory,
+    canonical_json,
+    expected_call_count,
+    run_tap,
+    sandbox_call_ids,
+    tap_config,
+)
 
 
 @pytest.mark.parametrize("style", ["strings", "mixed"])
@@ -143,10 +132,6 @@ def test_concurrent_and_sequential_runs_agree(
         assert records
         assert sorted(map(canonical_json, records)) == sorted(map(canonical_json, concurrent.records(stream)))
     assert sequential.final_state == concurrent.final_state
-
-
-def canonical_json(record: dict[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True)
 
 
 def discover(config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:

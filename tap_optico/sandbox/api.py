@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
 
-from tap_optico.limits import MAX_PAGE_SIZE, MIN_PAGE_SIZE
+from tap_optico.api import DATA_TYPE, FILTERS, FIRST_PAGE, LAST_PAGE_MARKERS, MAX_PAGE_SIZE, MIN_PAGE_SIZE
 from tap_optico.sandbox.data import SandboxCall, SandboxData
 
 SANDBOX_API_KEY = "45ebcbe224c4bbb8d1882654b33b9823"
 DEFAULT_LIMIT = 100
-FILTER_PARAMS = ("phone", "tracking_phone", "caller_phone", "offline_phone_description")
 TRUE_VALUES = frozenset({"1", "true", "True", "yes", "on"})
 
 Order = Literal["asc", "desc"]
-# How the last page says there is no next one; the mixed style cycles them all.
-_NO_NEXT_PAGE_FORMS: tuple[bytes | None, ...] = (None, b"null", b"0", b'""')
+# How the last page says there is no next one (None: no next_page key); the mixed style cycles them all.
+_NO_NEXT_PAGE_FORMS: tuple[bytes | None, ...] = (None, *map(msgspec.json.encode, LAST_PAGE_MARKERS))
 
 
 class QueryError(ValueError):
@@ -65,7 +64,7 @@ def parse_query(params: Mapping[str, str], api_key: str) -> Query:
     if params.get("api_key") != api_key:
         msg = "Clef API invalide"
         raise QueryError(msg)
-    if params.get("type") != "calls":
+    if params.get("type") != DATA_TYPE:
         msg = "Type de données inconnu (uniquement calls)"
         raise QueryError(msg)
     start, end = _parse_day(params, "start_date"), _parse_day(params, "end_date")
@@ -76,9 +75,9 @@ def parse_query(params: Mapping[str, str], api_key: str) -> Query:
     if not MIN_PAGE_SIZE <= limit <= MAX_PAGE_SIZE:
         msg = f"limit doit être compris entre {MIN_PAGE_SIZE} et {MAX_PAGE_SIZE}"
         raise QueryError(msg)
-    page = _parse_int(params, "page", 1)
-    if page < 1:
-        msg = "page doit être supérieure ou égale à 1"
+    page = _parse_int(params, "page", FIRST_PAGE)
+    if page < FIRST_PAGE:
+        msg = f"page doit être supérieure ou égale à {FIRST_PAGE}"
         raise QueryError(msg)
     return Query(
         start=start,
@@ -86,25 +85,24 @@ def parse_query(params: Mapping[str, str], api_key: str) -> Query:
         page=page,
         limit=limit,
         group_by_day=params.get("group_by_day", "") in TRUE_VALUES,
-        filters=tuple((name, params[name]) for name in FILTER_PARAMS if params.get(name)),
+        filters=tuple((name, params[name]) for name in FILTERS if params.get(name)),
     )
 
 
+#: How each filter of the API reference selects calls.
+MATCHERS: dict[str, Callable[[SandboxCall, str], bool]] = {
+    "phone": lambda call, value: call.profile.phone == value,
+    "tracking_phone": lambda call, value: call.profile.tracking_number == value,
+    "caller_phone": lambda call, value: call.caller == value,
+    "offline_phone_description": lambda call, value: (
+        call.profile.static_description is not None
+        and value.casefold() in call.profile.static_description.casefold()
+    ),
+}
+
+
 def _matches(call: SandboxCall, filters: tuple[tuple[str, str], ...]) -> bool:
-    profile = call.profile
-    for name, value in filters:
-        if name == "phone" and profile.phone != value:
-            return False
-        if name == "tracking_phone" and profile.tracking_number != value:
-            return False
-        if name == "caller_phone" and call.caller != value:
-            return False
-        if name == "offline_phone_description" and (
-            profile.static_description is None
-            or value.casefold() not in profile.static_description.casefold()
-        ):
-            return False
-    return True
+    return all(MATCHERS[name](call, value) for name, value in filters)
 
 
 def error_body(*messages: str) -> bytes:

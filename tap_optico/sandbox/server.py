@@ -21,6 +21,8 @@ from types import FrameType
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
+from typing_extensions import override
+
 from tap_optico.sandbox.api import SANDBOX_API_KEY, Order, SandboxApi
 from tap_optico.sandbox.data import RAW_STYLES, RawStyle, SandboxData
 
@@ -170,6 +172,7 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
 
+        @override
         def log_message(self, format: str, *args: Any) -> None:
             """Silent: request lines carry the API key."""
 

@@ -1,0 +1,1 @@
+"""The stream schemas, one JSON file per stream: the source of every stream's fields."""

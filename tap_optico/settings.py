@@ -1,0 +1,166 @@
+"""The tap's settings, checked once and read into a typed object.
+
+Types and numeric bounds come from the tap's ``config_jsonschema``; this
+module adds what a JSON schema cannot say (a real time zone, dates in order,
+an http(s) URL) and words every problem as one line naming the setting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tap_optico.api import FILTERS
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+DATE_FORMS = "a date as YYYY-MM-DD or an ISO 8601 date-time"
+
+
+def read_day(value: Any, zone: dt.tzinfo) -> dt.date:
+    """``2026-04-08``, or the day in ``zone`` of a date-time such as ``2026-04-08T22:00:00Z``.
+
+    Meltano turns relative dates (``30 days ago``) into date-times with an offset.
+    """
+    if not isinstance(value, str):
+        raise TypeError(value)
+    text = value.strip()
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        moment = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
+    return moment.astimezone(zone).date() if moment.tzinfo else moment.date()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings a run uses, typed."""
+
+    api_key: str
+    api_url: str
+    start_date: dt.date
+    end_date: dt.date | None
+    page_size: int
+    filters: Mapping[str, str]
+    timezone: ZoneInfo
+    window_days: int
+    lookback_days: int
+    max_concurrency: int
+    max_tries: int
+    max_wait_seconds: int
+    request_timeout: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """Settings from a config that :func:`problems` found no fault in."""
+        zone = ZoneInfo(config["timezone"])
+        end = config.get("end_date")
+        return cls(
+            api_key=config["api_key"],
+            api_url=config["api_url"],
+            start_date=read_day(config["start_date"], zone),
+            end_date=None if end is None else read_day(end, zone),
+            page_size=config["page_size"],
+            filters={name: config[name] for name in FILTERS if config.get(name)},
+            timezone=zone,
+            window_days=config["window_days"],
+            lookback_days=config["lookback_days"],
+            max_concurrency=config["max_concurrency"],
+            max_tries=config["max_tries"],
+            max_wait_seconds=config["max_wait_seconds"],
+            request_timeout=config["request_timeout"],
+        )
+
+    def today(self) -> dt.date:
+        return dt.datetime.now(self.timezone).date()
+
+    @property
+    def last_day(self) -> dt.date:
+        """The last day to read: ``end_date``, or today in ``timezone``."""
+        return self.end_date or self.today()
+
+
+def clear_text_host(api_url: object) -> str | None:
+    """The remote host the key would reach over plain http://, if any."""
+    url = urlsplit(str(api_url))
+    return url.hostname if url.scheme == "http" and url.hostname not in LOCAL_HOSTS else None
+
+
+def problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """One line per setting of ``schema`` that ``config`` gets wrong; secrets are never echoed."""
+    errors = [
+        error
+        for name, spec in schema["properties"].items()
+        if (error := _problem(name, config.get(name), spec, name in schema.get("required", ())))
+    ]
+    if errors:
+        return errors
+    zone = ZoneInfo(config["timezone"])
+    end = config.get("end_date")
+    if end is not None and read_day(end, zone) < read_day(config["start_date"], zone):
+        errors.append("Setting 'end_date' must not be before 'start_date'")
+    return errors
+
+
+def _problem(name: str, value: Any, spec: Mapping[str, Any], required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if spec.get("secret"):
+        if isinstance(value, str) and value.strip():
+            return None
+        return f"Setting '{name}' is required: set it to your {spec.get('title', name)}"
+    kinds = spec.get("type")
+    if kinds == "integer" or (isinstance(kinds, list) and "integer" in kinds):
+        return _integer_problem(name, value, spec)
+    check = _BY_FORMAT.get(spec.get("format", "")) or _BY_NAME.get(name)
+    if check:
+        return check(name, value)
+    return f"Setting '{name}' is required" if value is None else None
+
+
+def _integer_problem(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
+    low, high = spec.get("minimum"), spec.get("maximum")
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and (low is None or value >= low)
+        and (high is None or value <= high)
+    ):
+        return None
+    if low is not None and high is not None:
+        bound = f" from {low} to {high}"
+    elif low is not None:
+        bound = f" at least {low}"
+    else:
+        bound = ""
+    return f"Setting '{name}' must be a whole number{bound}, got {value!r}"
+
+
+def _date_problem(name: str, value: Any) -> str | None:
+    try:
+        read_day(value, dt.timezone.utc)
+    except (TypeError, ValueError):
+        return f"Setting '{name}' must be a date as YYYY-MM-DD, got {value!r} (ISO 8601 date-times work too)"
+    return None
+
+
+def _zone_problem(name: str, value: Any) -> str | None:
+    try:
+        ZoneInfo(str(value))
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"Setting '{name}' must be an IANA time zone such as Europe/Paris, got {value!r}"
+    return None
+
+
+def _url_problem(name: str, value: Any) -> str | None:
+    url = urlsplit(str(value))
+    if url.scheme in ("http", "https") and url.hostname:
+        return None
+    return f"Setting '{name}' must be an http(s) URL, got {value!r}"
+
+
+_BY_FORMAT = {"date": _date_problem, "date-time": _date_problem, "uri": _url_problem}
+_BY_NAME = {"timezone": _zone_problem}

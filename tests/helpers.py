@@ -1,0 +1,164 @@
+"""What the tests share: running the real tap, configs for a sandbox, what a sandbox holds."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from tap_optico.client import OpticoStream
+from tap_optico.normalize import Conversion, Normalizer, call_id
+from tap_optico.sandbox import SANDBOX_API_KEY, SandboxServer
+from tap_optico.sandbox.data import SandboxCall
+from tap_optico.tap import TapOptico
+
+BIN = Path(sys.executable).parent
+TAP = str(BIN / "tap-optico")
+FIRST_DAY = dt.date(2026, 3, 20)
+LAST_DAY = dt.date(2026, 4, 8)
+
+
+@dataclass
+class TapRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+    def records(self, stream: str) -> list[dict[str, Any]]:
+        return [m["record"] for m in self.messages if m["type"] == "RECORD" and m["stream"] == stream]
+
+    @property
+    def states(self) -> list[dict[str, Any]]:
+        return [m["value"] for m in self.messages if m["type"] == "STATE"]
+
+    @property
+    def final_state(self) -> dict[str, Any]:
+        return self.states[-1]
+
+
+def run_tap(
+    config: dict[str, Any],
+    tmp_path: Path,
+    *,
+    state: dict[str, Any] | None = None,
+    catalog: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> TapRun:
+    """Run ``tap-optico`` as a user would, in a subprocess."""
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(config))
+    args = [TAP, "--config", str(config_file)]
+    if state is not None:
+        state_file = tmp_path / "state.json"
+        state_file.write_text(json.dumps(state))
+        args += ["--state", str(state_file)]
+    if catalog is not None:
+        catalog_file = tmp_path / "catalog.json"
+        catalog_file.write_text(json.dumps(catalog))
+        args += ["--catalog", str(catalog_file)]
+    proc = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    return TapRun(proc.returncode, proc.stdout, proc.stderr)
+
+
+def tap_config(server: SandboxServer, **overrides: Any) -> dict[str, Any]:
+    data = server.api.data
+    return {
+        "api_key": SANDBOX_API_KEY,
+        "api_url": server.url,
+        "start_date": data.first_day.isoformat(),
+        "end_date": data.last_day.isoformat(),
+        "page_size": 100,
+        "max_wait_seconds": 2,
+        **overrides,
+    }
+
+
+SandboxFactory = Callable[..., SandboxServer]
+
+
+def expected_call_count(
+    server: SandboxServer, start: dt.date | None = None, end: dt.date | None = None
+) -> int:
+    data = server.api.data
+    return sum(
+        server.api.visible_count(day) for day in data.days(start or data.first_day, end or data.last_day)
+    )
+
+
+def sandbox_call_id(call: SandboxCall) -> str:
+    """The call_id the tap must give a sandbox call."""
+    start_time = dt.datetime.fromisoformat(call.start_date).isoformat()
+    return call_id(start_time, call.profile.tracking_number, call.caller, call.profile.phone)
+
+
+def sandbox_call_ids(
+    server: SandboxServer, start: dt.date | None = None, end: dt.date | None = None
+) -> set[str]:
+    data = server.api.data
+    return {
+        sandbox_call_id(call)
+        for day in data.days(start or data.first_day, end or data.last_day)
+        for call in server.api.visible_calls(day)
+    }
+
+
+def canonical_json(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True)
+
+
+@functools.cache
+def stream(name: str, timezone: str = "Europe/Paris") -> OpticoStream:
+    """Stream ``name`` as the tap builds it (no request is made)."""
+    tap = TapOptico(
+        config={"api_key": SANDBOX_API_KEY, "start_date": "2026-01-01", "timezone": timezone},
+        validate_config=False,
+    )
+    built = tap.streams[name]
+    assert isinstance(built, OpticoStream)
+    return built
+
+
+def normalizer_for(
+    name: str,
+    timezone: str = "Europe/Paris",
+    *,
+    schema: dict[str, Any] | None = None,
+    conversions: Mapping[str, Conversion] | None = None,
+) -> Normalizer:
+    """A new normaliser as stream ``name`` builds it; ``schema`` and ``conversions`` change it."""
+    built = stream(name, timezone)
+    return built.normalizer_class(
+        schema or built.schema,
+        {**built.conversions, **(conversions or {})},
+        stream_name=name,
+        logger=built.logger,
+        timezone=built.settings.timezone,
+    )
+
+
+def plain_struct(normalizer: Normalizer) -> type[msgspec.Struct]:
+    """The normaliser's fast decoder, which the calls stream has."""
+    assert normalizer.plain is not None
+    return normalizer.plain
