@@ -326,8 +326,7 @@ class OpticoStream(WindowedStream, RESTStream[int]):
             max_reads=MAX_WINDOW_READS,
             logger=self.logger,
         )
-        windows = plan(self.settings, self.get_starting_replication_key_value(context))
-        for item in reader.read(pager, windows):
+        for item in reader.read(pager, plan(self.settings, self.get_starting_replication_key_value(context))):
             if isinstance(item, Checkpoint):
                 self.checkpoint(context, item.bookmark)
             else:

@@ -150,23 +150,24 @@ def to_date(value: Any) -> str:
 
 
 class LocalTime:
-    """Reads the API's times, naive ones as wall-clock time in ``timezone``."""
+    """Reads the API's times, naive ones as wall-clock time in ``timezone``.
+
+    A time that carries its instant (an offset, ``Z``, epoch seconds) keeps
+    that instant. A naive time in the hour the autumn clock change repeats is
+    read as its first occurrence (summer time), as ``zoneinfo`` does.
+    """
 
     def __init__(self, zone: ZoneInfo) -> None:
         self.zone = zone
-        # "YYYY-MM-DDTHH" -> UTC offset, for local hours that have a single offset.
+        # "YYYY-MM-DDTHH" -> UTC offset, for local hours that have one offset only.
         self._hour_offsets: dict[str, str] = {}
 
     def read(self, value: Any) -> tuple[str, str]:
-        """The time as naive local ISO text (what identifies a call) and as RFC 3339."""
-        naive = self._parse(value)
-        local = naive.isoformat()
-        offset = self._hour_offsets.get(local[:13])
-        if offset is None:
-            offset = self._offset(naive, local[:13])
-        return local, local + offset
+        """What identifies the call's time (naive local ISO text), and the time as RFC 3339.
 
-    def _parse(self, value: Any) -> dt.datetime:
+        The identity of a time in the repeated hour's second occurrence also
+        holds its offset, so that it differs from the first one's.
+        """
         if value.__class__ is str:
             try:
                 moment = dt.datetime.fromisoformat(value)
@@ -174,28 +175,42 @@ class LocalTime:
                 pass
             else:
                 if moment.tzinfo is None and not moment.microsecond:
-                    return moment
+                    return self._naive(moment)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return dt.datetime.fromtimestamp(value, self.zone).replace(tzinfo=None)
+            return self._aware(dt.datetime.fromtimestamp(value, dt.timezone.utc))
         if not isinstance(value, str):
             raise TypeError("not a date-time")
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
-        moment = dt.datetime.fromisoformat(text)
-        if moment.tzinfo is not None:
-            moment = moment.astimezone(self.zone).replace(tzinfo=None)
-        return moment.replace(microsecond=0)
+        moment = dt.datetime.fromisoformat(text).replace(microsecond=0)
+        return self._naive(moment) if moment.tzinfo is None else self._aware(moment)
 
-    def _offset(self, naive: dt.datetime, hour: str) -> str:
-        offset = naive.replace(tzinfo=self.zone).isoformat()[len("YYYY-MM-DDTHH:MM:SS") :]
-        hour_start = naive.replace(minute=0, second=0, tzinfo=self.zone)
-        hour_end = naive.replace(minute=59, second=59, tzinfo=self.zone)
-        if hour_start.utcoffset() == hour_end.utcoffset():
-            if len(self._hour_offsets) >= HOUR_OFFSETS_KEPT:
-                self._hour_offsets.clear()
-            self._hour_offsets[hour] = offset
-        return offset
+    def _naive(self, naive: dt.datetime) -> tuple[str, str]:
+        local = naive.isoformat()
+        offset = self._hour_offsets.get(local[:13])
+        if offset is None:
+            offset = naive.replace(tzinfo=self.zone).isoformat()[len(local) :]
+            if self._single_offset(naive):
+                if len(self._hour_offsets) >= HOUR_OFFSETS_KEPT:
+                    self._hour_offsets.clear()
+                self._hour_offsets[local[:13]] = offset
+        return local, local + offset
+
+    def _aware(self, moment: dt.datetime) -> tuple[str, str]:
+        local = moment.astimezone(self.zone).replace(microsecond=0)
+        text = local.isoformat()
+        naive = text[: len("YYYY-MM-DDTHH:MM:SS")]
+        return (text if local.fold else naive), text
+
+    def _single_offset(self, naive: dt.datetime) -> bool:
+        """Whether every time of ``naive``'s hour has one and the same UTC offset."""
+        offsets = {
+            naive.replace(minute=minute, second=second, tzinfo=self.zone, fold=fold).utcoffset()
+            for minute, second in ((0, 0), (59, 59))
+            for fold in (0, 1)
+        }
+        return len(offsets) == 1
 
 
 @dataclass(frozen=True)

@@ -105,29 +105,26 @@ class WindowPager:
                 window.outstanding += 1
                 in_flight[pool.submit(self.fetch, window, number)] = window
 
-        with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico") as pool:
-            try:
-                while reported < len(windows):
+        pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico")
+        try:
+            while reported < len(windows):
+                request_more()
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in sorted(finished, key=lambda f: in_flight[f].index):
+                    del in_flight[future]
+                    page = future.result()
+                    self._plan_after(page)
                     request_more()
-                    finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in sorted(finished, key=lambda f: in_flight[f].index):
-                        del in_flight[future]
-                        page = future.result()
-                        self._plan_after(page)
-                        request_more()
-                        yield page
-                        page.window.outstanding -= 1
-                        if (
-                            page.window.outstanding == 0
-                            and page.window.next_unrequested > page.window.last_page
-                        ):
-                            self._close_read(page.window)
-                    while reported < started and windows[reported].done:
-                        yield windows[reported]
-                        reported += 1
-            finally:
-                for future in in_flight:
-                    future.cancel()
+                    yield page
+                    page.window.outstanding -= 1
+                    if page.window.outstanding == 0 and page.window.next_unrequested > page.window.last_page:
+                        self._close_read(page.window)
+                while reported < started and windows[reported].done:
+                    yield windows[reported]
+                    reported += 1
+        finally:
+            # Never wait here for a request that hangs: a failed or stopped run ends promptly.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     @staticmethod
     def _next_to_request(active: list[Window]) -> Window | None:

@@ -3,7 +3,9 @@
 :class:`WindowReader` is the one owner of what a read has seen: it drops the
 records a window already gave and tracks each window's newest record, which
 becomes the bookmark once the pager reports the window (and every window
-before it) complete.
+before it) complete. A record dated outside the days its window asked for is
+still emitted (once per run), but never moves a bookmark: one call dated
+years ahead must not make every later run skip the days in between.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import operator
+from collections import Counter
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +21,7 @@ from typing import Any
 from tap_optico.normalize import Normalizer
 from tap_optico.paging import Page, Window, WindowPager
 from tap_optico.secrets import shorten
-from tap_optico.settings import Settings
+from tap_optico.settings import Settings, read_day
 
 #: Reads of one window whose records fall short of its total_results, before moving on.
 MAX_WINDOW_READS = 3
@@ -34,13 +37,41 @@ def plan_windows(start: dt.date, end: dt.date, days: int) -> list[Window]:
     return windows
 
 
-def plan(settings: Settings, bookmark: Any) -> list[Window]:
+@dataclass(frozen=True)
+class Plan:
+    """The days a run reads, cut into windows."""
+
+    first: dt.date
+    last: dt.date
+    windows: list[Window]
+
+
+def bookmark_problem(stream: str, bookmark: Any, settings: Settings) -> str | None:
+    """What makes ``bookmark`` unusable for a run with ``settings``, in one line; None if nothing."""
+    if bookmark is None:
+        return None
+    where = f"State: the bookmark of '{stream}' is {bookmark!r}"
+    try:
+        day = read_day(bookmark, settings.timezone)
+    except (TypeError, ValueError):
+        return f"{where}, which is not a date: fix the state or clear it to read from start_date"
+    if day > settings.last_day:
+        # A run would read nothing and exit 0: the state belongs to other data or a stray call set it.
+        return (
+            f"{where}, after the last day to read ({settings.last_day}): this state does not match "
+            "these settings; set end_date, or set the bookmark back (meltano state set) or clear it"
+        )
+    return None
+
+
+def plan(settings: Settings, bookmark: Any) -> Plan:
     """The windows from ``start_date`` (or the bookmark minus ``lookback_days``) to the last day."""
     start = settings.start_date
-    if bookmark:
+    if bookmark is not None:
         lookback = dt.timedelta(days=settings.lookback_days)
-        start = max(start, dt.date.fromisoformat(str(bookmark)[:10]) - lookback)
-    return plan_windows(start, settings.last_day, settings.window_days)
+        start = max(start, read_day(bookmark, settings.timezone) - lookback)
+    last = settings.last_day
+    return Plan(start, last, plan_windows(start, last, settings.window_days))
 
 
 @dataclass(frozen=True)
@@ -52,7 +83,14 @@ class Checkpoint:
 
 
 class WindowReader:
-    """Records from pages: normalised, each distinct one once, bookmarks per window."""
+    """Records from pages: normalised, each distinct one once, bookmarks per window.
+
+    A record dated outside its window's days (a stray) is emitted at once and
+    marked as claimed for the window its day belongs to, so that this window
+    does not emit it again; strays dated outside the whole plan are emitted
+    once per run. Seen records are kept for the windows being read and the
+    last one completed, which is where edge-of-day strays come from.
+    """
 
     def __init__(
         self,
@@ -66,32 +104,56 @@ class WindowReader:
         self.identity = operator.itemgetter(*identity_fields)
         self.replication_key = replication_key
         self.logger = logger
+        self._windows: list[Window] = []
+        # Window index -> identities that window returned, and the newest replication value among them.
         self._seen: dict[int, set[Hashable]] = {}
         self._newest: dict[int, Any] = {}
+        # Window index -> identities of its days that another window returned and emitted.
+        self._claimed: dict[int, set[Hashable]] = {}
+        self._strays: set[Hashable] = set()
+        self._stray_days: Counter[str] = Counter()
 
     def distinct(self, window: Window) -> int:
         """How many distinct records ``window`` has given so far."""
         return len(self._seen.get(window.index, ()))
 
-    def read(self, pager: WindowPager, windows: list[Window]) -> Iterator[dict[str, Any] | Checkpoint]:
-        """Every distinct record of ``windows``, and a :class:`Checkpoint` after each complete window."""
+    def read(self, pager: WindowPager, plan: Plan) -> Iterator[dict[str, Any] | Checkpoint]:
+        """Every distinct record of the plan's windows, and a :class:`Checkpoint` after each complete one."""
         name = self.normalize.stream_name
-        if windows:
+        self._windows = plan.windows
+        if plan.windows:
             self.logger.info(
-                "%s: reading %s..%s in %d window(s)", name, windows[0].start, windows[-1].end, len(windows)
+                "%s: reading %s..%s in %d window(s)", name, plan.first, plan.last, len(plan.windows)
             )
-        for item in pager.read(windows):
+        else:
+            self.logger.warning(
+                "%s: no day to read: the first day, %s, is after the last, %s", name, plan.first, plan.last
+            )
+        for item in pager.read(plan.windows):
             if isinstance(item, Window):
-                self._seen.pop(item.index, None)
+                self._seen.pop(item.index - 1, None)
+                self._claimed.pop(item.index, None)
                 yield Checkpoint(item, self._newest.pop(item.index, None))
             else:
                 yield from self._records(item)
+        if self._stray_days:
+            days = sorted(self._stray_days)
+            self.logger.warning(
+                "%s: %d record(s) dated outside the days requested (%s%s): emitted once each; "
+                "no bookmark moves past the days read",
+                name,
+                sum(self._stray_days.values()),
+                ", ".join(days[:5]),
+                f" and {len(days) - 5} more day(s)" if len(days) > 5 else "",
+            )
         self.normalize.log_summary()
 
     def _records(self, page: Page) -> Iterator[dict[str, Any]]:
-        index = page.window.index
-        seen = self._seen.setdefault(index, set())
-        newest = self._newest.get(index)
+        window = page.window
+        first, last = window.start.isoformat(), window.end.isoformat()
+        seen = self._seen.setdefault(window.index, set())
+        claimed = self._claimed.get(window.index, ())
+        newest = self._newest.get(window.index)
         normalize, identity, replication_key = self.normalize, self.identity, self.replication_key
         try:
             for raw in page.results:
@@ -108,8 +170,41 @@ class WindowReader:
                     continue
                 seen.add(key)
                 value = record[replication_key]
-                if value is not None and (newest is None or value > newest):
-                    newest = value
-                yield record
+                if value is not None:
+                    day = str(value)[:10]
+                    if not first <= day <= last:
+                        if self._first_time_stray(key, day):
+                            yield record
+                        continue
+                    if newest is None or value > newest:
+                        newest = value
+                if key not in claimed:
+                    yield record
         finally:
-            self._newest[index] = newest
+            self._newest[window.index] = newest
+
+    def _first_time_stray(self, key: Hashable, day: str) -> bool:
+        """Whether a record dated ``day``, outside its window, is to be emitted now (and count it)."""
+        home = self._window_of(day)
+        if home is None or (home.index not in self._seen and home.index < min(self._seen, default=0)):
+            # Outside the plan, or its window is done and forgotten: once per run.
+            if key in self._strays:
+                return False
+            self._strays.add(key)
+        elif key in self._seen.get(home.index, ()) or key in self._claimed.get(home.index, ()):
+            return False
+        else:
+            self._claimed.setdefault(home.index, set()).add(key)
+        self._stray_days[day] += 1
+        return True
+
+    def _window_of(self, day: str) -> Window | None:
+        try:
+            date = dt.date.fromisoformat(day)
+        except ValueError:
+            return None
+        windows = self._windows
+        if not windows or not windows[0].start <= date <= windows[-1].end:
+            return None
+        span = (windows[0].end - windows[0].start).days + 1
+        return windows[(date - windows[0].start).days // span]

@@ -1,8 +1,9 @@
 """Every private singer-sdk name the tap relies on, and nothing else.
 
-singer-sdk offers no public hook for three things this tap must do: move a
+singer-sdk offers no public hook for four things this tap must do: move a
 bookmark per complete window instead of per record, write records without
-the SDK's per-record message objects, and word setting errors itself. The
+the SDK's per-record message objects, word setting errors itself, and stop
+on a signal without writing into the output. The
 overrides that do it live here, together; ``tests/test_sdk_contract.py``
 checks on the installed singer-sdk that each name still exists with the
 signature used, so an SDK upgrade that changes one fails CI instead of
@@ -12,6 +13,7 @@ silently switching the behaviour off.
 from __future__ import annotations
 
 from functools import cached_property
+from types import FrameType
 from typing import Any
 
 from singer_sdk import Stream, Tap
@@ -20,6 +22,7 @@ from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers.types import Context
 from typing_extensions import override
 
+from tap_optico import stopping
 from tap_optico.writer import OpticoWriter
 
 
@@ -74,8 +77,9 @@ class WindowedStream(Stream):
         self.state_manager.is_flushed = False
 
 
-class CheckedSettingsTap(Tap):
-    """A tap whose settings are checked by :meth:`setting_problems`, one line each."""
+class TapSeam(Tap):
+    """A tap whose settings are checked by :meth:`setting_problems`, one line each,
+    and which stops on SIGTERM or SIGINT without writing anything more."""
 
     def setting_problems(self) -> list[str]:
         """One line per invalid setting of the tap itself."""
@@ -94,3 +98,8 @@ class CheckedSettingsTap(Tap):
         if errors and raise_errors:
             raise ConfigValidationError("Invalid settings", errors=errors)
         return errors
+
+    @override
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """The SDK's handler writes STATE into the output, maybe mid-line, and exits 0."""
+        stopping.request(signum)

@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
+import os
+import signal
 import sys
-from typing import Any
+from typing import IO, Any, ClassVar, NoReturn
 
-from singer_sdk import Stream
+from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.exceptions import FatalAPIError
+from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities
 from typing_extensions import override
 
-from tap_optico import secrets
+from tap_optico import secrets, stopping
 from tap_optico.api import DEFAULT_URL, FILTERS, MAX_PAGE_SIZE, MIN_PAGE_SIZE
-from tap_optico.sdk_seam import CheckedSettingsTap
+from tap_optico.client import OpticoStream
+from tap_optico.errors import OpticoError, StateError
+from tap_optico.reading import bookmark_problem
+from tap_optico.sdk_seam import TapSeam
 from tap_optico.settings import DATE_FORMS, clear_text_host, problems
 from tap_optico.streams import CallsStream, DailyCallsStream
 from tap_optico.writer import OpticoWriter
@@ -31,7 +39,7 @@ def _integer(
     )
 
 
-class TapOptico(CheckedSettingsTap):
+class TapOptico(TapSeam):
     """Extracts calls and daily totals from the Optico call-tracking Data API."""
 
     name = "tap-optico"
@@ -100,9 +108,45 @@ class TapOptico(CheckedSettingsTap):
         _integer("request_timeout", 120, 1, "Seconds to wait for an answer before retrying."),
     ).to_dict()
 
+    # Batch files would be written before the STATE that covers them is safe; records only.
+    capabilities: ClassVar[list[CapabilitiesEnum]] = [
+        capability for capability in Tap.capabilities if capability is not PluginCapabilities.BATCH
+    ]
+
     @override
     def discover_streams(self) -> list[Stream]:
         return [CallsStream(self), DailyCallsStream(self)]
+
+    @classmethod
+    @override
+    def invoke(  # type: ignore[override]  # the signature of singer-sdk's own Tap.invoke
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: Any = None,
+        state: IO[str] | None = None,
+        catalog: IO[str] | None = None,
+    ) -> None:
+        """Run from the command line, with the state file checked before the SDK reads it."""
+        super().invoke(
+            about=about, about_format=about_format, config=config, state=_state_file(state), catalog=catalog
+        )
+
+    @override
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Take the state, refusing a bookmark that is not a date or lies past the last day to read."""
+        if not isinstance(state.get("bookmarks", {}), dict):
+            msg = "State: 'bookmarks' is not an object: fix the state or clear it"
+            raise StateError(msg)
+        super().load_state(state)
+        bookmarks = state.get("bookmarks", {})
+        for stream in self.streams.values():
+            if not isinstance(stream, OpticoStream):
+                continue
+            value = (bookmarks.get(stream.name) or {}).get("replication_key_value")
+            if problem := bookmark_problem(stream.name, value, stream.settings):
+                raise StateError(problem)
 
     @override
     def setting_problems(self) -> list[str]:
@@ -116,11 +160,44 @@ class TapOptico(CheckedSettingsTap):
         return problems(self.config, self.config_jsonschema)
 
 
+def _state_file(state: IO[str] | None) -> IO[str] | None:
+    """The state file's text, checked: an empty file is no state, a file that is not JSON stops the run."""
+    if state is None:
+        return None
+    name = getattr(state, "name", "the state file")
+    text = state.read()
+    if not text.strip():
+        TapOptico.logger.warning("State file %s is empty: reading as if there were no state", name)
+        return None
+    try:
+        parsed = json.loads(text)
+    except ValueError as error:
+        msg = f"State file {name} is not JSON ({error}): fix it, or clear it to read from start_date"
+        raise StateError(msg) from None
+    if not isinstance(parsed, dict):
+        msg = f"State file {name} holds a JSON {type(parsed).__name__}, not a Singer state object"
+        raise StateError(msg)
+    return io.StringIO(text)
+
+
 def main() -> None:
     """Run the tap; a failure the tap understands ends with one line, not a traceback."""
     secrets.install()
+    logger = logging.getLogger("tap-optico")
     try:
         TapOptico.cli()
-    except FatalAPIError as error:
-        logging.getLogger("tap-optico").error("%s", error)  # noqa: TRY400 - the line is the message
-        sys.exit(1)
+    except (FatalAPIError, OpticoError) as error:
+        logger.error("%s", error)  # noqa: TRY400 - the line is the message
+        _exit(1)
+    except stopping.Stopped as stop:
+        if stop.signum != signal.SIGPIPE:
+            logger.error("tap-optico %s: a run resumed from the last STATE written loses nothing", stop)  # noqa: TRY400
+        _exit(stop.exit_code, flush_stdout=stop.signum != signal.SIGPIPE)
+
+
+def _exit(code: int, *, flush_stdout: bool = True) -> NoReturn:
+    """Exit now: request threads still waiting on the API are not waited for."""
+    if flush_stdout:
+        sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import sys
 from typing import Any
 
@@ -10,7 +11,11 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter, encoder
 from singer_sdk.singerlib import Message, SingerMessageType
 from typing_extensions import override
 
+from tap_optico import stopping
+
 BLOCK_BYTES = 1 << 20
+#: A block is written in pieces of about this size, each ending a line: a stop waits one piece at most.
+PIECE_BYTES = 16 << 10
 
 
 class OpticoWriter(MsgSpecWriter):
@@ -46,7 +51,31 @@ class OpticoWriter(MsgSpecWriter):
             self.flush()
 
     def flush(self) -> None:
-        if self._pending:
-            sys.stdout.buffer.write(self._pending)
-            self._pending.clear()
-        sys.stdout.flush()
+        """Write the pending lines, whole, in pieces; between two pieces a requested stop is honoured."""
+        data, self._pending = self._pending, bytearray()
+        view, start, size = memoryview(data), 0, len(data)
+        try:
+            with stopping.writing():
+                while start < size:
+                    end = (
+                        size
+                        if size - start <= PIECE_BYTES
+                        else data.rfind(b"\n", start, start + PIECE_BYTES) + 1
+                    )
+                    if end <= start:  # one line longer than a piece: up to its end
+                        end = data.find(b"\n", start + PIECE_BYTES) + 1 or size
+                    _write_all(view[start:end])
+                    start = end
+                    stopping.check()
+        except BrokenPipeError:
+            # The reader is gone (`tap-optico ... | head`): stop as a shell does on SIGPIPE.
+            raise stopping.Stopped(signal.SIGPIPE) from None
+
+
+def _write_all(data: memoryview) -> None:
+    """All of ``data`` to stdout: an unbuffered stdout (PYTHONUNBUFFERED) may take part of it only."""
+    out = sys.stdout.buffer
+    while data:
+        written = out.write(data)
+        data = data[written or 0 :]
+    out.flush()

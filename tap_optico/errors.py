@@ -1,0 +1,11 @@
+"""Problems the user can fix: said in one line by ``main()``, with no traceback."""
+
+from __future__ import annotations
+
+
+class OpticoError(Exception):
+    """A problem with the run's input (settings, state), said in one line."""
+
+
+class StateError(OpticoError):
+    """A state that cannot be resumed from as it is."""
