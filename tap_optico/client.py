@@ -15,6 +15,7 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from functools import cached_property
 from typing import Any, ClassVar
 
+import backoff
 import msgspec
 import requests
 from singer_sdk import RESTStream
@@ -35,6 +36,15 @@ from tap_optico.secrets import redact, shorten
 from tap_optico.settings import Settings
 
 FIRST_RETRY_WAIT_SECONDS = 0.5
+#: What singer-sdk's own request decorator retries (tests/test_sdk_contract.py holds them equal).
+RETRIABLE_ERRORS = (
+    ConnectionResetError,
+    RetriableAPIError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 MAX_REPORTED_BODY_CHARS = 200
 
 
@@ -247,13 +257,22 @@ class OpticoStream(WindowedStream, RESTStream[int]):
 
     @override
     def request_decorator(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """Retries as the SDK does; every try first waits out a pause another worker's 429 started."""
+        """The SDK's retries on the SDK's retriable errors, each retry logged once (by
+        :meth:`backoff_handler`, not by backoff too); every try first waits out a pause
+        that another worker's 429 started."""
 
         def paced(*args: Any, **kwargs: Any) -> Any:
             self.rate_limit_pause.wait()
             return func(*args, **kwargs)
 
-        return super().request_decorator(paced)
+        return backoff.on_exception(
+            self.backoff_wait_generator,
+            RETRIABLE_ERRORS,
+            max_tries=self.backoff_max_tries,
+            on_backoff=self.backoff_handler,
+            jitter=self.backoff_jitter,
+            logger=None,
+        )(paced)
 
     def _send(
         self, prepared: requests.PreparedRequest, number: int
@@ -326,11 +345,22 @@ class OpticoStream(WindowedStream, RESTStream[int]):
             max_reads=MAX_WINDOW_READS,
             logger=self.logger,
         )
+        # A dry run (`--test`) takes this many records: stop there rather than be aborted with an ERROR.
+        limit = self.ABORT_AT_RECORD_COUNT
+        emitted = 0
         for item in reader.read(pager, plan(self.settings, self.get_starting_replication_key_value(context))):
             if isinstance(item, Checkpoint):
                 self.checkpoint(context, item.bookmark)
-            else:
-                yield item
+                continue
+            yield item
+            emitted += 1
+            if emitted == limit:
+                return
+
+    @override
+    def get_batch_config(self, config: Mapping[str, Any]) -> None:
+        """Never batch files: the tap does not advertise batch mode (see TapOptico.capabilities)."""
+        return None
 
     @override
     def generate_child_contexts(

@@ -9,3 +9,11 @@ class OpticoError(Exception):
 
 class StateError(OpticoError):
     """A state that cannot be resumed from as it is."""
+
+
+class SettingsError(OpticoError):
+    """Settings that cannot be used: one line per problem, each naming its setting."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems

@@ -263,6 +263,8 @@ class Normalizer:
 
     #: Fields this normaliser computes in :meth:`finish` instead of reading them.
     derived: ClassVar[tuple[str, ...]] = ()
+    #: The field two distinct records may share (calls that look alike), or None: see :meth:`renumber`.
+    lookalike_key: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -374,6 +376,9 @@ class Normalizer:
     def finish(self, record: dict[str, Any]) -> None:
         """Derive fields from the converted ones (keys, for instance)."""
 
+    def renumber(self, record: dict[str, Any], occurrence: int) -> None:
+        """Key ``record`` as the ``occurrence``-th (from 1) record after the first with the same key."""
+
     def _resolve(self, key: str) -> _Plan:
         name = canonical_key(key)
         if name in self.fields:
@@ -468,6 +473,7 @@ class CallNormalizer(Normalizer):
     """Calls: ``start_date`` read in the time zone, and the ``call_id`` that keys a call."""
 
     derived = ("call_id",)
+    lookalike_key = "call_id"
 
     @override
     def finish(self, record: dict[str, Any]) -> None:
@@ -481,8 +487,17 @@ class CallNormalizer(Normalizer):
                 self._warn_unreadable("start_date", start)
         record["call_id"] = call_id(identity, record["tracking_number"], record["caller"], record["phone"])
 
+    @override
+    def renumber(self, record: dict[str, Any], occurrence: int) -> None:
+        record["call_id"] = lookalike_call_id(record["call_id"], occurrence)
+
 
 def call_id(start: str | None, tracking_number: str | None, caller: str | None, phone: str | None) -> str:
     """A stable key for a call: the same call read twice gets the same id."""
     text = "\x1f".join((start or "", tracking_number or "", caller or "", phone or ""))
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def lookalike_call_id(first: str, occurrence: int) -> str:
+    """The key of the ``occurrence``-th call after the first (whose key is ``first``) that looks the same."""
+    return hashlib.blake2b(f"{first}#{occurrence}".encode(), digest_size=16).hexdigest()

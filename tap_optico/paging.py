@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tap_optico.api import FIRST_PAGE
@@ -32,11 +32,14 @@ class Window:
     next_unrequested: int = FIRST_PAGE
     outstanding: int = 0
     done: bool = False
+    #: Pages that arrived before an earlier page of the same read, by number.
+    held: dict[int, Page] = field(default_factory=dict)
+    next_to_hand: int = FIRST_PAGE
 
     def start_read(self) -> None:
         self.reads += 1
         self.total = None
-        self.last_page = self.next_unrequested = FIRST_PAGE
+        self.last_page = self.next_unrequested = self.next_to_hand = FIRST_PAGE
         self.outstanding = 0
 
 
@@ -59,8 +62,10 @@ Distinct = Callable[[Window], int]
 class WindowPager:
     """Reads windows page by page with up to ``max_concurrency`` requests in flight.
 
-    :meth:`read` yields each :class:`Page` as it arrives and each
-    :class:`Window` once it and all windows before it are complete. A read
+    :meth:`read` yields the pages of each read of a window in page order (a
+    page that arrives early is held, and counts against ``max_concurrency``
+    while it waits), and each :class:`Window` once it and all windows before
+    it are complete. A read
     that ends with fewer distinct records (as the consumer counts them,
     through ``distinct``, once it has taken every page) than the API's
     ``total_results`` (data that changed while it was paged) is repeated, up
@@ -92,7 +97,7 @@ class WindowPager:
         def request_more() -> None:
             """Fill every free slot, so requests stay in flight while a page is consumed."""
             nonlocal started
-            while len(in_flight) < self.max_concurrency:
+            while len(in_flight) + sum(len(w.held) for w in windows[reported:started]) < self.max_concurrency:
                 window = self._next_to_request(windows[reported:started])
                 if window is None and started < len(windows):
                     window = windows[started]
@@ -112,13 +117,17 @@ class WindowPager:
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in sorted(finished, key=lambda f: in_flight[f].index):
                     del in_flight[future]
-                    page = future.result()
-                    self._plan_after(page)
-                    request_more()
-                    yield page
-                    page.window.outstanding -= 1
-                    if page.window.outstanding == 0 and page.window.next_unrequested > page.window.last_page:
-                        self._close_read(page.window)
+                    arrived = future.result()
+                    self._plan_after(arrived)
+                    window = arrived.window
+                    window.held[arrived.number] = arrived
+                    while page := window.held.pop(window.next_to_hand, None):
+                        window.next_to_hand += 1
+                        request_more()
+                        yield page
+                        window.outstanding -= 1
+                    if window.outstanding == 0 and window.next_unrequested > window.last_page:
+                        self._close_read(window)
                 while reported < started and windows[reported].done:
                     yield windows[reported]
                     reported += 1

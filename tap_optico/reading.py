@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import operator
+import time
 from collections import Counter
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from tap_optico.settings import Settings, read_day
 
 #: Reads of one window whose records fall short of its total_results, before moving on.
 MAX_WINDOW_READS = 3
+#: Longest silence, in seconds, between two progress lines of a long read.
+PROGRESS_SECONDS = 10.0
 
 
 def plan_windows(start: dt.date, end: dt.date, days: int) -> list[Window]:
@@ -74,6 +77,52 @@ def plan(settings: Settings, bookmark: Any) -> Plan:
     return Plan(start, last, plan_windows(start, last, settings.window_days))
 
 
+class Progress:
+    """INFO lines a person can follow: after each complete window, and every ``every`` seconds."""
+
+    def __init__(
+        self, name: str, plan: Plan, logger: logging.Logger, every: float = PROGRESS_SECONDS
+    ) -> None:
+        self.name, self.plan, self.logger, self.every = name, plan, logger, every
+        self.started = self.last_line = time.monotonic()
+        self.records = 0
+        self.days_done = 0
+        self.windows_done = 0
+
+    def page(self, records: int) -> None:
+        self.records += records
+        if time.monotonic() - self.last_line >= self.every:
+            self._line("reading")
+
+    def window_done(self, window: Window) -> None:
+        self.windows_done += 1
+        self.days_done += (window.end - window.start).days + 1
+        self._line(f"read {window.start}..{window.end}")
+
+    def _line(self, doing: str) -> None:
+        now = time.monotonic()
+        self.last_line = now
+        elapsed = max(now - self.started, 1e-6)
+        days = (self.plan.last - self.plan.first).days + 1
+        left = len(self.plan.windows) - self.windows_done
+        eta = (
+            f", about {elapsed / self.days_done * (days - self.days_done):.0f} s to go"
+            if self.days_done
+            else ""
+        )
+        self.logger.info(
+            "%s: %s; %d records and %d of %d days so far (%.0f records/s); %d window(s) left%s",
+            self.name,
+            doing,
+            self.records,
+            self.days_done,
+            days,
+            self.records / elapsed,
+            left,
+            eta,
+        )
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """Every window up to ``window`` is read: the bookmark may move to ``bookmark``."""
@@ -112,6 +161,9 @@ class WindowReader:
         self._claimed: dict[int, set[Hashable]] = {}
         self._strays: set[Hashable] = set()
         self._stray_days: Counter[str] = Counter()
+        # Window index -> the read under way and, per look-alike key, its first page, that page's
+        # total_results and how many records of that key the read gave.
+        self._lookalikes: dict[int, tuple[int, dict[Any, tuple[int, int | None]], Counter[Any]]] = {}
 
     def distinct(self, window: Window) -> int:
         """How many distinct records ``window`` has given so far."""
@@ -129,13 +181,17 @@ class WindowReader:
             self.logger.warning(
                 "%s: no day to read: the first day, %s, is after the last, %s", name, plan.first, plan.last
             )
+        progress = Progress(name, plan, self.logger)
         for item in pager.read(plan.windows):
             if isinstance(item, Window):
+                progress.window_done(item)
                 self._seen.pop(item.index - 1, None)
                 self._claimed.pop(item.index, None)
+                self._lookalikes.pop(item.index, None)
                 yield Checkpoint(item, self._newest.pop(item.index, None))
             else:
                 yield from self._records(item)
+                progress.page(len(item.results))
         if self._stray_days:
             days = sorted(self._stray_days)
             self.logger.warning(
@@ -155,6 +211,7 @@ class WindowReader:
         claimed = self._claimed.get(window.index, ())
         newest = self._newest.get(window.index)
         normalize, identity, replication_key = self.normalize, self.identity, self.replication_key
+        lookalike = normalize.lookalike_key
         try:
             for raw in page.results:
                 if not normalize.accepts(raw):
@@ -165,6 +222,8 @@ class WindowReader:
                     )
                     continue
                 record = normalize(raw)
+                if lookalike is not None and not self._number(record, lookalike, page):
+                    continue
                 key = identity(record)
                 if key in seen:
                     continue
@@ -182,6 +241,37 @@ class WindowReader:
                     yield record
         finally:
             self._newest[window.index] = newest
+
+    def _number(self, record: dict[str, Any], lookalike: str, page: Page) -> bool:
+        """Key a record that looks like an earlier one of the same read as a call of its own.
+
+        Pages reach the reader in page order, so the n-th look-alike of a read
+        is the n-th in the API's order, and keeps its key on every read.
+        False for the same row handed again: it looks like a record of an
+        earlier page whose total_results differs (the data changed, so rows
+        shifted from one page to the next between the two requests).
+        """
+        window = page.window
+        read, first, counts = self._lookalikes.get(window.index, (0, {}, Counter()))
+        if read != window.reads:
+            first, counts = {}, Counter()
+            self._lookalikes[window.index] = (window.reads, first, counts)
+        key = record[lookalike]
+        earlier = first.get(key)
+        if earlier is None:
+            first[key] = (page.number, page.total_results)
+            counts[key] = 1
+            return True
+        first_page, first_total = earlier
+        if (
+            first_page != page.number
+            and None not in (first_total, page.total_results)
+            and first_total != page.total_results
+        ):
+            return False
+        self.normalize.renumber(record, counts[key])
+        counts[key] += 1
+        return True
 
     def _first_time_stray(self, key: Hashable, day: str) -> bool:
         """Whether a record dated ``day``, outside its window, is to be emitted now (and count it)."""

@@ -17,12 +17,12 @@ from types import FrameType
 from typing import Any
 
 from singer_sdk import Stream, Tap
-from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers.types import Context
 from typing_extensions import override
 
 from tap_optico import stopping
+from tap_optico.errors import SettingsError
 from tap_optico.writer import OpticoWriter
 
 
@@ -96,7 +96,8 @@ class TapSeam(Tap):
         ]
         errors = [*self.setting_problems(), *builtin]
         if errors and raise_errors:
-            raise ConfigValidationError("Invalid settings", errors=errors)
+            # Not the SDK's ConfigValidationError, whose CLI handler ends on a generic line.
+            raise SettingsError(errors)
         return errors
 
     @override

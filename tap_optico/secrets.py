@@ -18,8 +18,11 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
+#: No run of this many characters of a key may be printed: a message quoting part of a key is masked too.
+PIECE = 8
 _KEY_IN_QUERY = re.compile(r"(api_key=)[^&\s'\"<>)]+", re.IGNORECASE)
 _secrets: set[str] = set()
+_pieces: set[str] = set()
 _lock = threading.Lock()
 _installed = False
 
@@ -30,6 +33,9 @@ def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, MASK)
+    for piece in _pieces:
+        if piece in text:
+            text = text.replace(piece, MASK)
     return text
 
 
@@ -43,8 +49,10 @@ def register(secret: object) -> None:
     """Mask ``secret`` (and its URL-encoded forms) wherever it would be printed."""
     if not isinstance(secret, str) or not secret:
         return
+    forms = {secret, quote(secret, safe=""), quote_plus(secret)}
     with _lock:
-        _secrets.update({secret, quote(secret, safe=""), quote_plus(secret)})
+        _secrets.update(forms)
+        _pieces.update(form[i : i + PIECE] for form in forms for i in range(len(form) - PIECE + 1))
     install()
 
 

@@ -19,7 +19,7 @@ from typing_extensions import override
 from tap_optico import secrets, stopping
 from tap_optico.api import DEFAULT_URL, FILTERS, MAX_PAGE_SIZE, MIN_PAGE_SIZE
 from tap_optico.client import OpticoStream
-from tap_optico.errors import OpticoError, StateError
+from tap_optico.errors import OpticoError, SettingsError, StateError
 from tap_optico.reading import bookmark_problem
 from tap_optico.sdk_seam import TapSeam
 from tap_optico.settings import DATE_FORMS, clear_text_host, problems
@@ -157,7 +157,10 @@ class TapOptico(TapSeam):
                 "Setting 'api_url' uses plain http:// to %s: the API key would travel in clear text; use https://",
                 host,
             )
-        return problems(self.config, self.config_jsonschema)
+        unsupported = ["Setting 'batch_config' is not supported: tap-optico writes RECORD messages"]
+        return problems(self.config, self.config_jsonschema) + (
+            unsupported if "batch_config" in self.config else []
+        )
 
 
 def _state_file(state: IO[str] | None) -> IO[str] | None:
@@ -187,7 +190,8 @@ def main() -> None:
     try:
         TapOptico.cli()
     except (FatalAPIError, OpticoError) as error:
-        logger.error("%s", error)  # noqa: TRY400 - the line is the message
+        for line in error.problems if isinstance(error, SettingsError) else [str(error)]:
+            logger.error("%s", line)  # noqa: TRY400 - the line is the message
         _exit(1)
     except stopping.Stopped as stop:
         if stop.signum != signal.SIGPIPE:

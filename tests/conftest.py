@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from tap_optico.sandbox import SandboxServer, build_server
-from tests.helpers import FIRST_DAY, LAST_DAY, SandboxFactory
+from tests.helpers import FIRST_DAY, LAST_DAY, CannedApi, SandboxFactory
 
 
 @pytest.fixture
@@ -32,3 +32,17 @@ def make_sandbox() -> Iterator[SandboxFactory]:
 @pytest.fixture
 def sandbox(make_sandbox: SandboxFactory) -> SandboxServer:
     return make_sandbox()
+
+
+@pytest.fixture
+def canned() -> Iterator[Callable[[list[Any]], CannedApi]]:
+    """Start canned APIs (each answers request N with body N, then the last body again)."""
+    servers: list[CannedApi] = []
+
+    def make(bodies: list[Any]) -> CannedApi:
+        servers.append(CannedApi(bodies))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()

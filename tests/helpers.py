@@ -8,15 +8,19 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from threading import Thread
 from typing import Any
 
 import msgspec
+from typing_extensions import override
 
 from tap_optico.client import OpticoStream
-from tap_optico.normalize import Conversion, Normalizer, call_id
+from tap_optico.normalize import Conversion, Normalizer, call_id, lookalike_call_id
 from tap_optico.sandbox import SANDBOX_API_KEY, SandboxServer
 from tap_optico.sandbox.data import SandboxCall
 from tap_optico.tap import TapOptico
@@ -53,7 +57,7 @@ def run_tap(
     config: dict[str, Any],
     tmp_path: Path,
     *,
-    state: dict[str, Any] | None = None,
+    state: dict[str, Any] | str | None = None,
     catalog: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 300,
@@ -64,7 +68,7 @@ def run_tap(
     args = [TAP, "--config", str(config_file)]
     if state is not None:
         state_file = tmp_path / "state.json"
-        state_file.write_text(json.dumps(state))
+        state_file.write_text(state if isinstance(state, str) else json.dumps(state))
         args += ["--state", str(state_file)]
     if catalog is not None:
         catalog_file = tmp_path / "catalog.json"
@@ -116,12 +120,16 @@ def sandbox_call_id(call: SandboxCall) -> str:
 def sandbox_call_ids(
     server: SandboxServer, start: dt.date | None = None, end: dt.date | None = None
 ) -> set[str]:
+    """The call_ids of every call the sandbox holds, look-alikes keyed by their rank."""
     data = server.api.data
-    return {
-        sandbox_call_id(call)
-        for day in data.days(start or data.first_day, end or data.last_day)
-        for call in server.api.visible_calls(day)
-    }
+    ids = set()
+    for day in data.days(start or data.first_day, end or data.last_day):
+        ranks: Counter[str] = Counter()
+        for call in server.api.visible_calls(day):
+            first = sandbox_call_id(call)
+            ids.add(lookalike_call_id(first, ranks[first]) if ranks[first] else first)
+            ranks[first] += 1
+    return ids
 
 
 def canonical_json(record: dict[str, Any]) -> str:
@@ -162,3 +170,35 @@ def plain_struct(normalizer: Normalizer) -> type[msgspec.Struct]:
     """The normaliser's fast decoder, which the calls stream has."""
     assert normalizer.plain is not None
     return normalizer.plain
+
+
+class CannedApi:
+    """An HTTP server that answers each request with the next canned JSON body."""
+
+    def __init__(self, bodies: list[Any]) -> None:
+        self.bodies = bodies
+        self.served = 0
+        canned = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = canned.bodies[min(canned.served, len(canned.bodies) - 1)]
+                canned.served += 1
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            @override
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/data-api"
+        Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -8,14 +8,10 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from threading import Thread
 from typing import Any
 
 import pytest
-from typing_extensions import override
 
 from tap_optico.sandbox import SANDBOX_API_KEY, Faults
 from tests.helpers import (
@@ -144,51 +140,6 @@ def test_calls_arriving_while_paging_are_not_lost(
     assert len(emitted) >= 200
     if order == "desc":
         assert "reading it again" in run.stderr
-
-
-class CannedApi:
-    """An HTTP server that answers each request with the next canned JSON body."""
-
-    def __init__(self, bodies: list[Any]) -> None:
-        self.bodies = bodies
-        self.served = 0
-        canned = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = canned.bodies[min(canned.served, len(canned.bodies) - 1)]
-                canned.served += 1
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            @override
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/data-api"
-        Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def canned() -> Iterator[Any]:
-    servers: list[CannedApi] = []
-
-    def make(bodies: list[Any]) -> CannedApi:
-        servers.append(CannedApi(bodies))
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        server.close()
 
 
 CALL = {

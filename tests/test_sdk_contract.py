@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from singer_sdk.helpers import _catalog
 from singer_sdk.plugin_base import PluginBase
 
 from tap_optico import sdk_seam
+from tap_optico.client import RETRIABLE_ERRORS
 from tap_optico.tap import TapOptico
 
 PACKAGE = Path(sdk_seam.__file__).parent
@@ -116,3 +118,11 @@ def test_private_sdk_names_are_used_in_the_seam_only_and_all_checked_here() -> N
     assert elsewhere == {}
     checked = {*METHODS, *ATTRIBUTES, "singer_sdk.helpers._catalog"}
     assert _private_sdk_names_used(seam) == checked
+
+
+def test_the_tap_retries_exactly_what_the_sdk_retries() -> None:
+    """The client builds its own retry decorator (to log each retry once): same errors as the SDK's."""
+    source = inspect.getsource(RESTStream.request_decorator)
+    listed = source[source.index("backoff.on_exception(") : source.index("max_tries=")]
+    names = set(re.findall(r"([A-Za-z]+(?:Error|Exception)|Timeout)\b", listed))
+    assert names == {error.__name__ for error in RETRIABLE_ERRORS}

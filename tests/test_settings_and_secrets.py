@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from singer_sdk.exceptions import ConfigValidationError
 
+from tap_optico.errors import SettingsError
 from tap_optico.sandbox import Faults
 from tap_optico.tap import TapOptico
 from tests.helpers import SandboxFactory, run_tap, tap_config
@@ -46,9 +46,9 @@ def test_each_bad_setting_is_one_line_naming_it(
 ) -> None:
     server = make_sandbox()
     config = {k: v for k, v in {**tap_config(server), **change}.items() if v is not None}
-    with pytest.raises(ConfigValidationError) as raised:
+    with pytest.raises(SettingsError) as raised:
         TapOptico(config=config)
-    assert [line for line in raised.value.errors if message in line] == raised.value.errors
+    assert [line for line in raised.value.problems if message in line] == raised.value.problems
     assert server.requests == []
 
 
@@ -60,6 +60,27 @@ def test_a_bad_setting_stops_the_run_before_any_request(make_sandbox: SandboxFac
     assert "Setting 'timezone' must be an IANA time zone such as Europe/Paris, got 'Mars/" in run.stderr
     assert server.requests == []
     assert run.stdout == ""
+    assert "Setting '" in run.stderr.splitlines()[-1]
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "first_day", "last_day"),
+    [
+        ("2026-03-21", "2026-03-22", "2026-03-21", "2026-03-22"),
+        # Meltano's relative dates ("30 days ago") arrive as date-times: their day in `timezone`.
+        ("2026-03-20T23:30:00Z", "2026-03-22T10:00:00+00:00", "2026-03-21", "2026-03-22"),
+        ("2026-03-21T00:00:00+01:00", "2026-03-22T23:59:59", "2026-03-21", "2026-03-22"),
+    ],
+)
+def test_start_and_end_dates_take_dates_and_date_times(
+    make_sandbox: SandboxFactory, tmp_path: Path, start: str, end: str, first_day: str, last_day: str
+) -> None:
+    server = make_sandbox()
+    run = run_tap(tap_config(server, start_date=start, end_date=end), tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert {request.params["start_date"] for request in server.requests} == {first_day}
+    assert {request.params["end_date"] for request in server.requests} == {last_day}
 
 
 def test_plain_http_to_a_remote_host_is_warned(tmp_path: Path) -> None:

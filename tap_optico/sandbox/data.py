@@ -23,6 +23,8 @@ RAW_STYLES: tuple[RawStyle, ...] = ("strings", "mixed")
 SECONDS_PER_DAY = 86_400
 PROFILE_COUNT = 2_048
 DAY_CACHE_SIZE = 64
+#: With look-alikes, the first call of every such run of calls is followed by its look-alikes.
+LOOKALIKE_EVERY = 10
 
 # Tracking numbers: (number, destination, static description or None).
 TRACKING_NUMBERS: tuple[tuple[str, str, str | None], ...] = (
@@ -179,9 +181,10 @@ class SandboxData:
         first_day: dt.date,
         last_day: dt.date,
         style: RawStyle = "strings",
+        lookalikes: int = 0,
     ) -> None:
-        if calls_per_day < 0:
-            msg = "calls_per_day must be >= 0"
+        if calls_per_day < 0 or lookalikes < 0:
+            msg = "calls_per_day and lookalikes must be >= 0"
             raise ValueError(msg)
         if last_day < first_day:
             msg = "last_day must not be before first_day"
@@ -191,8 +194,13 @@ class SandboxData:
         self.first_day = first_day
         self.last_day = last_day
         self.style = style
+        self.lookalikes = lookalikes
         profile_rng = random.Random(f"{seed}:profiles")
         self.profiles = tuple(_build_profile(profile_rng, index, style) for index in range(PROFILE_COUNT))
+        # Profiles of the same tracking and destination numbers, for look-alike calls that differ.
+        self._siblings: dict[tuple[str, str], list[Profile]] = {}
+        for profile in self.profiles:
+            self._siblings.setdefault((profile.tracking_number, profile.phone), []).append(profile)
         self._calls_of_day = functools.lru_cache(maxsize=DAY_CACHE_SIZE)(self._generate_day)
 
     def days(self, start: dt.date, end: dt.date) -> list[dt.date]:
@@ -214,9 +222,13 @@ class SandboxData:
         # only depends on the calls before it, so a day's prefix is stable.
         spacing = max(1, SECONDS_PER_DAY // max(count, 1))
         separator = "T" if self.style == "mixed" and day.toordinal() % 2 else " "
-        calls = []
+        calls: list[SandboxCall] = []
         for index in range(count):
             bits = rng.getrandbits(64)
+            group = index % LOOKALIKE_EVERY
+            if calls and 0 < group <= self.lookalikes:
+                calls.append(self._lookalike(calls[index - group], group))
+                continue
             second = min(SECONDS_PER_DAY - 1, index * SECONDS_PER_DAY // count + bits % spacing)
             start = midnight + dt.timedelta(seconds=second)
             calls.append(
@@ -228,6 +240,18 @@ class SandboxData:
                 )
             )
         return tuple(calls)
+
+    def _lookalike(self, call: SandboxCall, number: int) -> SandboxCall:
+        """A distinct call at the same second, from the same caller, on the same numbers.
+
+        Every other one is identical in every field (an anonymous caller who
+        rang twice and got no answer); the others differ in the rest.
+        """
+        profile = call.profile
+        if number % 2 == 0:
+            siblings = self._siblings[(profile.tracking_number, profile.phone)]
+            profile = siblings[(siblings.index(profile) + number) % len(siblings)]
+        return SandboxCall(day=call.day, start_date=call.start_date, caller=call.caller, profile=profile)
 
     def daily_total(self, calls: tuple[SandboxCall, ...] | list[SandboxCall]) -> DailyTotal:
         return DailyTotal(

@@ -188,6 +188,7 @@ def build_server(
     first_day: dt.date | None = None,
     last_day: dt.date | None = None,
     style: RawStyle = "strings",
+    lookalikes: int = 0,
     order: Order = "asc",
     live_step: int = 0,
     api_key: str = SANDBOX_API_KEY,
@@ -202,6 +203,7 @@ def build_server(
         first_day=first_day,
         last_day=last_day,
         style=style,
+        lookalikes=lookalikes,
     )
     api = SandboxApi(data, api_key=api_key, order=order, live_step=live_step)
     return SandboxServer(api=api, host=host, port=port, faults=faults or Faults())
@@ -219,6 +221,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--first-day", type=dt.date.fromisoformat, help="default: 89 days ago")
     parser.add_argument("--last-day", type=dt.date.fromisoformat, help="default: today")
     parser.add_argument("--style", choices=RAW_STYLES, default="strings")
+    parser.add_argument(
+        "--lookalikes",
+        type=int,
+        default=0,
+        help="after every 10th call, this many distinct calls that share its second, caller and numbers",
+    )
     parser.add_argument("--order", choices=("asc", "desc"), default="asc")
     parser.add_argument("--live-step", type=int, default=0, help="calls added to the last day per request")
     parser.add_argument("--api-key", default=SANDBOX_API_KEY)
@@ -246,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         first_day=args.first_day,
         last_day=args.last_day,
         style=args.style,
+        lookalikes=args.lookalikes,
         order=args.order,
         live_step=args.live_step,
         api_key=args.api_key,
