@@ -19,7 +19,6 @@ import backoff
 import msgspec
 import requests
 from singer_sdk import RESTStream
-from singer_sdk.authenticators import APIKeyAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.helpers.types import Context
@@ -28,12 +27,12 @@ from singer_sdk.streams.rest import PageContext
 from typing_extensions import override
 
 from tap_optico.api import DATA_TYPE, FIRST_PAGE, LAST_PAGE_MARKERS
-from tap_optico.normalize import Conversion, Normalizer, decode_plain_page
-from tap_optico.paging import Page, Window, WindowPager
-from tap_optico.reading import MAX_WINDOW_READS, Checkpoint, WindowReader, plan
+from tap_optico.normalize import ACCOUNT, Conversion, Normalizer, decode_plain_page
+from tap_optico.paging import Failure, Page, Window, WindowPager
+from tap_optico.reading import MAX_WINDOW_READS, Checkpoint, Plan, WindowReader, plan
 from tap_optico.sdk_seam import WindowedStream
 from tap_optico.secrets import redact, shorten
-from tap_optico.settings import Settings
+from tap_optico.settings import Account, Settings
 
 FIRST_RETRY_WAIT_SECONDS = 0.5
 #: What singer-sdk's own request decorator retries (tests/test_sdk_contract.py holds them equal).
@@ -150,11 +149,6 @@ class OpticoStream(WindowedStream, RESTStream[int]):
     def url_base(self) -> str:
         return self.settings.api_url
 
-    @cached_property
-    @override
-    def authenticator(self) -> APIKeyAuthenticator:
-        return APIKeyAuthenticator(key="api_key", value=self.settings.api_key, location="params")
-
     @property
     @override
     def timeout(self) -> int:
@@ -162,18 +156,25 @@ class OpticoStream(WindowedStream, RESTStream[int]):
 
     @override
     def get_url_params(self, context: Context | None, next_page_token: int | None) -> dict[str, Any]:
+        """The window's days, the page, and the account's key and filters (the key is not in the context)."""
         if not context:
             msg = "a window context is required"
             raise ValueError(msg)
+        account = self.accounts[context[ACCOUNT]]
         return {
+            "api_key": account.api_key,
             "type": DATA_TYPE,
             "start_date": context["start_date"],
             "end_date": context["end_date"],
             "page": next_page_token or FIRST_PAGE,
             "limit": self.settings.page_size,
-            **self.settings.filters,
+            **account.filters,
             **self.extra_params,
         }
+
+    @cached_property
+    def accounts(self) -> dict[str, Account]:
+        return {account.name: account for account in self.settings.accounts}
 
     # Answers
 
@@ -240,11 +241,13 @@ class OpticoStream(WindowedStream, RESTStream[int]):
         error = details.get("exception")
         wait = float(details.get("wait") or 0)
         response = getattr(error, "response", None)
+        _, _, window = details["args"]
         if response is not None and response.status_code == requests.codes.too_many_requests:
-            self.rate_limit_pause.extend(wait)
+            self.rate_limit_pauses[window.account.name].extend(wait)
         self.logger.warning(
-            "%s: request failed (try %d of %d): %s; retrying in %.1f s",
+            "%s%s: request failed (try %d of %d): %s; retrying in %.1f s",
             self.name,
+            self._whose(window),
             details.get("tries", 0),
             self.backoff_max_tries(),
             redact(str(error) or type(error).__name__),
@@ -252,8 +255,12 @@ class OpticoStream(WindowedStream, RESTStream[int]):
         )
 
     @cached_property
-    def rate_limit_pause(self) -> SharedPause:
-        return SharedPause()
+    def rate_limit_pauses(self) -> dict[str, SharedPause]:
+        """One pause per account: a 429 is the limit of one key, and slows that key's requests only."""
+        return {name: SharedPause() for name in self.accounts}
+
+    def _whose(self, window: Window) -> str:
+        return f" (account {window.account.name})" if self.settings.several_accounts else ""
 
     @override
     def request_decorator(self, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -261,9 +268,9 @@ class OpticoStream(WindowedStream, RESTStream[int]):
         :meth:`backoff_handler`, not by backoff too); every try first waits out a pause
         that another worker's 429 started."""
 
-        def paced(*args: Any, **kwargs: Any) -> Any:
-            self.rate_limit_pause.wait()
-            return func(*args, **kwargs)
+        def paced(prepared: requests.PreparedRequest, number: int, window: Window) -> Any:
+            self.rate_limit_pauses[window.account.name].wait()
+            return func(prepared, number, window)
 
         return backoff.on_exception(
             self.backoff_wait_generator,
@@ -275,7 +282,7 @@ class OpticoStream(WindowedStream, RESTStream[int]):
         )(paced)
 
     def _send(
-        self, prepared: requests.PreparedRequest, number: int
+        self, prepared: requests.PreparedRequest, number: int, window: Window
     ) -> tuple[requests.Response, dict[str, Any]]:
         response = self.requests_session.send(
             prepared, timeout=self.timeout, allow_redirects=self.allow_redirects
@@ -286,12 +293,16 @@ class OpticoStream(WindowedStream, RESTStream[int]):
     @cached_property
     def _send_with_retries(
         self,
-    ) -> Callable[[requests.PreparedRequest, int], tuple[requests.Response, dict[str, Any]]]:
+    ) -> Callable[[requests.PreparedRequest, int, Window], tuple[requests.Response, dict[str, Any]]]:
         return self.request_decorator(self._send)
 
     def fetch_page(self, window: Window, number: int) -> Page:
         """Page ``number`` of ``window``, retried; a request that keeps failing ends the run."""
-        context = {"start_date": window.start.isoformat(), "end_date": window.end.isoformat()}
+        context = {
+            ACCOUNT: window.account.name,
+            "start_date": window.start.isoformat(),
+            "end_date": window.end.isoformat(),
+        }
         request = self.get_http_request(page=PageContext(stream_context=context, next_page_token=number))
         prepared = self.build_prepared_request(
             method=request.method,
@@ -300,11 +311,11 @@ class OpticoStream(WindowedStream, RESTStream[int]):
             headers=request.headers,
         )
         try:
-            response, body = self._send_with_retries(prepared, number)
+            response, body = self._send_with_retries(prepared, number, window)
         except (RetriableAPIError, requests.RequestException) as error:
             msg = (
-                f"{self.name}: giving up on {window.start}..{window.end} page {number} after "
-                f"{self.backoff_max_tries()} tries: {redact(str(error) or type(error).__name__)}"
+                f"{self.name}{self._whose(window)}: giving up on {window.start}..{window.end} page {number} "
+                f"after {self.backoff_max_tries()} tries: {redact(str(error) or type(error).__name__)}"
             )
             raise FatalAPIError(msg) from None
         paginator = OpticoPaginator(number)
@@ -329,8 +340,33 @@ class OpticoStream(WindowedStream, RESTStream[int]):
             timezone=self.settings.timezone,
         )
 
+    def bookmark(self, account: Account) -> Any:
+        """The account's bookmark: its partition's, or, with one account, the stream's own from before
+        accounts existed (so that upgrading reads no history again)."""
+        state = self.tap_state.get("bookmarks", {}).get(self.name, {})
+        context = {ACCOUNT: account.name}
+        value = next(
+            (
+                p.get("replication_key_value")
+                for p in state.get("partitions", ())
+                if p.get("context") == context
+            ),
+            None,
+        )
+        return (
+            value
+            if value is not None or self.settings.several_accounts
+            else state.get("replication_key_value")
+        )
+
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """The records of every account, read together under one ``max_concurrency``.
+
+        The accounts are not declared as SDK partitions, which the SDK would
+        read one after the other; each still has its own bookmark in the
+        SDK's partition format (``{"context": {"account": name}, ...}``).
+        """
         reader = WindowReader(
             self.normalizer,
             identity_fields=self.identity_fields,
@@ -345,17 +381,32 @@ class OpticoStream(WindowedStream, RESTStream[int]):
             max_reads=MAX_WINDOW_READS,
             logger=self.logger,
         )
+        plans: list[Plan] = []
+        for account in self.settings.accounts:
+            if account.name in self.failed_accounts:
+                self.logger.error(
+                    "%s: account %s is skipped: it failed earlier in this run", self.name, account.name
+                )
+                continue
+            first = sum(len(plan.windows) for plan in plans)
+            plans.append(plan(self.settings, account, self.bookmark(account), first))
         # A dry run (`--test`) takes this many records: stop there rather than be aborted with an ERROR.
         limit = self.ABORT_AT_RECORD_COUNT
         emitted = 0
-        for item in reader.read(pager, plan(self.settings, self.get_starting_replication_key_value(context))):
+        for item in reader.read(pager, plans):
             if isinstance(item, Checkpoint):
-                self.checkpoint(context, item.bookmark)
-                continue
-            yield item
-            emitted += 1
-            if emitted == limit:
-                return
+                self.checkpoint({ACCOUNT: item.window.account.name}, item.bookmark)
+            elif isinstance(item, Failure):
+                name = item.window.account.name
+                self.failed_accounts[name] = str(item.error)
+                self.logger.error(
+                    "%s: account %s failed, its bookmark stays: %s", self.name, name, item.error
+                )
+            else:
+                yield item
+                emitted += 1
+                if emitted == limit:
+                    return
 
     @override
     def get_batch_config(self, config: Mapping[str, Any]) -> None:

@@ -17,3 +17,11 @@ class SettingsError(OpticoError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+class AccountsFailedError(OpticoError):
+    """Accounts whose requests failed for good; the others were read."""
+
+    def __init__(self, failed: dict[str, str]) -> None:
+        names = ", ".join(sorted(failed))
+        super().__init__(f"{len(failed)} account(s) failed, the others were read: {names}")

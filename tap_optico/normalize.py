@@ -35,6 +35,8 @@ BOOLEAN_WORDS = dict.fromkeys(("1", "true", "t", "yes", "y", "oui", "vrai"), Tru
 _CLOCK = re.compile(r"^(\d+):([0-5]?\d)(?::([0-5]?\d))?$")
 _SPACES = re.compile(r"[\s\u00a0\u202f']")
 EXTRA_FIELDS = "extra_fields"
+#: The field that names a record's account: set by the reader, never read from the API.
+ACCOUNT = "account"
 UNREADABLE = (ValueError, TypeError, OverflowError, OSError, AttributeError)
 # Raw values repeat (flags, types, durations): each field remembers the
 # conversion of up to MEMO_SIZE distinct strings whose result is immutable.
@@ -291,7 +293,7 @@ class Normalizer:
         self.fields: dict[str, Conversion] = {
             name: conversions.get(name) or schema_conversion(stream_name, name, spec)
             for name, spec in properties.items()
-            if name not in (*self.derived, EXTRA_FIELDS)
+            if name not in (*self.derived, EXTRA_FIELDS, ACCOUNT)
         }
         self.plain = plain_struct(tuple((name, field.plain) for name, field in self.fields.items()))
         self._after_plain = tuple(name for name, field in self.fields.items() if field.after_plain)

@@ -16,7 +16,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from singer_sdk.exceptions import FatalAPIError
+
 from tap_optico.api import FIRST_PAGE
+from tap_optico.settings import Account
 
 
 @dataclass
@@ -26,12 +29,16 @@ class Window:
     index: int
     start: dt.date
     end: dt.date
+    #: Whose data: the account whose key requests it.
+    account: Account
     reads: int = 0
     total: int | None = None
     last_page: int = FIRST_PAGE
     next_unrequested: int = FIRST_PAGE
     outstanding: int = 0
     done: bool = False
+    #: A request of this account's failed for good: its windows are not read, nor checkpointed.
+    failed: bool = False
     #: Pages that arrived before an earlier page of the same read, by number.
     held: dict[int, Page] = field(default_factory=dict)
     next_to_hand: int = FIRST_PAGE
@@ -54,6 +61,14 @@ class Page:
     next_page: int | None
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A request for ``window`` failed for good: the account's remaining windows are given up."""
+
+    window: Window
+    error: FatalAPIError
+
+
 Fetch = Callable[[Window, int], Page]
 #: How many distinct records the consumer has seen in a window so far.
 Distinct = Callable[[Window], int]
@@ -65,7 +80,9 @@ class WindowPager:
     :meth:`read` yields the pages of each read of a window in page order (a
     page that arrives early is held, and counts against ``max_concurrency``
     while it waits), and each :class:`Window` once it and all windows before
-    it are complete. A read
+    it are complete. A request that fails for good (``FatalAPIError``) fails
+    its account only: :meth:`read` yields a :class:`Failure`, gives up the
+    account's windows (reported with ``failed`` set) and reads the others. A read
     that ends with fewer distinct records (as the consumer counts them,
     through ``distinct``, once it has taken every page) than the API's
     ``total_results`` (data that changed while it was paged) is repeated, up
@@ -89,7 +106,7 @@ class WindowPager:
         self.max_reads = max_reads
         self.logger = logger
 
-    def read(self, windows: list[Window]) -> Iterator[Page | Window]:
+    def read(self, windows: list[Window]) -> Iterator[Page | Window | Failure]:
         in_flight: dict[Future[Page], Window] = {}
         started = 0
         reported = 0
@@ -99,10 +116,11 @@ class WindowPager:
             nonlocal started
             while len(in_flight) + sum(len(w.held) for w in windows[reported:started]) < self.max_concurrency:
                 window = self._next_to_request(windows[reported:started])
-                if window is None and started < len(windows):
-                    window = windows[started]
-                    window.start_read()
+                while window is None and started < len(windows):
                     started += 1
+                    if not windows[started - 1].done:  # an account that failed is not read
+                        window = windows[started - 1]
+                        window.start_read()
                 if window is None:
                     return
                 number = window.next_unrequested
@@ -116,10 +134,19 @@ class WindowPager:
                 request_more()
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in sorted(finished, key=lambda f: in_flight[f].index):
-                    del in_flight[future]
-                    arrived = future.result()
+                    window = in_flight.pop(future)
+                    if window.failed:
+                        continue
+                    try:
+                        arrived = future.result()
+                    except FatalAPIError as error:
+                        yield Failure(window, error)
+                        for other in windows[reported:]:
+                            if other.account == window.account:
+                                other.failed = other.done = True
+                                other.held.clear()
+                        continue
                     self._plan_after(arrived)
-                    window = arrived.window
                     window.held[arrived.number] = arrived
                     while page := window.held.pop(window.next_to_hand, None):
                         window.next_to_hand += 1

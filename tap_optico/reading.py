@@ -19,10 +19,10 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tap_optico.normalize import Normalizer
-from tap_optico.paging import Page, Window, WindowPager
+from tap_optico.normalize import ACCOUNT, Normalizer
+from tap_optico.paging import Failure, Page, Window, WindowPager
 from tap_optico.secrets import shorten
-from tap_optico.settings import Settings, read_day
+from tap_optico.settings import Account, Settings, read_day
 
 #: Reads of one window whose records fall short of its total_results, before moving on.
 MAX_WINDOW_READS = 3
@@ -30,30 +30,37 @@ MAX_WINDOW_READS = 3
 PROGRESS_SECONDS = 10.0
 
 
-def plan_windows(start: dt.date, end: dt.date, days: int) -> list[Window]:
-    """``[start, end]`` cut into windows of ``days`` days."""
+def plan_windows(
+    start: dt.date, end: dt.date, days: int, account: Account, first_index: int = 0
+) -> list[Window]:
+    """``[start, end]`` cut into windows of ``days`` days, numbered from ``first_index``."""
     windows: list[Window] = []
     while start <= end:
         stop = min(end, start + dt.timedelta(days=days - 1))
-        windows.append(Window(index=len(windows), start=start, end=stop))
+        windows.append(Window(index=first_index + len(windows), start=start, end=stop, account=account))
         start = stop + dt.timedelta(days=1)
     return windows
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The days a run reads, cut into windows."""
+    """The days a run reads of one account, cut into windows."""
 
+    account: Account
     first: dt.date
     last: dt.date
     windows: list[Window]
 
+    @property
+    def days(self) -> int:
+        return max(0, (self.last - self.first).days + 1)
 
-def bookmark_problem(stream: str, bookmark: Any, settings: Settings) -> str | None:
+
+def bookmark_problem(where: str, bookmark: Any, settings: Settings) -> str | None:
     """What makes ``bookmark`` unusable for a run with ``settings``, in one line; None if nothing."""
     if bookmark is None:
         return None
-    where = f"State: the bookmark of '{stream}' is {bookmark!r}"
+    where = f"State: the bookmark of {where} is {bookmark!r}"
     try:
         day = read_day(bookmark, settings.timezone)
     except (TypeError, ValueError):
@@ -67,23 +74,26 @@ def bookmark_problem(stream: str, bookmark: Any, settings: Settings) -> str | No
     return None
 
 
-def plan(settings: Settings, bookmark: Any) -> Plan:
-    """The windows from ``start_date`` (or the bookmark minus ``lookback_days``) to the last day."""
-    start = settings.start_date
+def plan(settings: Settings, account: Account, bookmark: Any, first_index: int = 0) -> Plan:
+    """The account's windows from its start date (or the bookmark minus ``lookback_days``) to the last day."""
+    start = account.start_date
     if bookmark is not None:
         lookback = dt.timedelta(days=settings.lookback_days)
         start = max(start, read_day(bookmark, settings.timezone) - lookback)
     last = settings.last_day
-    return Plan(start, last, plan_windows(start, last, settings.window_days))
+    return Plan(account, start, last, plan_windows(start, last, settings.window_days, account, first_index))
 
 
 class Progress:
     """INFO lines a person can follow: after each complete window, and every ``every`` seconds."""
 
     def __init__(
-        self, name: str, plan: Plan, logger: logging.Logger, every: float = PROGRESS_SECONDS
+        self, name: str, plans: list[Plan], logger: logging.Logger, every: float = PROGRESS_SECONDS
     ) -> None:
-        self.name, self.plan, self.logger, self.every = name, plan, logger, every
+        self.name, self.logger, self.every = name, logger, every
+        self.days = sum(plan.days for plan in plans)
+        self.windows = sum(len(plan.windows) for plan in plans)
+        self.several_accounts = len(plans) > 1
         self.started = self.last_line = time.monotonic()
         self.records = 0
         self.days_done = 0
@@ -97,35 +107,30 @@ class Progress:
     def window_done(self, window: Window) -> None:
         self.windows_done += 1
         self.days_done += (window.end - window.start).days + 1
-        self._line(f"read {window.start}..{window.end}")
+        whose = f"account {window.account.name} " if self.several_accounts else ""
+        self._line(f"read {whose}{window.start}..{window.end}")
 
     def _line(self, doing: str) -> None:
         now = time.monotonic()
         self.last_line = now
         elapsed = max(now - self.started, 1e-6)
-        days = (self.plan.last - self.plan.first).days + 1
-        left = len(self.plan.windows) - self.windows_done
-        eta = (
-            f", about {elapsed / self.days_done * (days - self.days_done):.0f} s to go"
-            if self.days_done
-            else ""
-        )
+        to_go = elapsed / self.days_done * (self.days - self.days_done) if self.days_done else None
         self.logger.info(
             "%s: %s; %d records and %d of %d days so far (%.0f records/s); %d window(s) left%s",
             self.name,
             doing,
             self.records,
             self.days_done,
-            days,
+            self.days,
             self.records / elapsed,
-            left,
-            eta,
+            self.windows - self.windows_done,
+            "" if to_go is None else f", about {to_go:.0f} s to go",
         )
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Every window up to ``window`` is read: the bookmark may move to ``bookmark``."""
+    """Every window of the account up to ``window`` is read: its bookmark may move to ``bookmark``."""
 
     window: Window
     bookmark: Any
@@ -136,9 +141,10 @@ class WindowReader:
 
     A record dated outside its window's days (a stray) is emitted at once and
     marked as claimed for the window its day belongs to, so that this window
-    does not emit it again; strays dated outside the whole plan are emitted
-    once per run. Seen records are kept for the windows being read and the
-    last one completed, which is where edge-of-day strays come from.
+    does not emit it again; strays dated outside the account's plan are
+    emitted once per run. Seen records are kept for the windows being read
+    and the last one completed, which is where edge-of-day strays come from.
+    Every record gets the name of its account.
     """
 
     def __init__(
@@ -153,13 +159,13 @@ class WindowReader:
         self.identity = operator.itemgetter(*identity_fields)
         self.replication_key = replication_key
         self.logger = logger
-        self._windows: list[Window] = []
+        self._plans: dict[str, Plan] = {}
         # Window index -> identities that window returned, and the newest replication value among them.
         self._seen: dict[int, set[Hashable]] = {}
         self._newest: dict[int, Any] = {}
         # Window index -> identities of its days that another window returned and emitted.
         self._claimed: dict[int, set[Hashable]] = {}
-        self._strays: set[Hashable] = set()
+        self._strays: set[tuple[str, Hashable]] = set()
         self._stray_days: Counter[str] = Counter()
         # Window index -> the read under way and, per look-alike key, its first page, that page's
         # total_results and how many records of that key the read gave.
@@ -169,26 +175,40 @@ class WindowReader:
         """How many distinct records ``window`` has given so far."""
         return len(self._seen.get(window.index, ()))
 
-    def read(self, pager: WindowPager, plan: Plan) -> Iterator[dict[str, Any] | Checkpoint]:
-        """Every distinct record of the plan's windows, and a :class:`Checkpoint` after each complete one."""
+    def read(self, pager: WindowPager, plans: list[Plan]) -> Iterator[dict[str, Any] | Checkpoint | Failure]:
+        """Every distinct record of the plans' windows, a :class:`Checkpoint` after each complete
+        window, and the :class:`Failure` of an account whose requests failed for good."""
         name = self.normalize.stream_name
-        self._windows = plan.windows
-        if plan.windows:
+        self._plans = {plan.account.name: plan for plan in plans}
+        windows = [window for plan in plans for window in plan.windows]
+        if windows:
+            first, last = min(plan.first for plan in plans), max(plan.last for plan in plans)
+            accounts = f" of {len(plans)} accounts" if len(plans) > 1 else ""
             self.logger.info(
-                "%s: reading %s..%s in %d window(s)", name, plan.first, plan.last, len(plan.windows)
+                "%s: reading %s..%s%s in %d window(s)", name, first, last, accounts, len(windows)
             )
-        else:
-            self.logger.warning(
-                "%s: no day to read: the first day, %s, is after the last, %s", name, plan.first, plan.last
-            )
-        progress = Progress(name, plan, self.logger)
-        for item in pager.read(plan.windows):
+        for plan in plans:
+            if not plan.windows:
+                whose = f" of account {plan.account.name}" if len(plans) > 1 else ""
+                self.logger.warning(
+                    "%s: no day to read%s: the first day, %s, is after the last, %s",
+                    name,
+                    whose,
+                    plan.first,
+                    plan.last,
+                )
+        progress = Progress(name, plans, self.logger)
+        for item in pager.read(windows):
             if isinstance(item, Window):
-                progress.window_done(item)
                 self._seen.pop(item.index - 1, None)
                 self._claimed.pop(item.index, None)
                 self._lookalikes.pop(item.index, None)
-                yield Checkpoint(item, self._newest.pop(item.index, None))
+                newest = self._newest.pop(item.index, None)
+                if not item.failed:
+                    progress.window_done(item)
+                    yield Checkpoint(item, newest)
+            elif isinstance(item, Failure):
+                yield item
             else:
                 yield from self._records(item)
                 progress.page(len(item.results))
@@ -206,6 +226,7 @@ class WindowReader:
 
     def _records(self, page: Page) -> Iterator[dict[str, Any]]:
         window = page.window
+        account = window.account.name
         first, last = window.start.isoformat(), window.end.isoformat()
         seen = self._seen.setdefault(window.index, set())
         claimed = self._claimed.get(window.index, ())
@@ -222,6 +243,7 @@ class WindowReader:
                     )
                     continue
                 record = normalize(raw)
+                record[ACCOUNT] = account
                 if lookalike is not None and not self._number(record, lookalike, page):
                     continue
                 key = identity(record)
@@ -232,7 +254,7 @@ class WindowReader:
                 if value is not None:
                     day = str(value)[:10]
                     if not first <= day <= last:
-                        if self._first_time_stray(key, day):
+                        if self._first_time_stray(key, day, account):
                             yield record
                         continue
                     if newest is None or value > newest:
@@ -273,14 +295,14 @@ class WindowReader:
         counts[key] += 1
         return True
 
-    def _first_time_stray(self, key: Hashable, day: str) -> bool:
+    def _first_time_stray(self, key: Hashable, day: str, account: str) -> bool:
         """Whether a record dated ``day``, outside its window, is to be emitted now (and count it)."""
-        home = self._window_of(day)
+        home = self._window_of(day, account)
         if home is None or (home.index not in self._seen and home.index < min(self._seen, default=0)):
             # Outside the plan, or its window is done and forgotten: once per run.
-            if key in self._strays:
+            if (account, key) in self._strays:
                 return False
-            self._strays.add(key)
+            self._strays.add((account, key))
         elif key in self._seen.get(home.index, ()) or key in self._claimed.get(home.index, ()):
             return False
         else:
@@ -288,12 +310,12 @@ class WindowReader:
         self._stray_days[day] += 1
         return True
 
-    def _window_of(self, day: str) -> Window | None:
+    def _window_of(self, day: str, account: str) -> Window | None:
         try:
             date = dt.date.fromisoformat(day)
         except ValueError:
             return None
-        windows = self._windows
+        windows = self._plans[account].windows
         if not windows or not windows[0].start <= date <= windows[-1].end:
             return None
         span = (windows[0].end - windows[0].start).days + 1

@@ -12,9 +12,10 @@ silently switching the behaviour off.
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 from singer_sdk import Stream, Tap
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
@@ -22,12 +23,18 @@ from singer_sdk.helpers.types import Context
 from typing_extensions import override
 
 from tap_optico import stopping
-from tap_optico.errors import SettingsError
+from tap_optico.errors import AccountsFailedError, SettingsError
 from tap_optico.writer import OpticoWriter
 
 
 class WindowedStream(Stream):
     """A stream whose bookmark moves only when :meth:`checkpoint` says so."""
+
+    @property
+    def failed_accounts(self) -> dict[str, str]:
+        """The accounts that failed in this run, shared by the tap's streams: name -> what failed."""
+        tap = self._tap
+        return tap.failed_accounts if isinstance(tap, TapSeam) else {}
 
     @override
     def _increment_stream_state(
@@ -78,8 +85,46 @@ class WindowedStream(Stream):
 
 
 class TapSeam(Tap):
-    """A tap whose settings are checked by :meth:`setting_problems`, one line each,
-    and which stops on SIGTERM or SIGINT without writing anything more."""
+    """A tap whose settings are checked by :meth:`setting_problems`, one line each, which
+    stops on SIGTERM or SIGINT without writing anything more, and whose run fails at its end
+    when an account failed (after every stream has read the other accounts)."""
+
+    @cached_property
+    def failed_accounts(self) -> dict[str, str]:
+        """The accounts that failed in this run: name -> what failed."""
+        return {}
+
+    @classmethod
+    def read_state_file(cls, state: IO[str]) -> dict[str, Any] | None:
+        """The state in ``state``; None for no state."""
+        parsed: dict[str, Any] = json.loads(state.read())
+        return parsed
+
+    @classmethod
+    @override
+    def invoke(  # type: ignore[override]  # the signature of singer-sdk's own Tap.invoke
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: Any = None,
+        state: IO[str] | None = None,
+        catalog: IO[str] | None = None,
+    ) -> None:
+        """As singer-sdk's Tap.invoke, with the state file read by :meth:`read_state_file`,
+        then a failure if an account failed."""
+        super(Tap, cls).invoke(about=about, about_format=about_format)  # --about
+        cls.print_version(print_fn=cls.logger.info)
+        tap = cls(
+            config=config.config if config else {},
+            state=None if state is None else cls.read_state_file(state),
+            catalog=None if catalog is None else json.load(catalog),
+            parse_env_config=config.parse_env if config else False,
+            validate_config=True,
+        )
+        tap.sync_all()
+        if tap.failed_accounts:
+            raise AccountsFailedError(tap.failed_accounts)
 
     def setting_problems(self) -> list[str]:
         """One line per invalid setting of the tap itself."""

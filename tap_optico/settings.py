@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -36,15 +36,25 @@ def read_day(value: Any, zone: dt.tzinfo) -> dt.date:
 
 
 @dataclass(frozen=True)
+class Account:
+    """One Optico account: its key, and what of it to read."""
+
+    name: str
+    api_key: str = field(repr=False)
+    start_date: dt.date
+    filters: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Settings:
     """The settings a run uses, typed."""
 
-    api_key: str
+    accounts: tuple[Account, ...]
+    #: Whether the accounts come from ``accounts`` (rather than ``api_key`` alone).
+    several_accounts: bool
     api_url: str
-    start_date: dt.date
     end_date: dt.date | None
     page_size: int
-    filters: Mapping[str, str]
     timezone: ZoneInfo
     window_days: int
     lookback_days: int
@@ -58,13 +68,28 @@ class Settings:
         """Settings from a config that :func:`problems` found no fault in."""
         zone = ZoneInfo(config["timezone"])
         end = config.get("end_date")
+
+        def account(entry: Mapping[str, Any]) -> Account:
+            """An account from its entry in ``accounts``; what it leaves out comes from the settings."""
+            return Account(
+                name=entry["name"],
+                api_key=entry["api_key"],
+                start_date=read_day(entry.get("start_date") or config["start_date"], zone),
+                filters={name: value for name in FILTERS if (value := entry.get(name, config.get(name)))},
+            )
+
+        several = config.get("accounts") is not None
+        entries = (
+            config["accounts"]
+            if several
+            else [{"name": config["account_name"], "api_key": config["api_key"]}]
+        )
         return cls(
-            api_key=config["api_key"],
+            accounts=tuple(map(account, entries)),
+            several_accounts=several,
             api_url=config["api_url"],
-            start_date=read_day(config["start_date"], zone),
             end_date=None if end is None else read_day(end, zone),
             page_size=config["page_size"],
-            filters={name: config[name] for name in FILTERS if config.get(name)},
             timezone=zone,
             window_days=config["window_days"],
             lookback_days=config["lookback_days"],
@@ -91,17 +116,61 @@ def clear_text_host(api_url: object) -> str | None:
 
 def problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
     """One line per setting of ``schema`` that ``config`` gets wrong; secrets are never echoed."""
+    properties = schema["properties"]
     errors = [
         error
-        for name, spec in schema["properties"].items()
-        if (error := _problem(name, config.get(name), spec, name in schema.get("required", ())))
+        for name, spec in properties.items()
+        if name != "accounts"
+        and (error := _problem(name, config.get(name), spec, name in schema.get("required", ())))
     ]
+    errors += _account_problems(config, properties["accounts"]["items"])
     if errors:
         return errors
     zone = ZoneInfo(config["timezone"])
     end = config.get("end_date")
     if end is not None and read_day(end, zone) < read_day(config["start_date"], zone):
         errors.append("Setting 'end_date' must not be before 'start_date'")
+    return errors
+
+
+def _account_problems(config: Mapping[str, Any], item: Mapping[str, Any]) -> list[str]:
+    """``api_key`` or ``accounts``, and each account named once, with a key."""
+    accounts = config.get("accounts")
+    if accounts is None:
+        if config.get("api_key") is None:
+            return [
+                "Setting 'api_key' is required: set it to your API key (or list your accounts in 'accounts')"
+            ]
+        return []
+    if config.get("api_key") is not None:
+        return [
+            "Settings 'api_key' and 'accounts' exclude each other: one key in api_key, or all in accounts"
+        ]
+    if not isinstance(accounts, list) or not accounts:
+        return [
+            'Setting \'accounts\' must be a non-empty list of objects such as {"name": ..., "api_key": ...}'
+        ]
+    errors: list[str] = []
+    names: set[str] = set()
+    fields = item["properties"]
+    for number, entry in enumerate(accounts, 1):
+        if not isinstance(entry, dict):
+            errors.append(f"Setting 'accounts': entry {number} must be an object with a name and an api_key")
+            continue
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            errors.append(f"Setting 'accounts': entry {number} needs a name (a short label)")
+            continue
+        where = f"Setting 'accounts': account {name!r}"
+        if name in names:
+            errors.append(f"{where} is listed twice: each name must be unique")
+        names.add(name)
+        errors += [f"{where} has an unknown field {key!r}" for key in entry if key not in fields]
+        for key, spec in fields.items():
+            if key != "name" and (
+                problem := _problem(key, entry.get(key), spec, key in item.get("required", ()))
+            ):
+                errors.append(f"{where}: {problem.removeprefix('Setting ')}")
     return errors
 
 

@@ -22,7 +22,7 @@ class CallsStream(OpticoStream):
     """One record per call."""
 
     name = "calls"
-    primary_keys = ("call_id",)
+    primary_keys = ("account", "call_id")
     replication_key = "start_date"
     schema = StreamSchema(SCHEMAS)
     normalizer_class: ClassVar[type[Normalizer]] = CallNormalizer
@@ -38,7 +38,7 @@ class DailyCallsStream(OpticoStream):
     """One record per day: the API's own totals (``group_by_day=1``)."""
 
     name = "daily_calls"
-    primary_keys = ("date",)
+    primary_keys = ("account", "date")
     replication_key = "date"
     schema = StreamSchema(SCHEMAS)
     extra_params: ClassVar[dict[str, str]] = {"group_by_day": "1"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -39,6 +38,9 @@ def _integer(
     )
 
 
+ACCOUNT_NAME = "A short label, unique in the list: it is in every record (`account`), in state and in logs."
+
+
 class TapOptico(TapSeam):
     """Extracts calls and daily totals from the Optico call-tracking Data API."""
 
@@ -49,10 +51,32 @@ class TapOptico(TapSeam):
         th.Property(
             "api_key",
             th.StringType(min_length=1),
-            required=True,
             secret=True,
             title="API key",
-            description="Your Optico Data API key. Sent in the query string; never logged.",
+            description="Your Optico Data API key, for one account (else use `accounts`). "
+            "Sent in the query string; never logged.",
+        ),
+        th.Property(
+            "account_name",
+            th.StringType(min_length=1),
+            default="default",
+            title="Account name",
+            description="The name of the `api_key` account in records (`account`), state and logs.",
+        ),
+        th.Property(
+            "accounts",
+            th.ArrayType(
+                th.ObjectType(
+                    th.Property("name", th.StringType(min_length=1), required=True, description=ACCOUNT_NAME),
+                    th.Property("api_key", th.StringType(min_length=1), required=True, secret=True),
+                    th.Property("start_date", th.DateType, description="This account's own start_date."),
+                    *(th.Property(name, th.StringType, description=text) for name, text in FILTERS.items()),
+                )
+            ),
+            secret=True,
+            title="Accounts",
+            description="Several Optico accounts, read in one run: a list of {name, api_key} objects, "
+            "each maybe with its own start_date and filters. Instead of `api_key`.",
         ),
         th.Property(
             "start_date",
@@ -119,19 +143,22 @@ class TapOptico(TapSeam):
 
     @classmethod
     @override
-    def invoke(  # type: ignore[override]  # the signature of singer-sdk's own Tap.invoke
-        cls,
-        *,
-        about: bool = False,
-        about_format: str | None = None,
-        config: Any = None,
-        state: IO[str] | None = None,
-        catalog: IO[str] | None = None,
-    ) -> None:
-        """Run from the command line, with the state file checked before the SDK reads it."""
-        super().invoke(
-            about=about, about_format=about_format, config=config, state=_state_file(state), catalog=catalog
-        )
+    def read_state_file(cls, state: IO[str]) -> dict[str, Any] | None:
+        """The state, checked: an empty file is no state; one that is not a JSON object stops the run."""
+        name = getattr(state, "name", "the state file")
+        text = state.read()
+        if not text.strip():
+            cls.logger.warning("State file %s is empty: reading as if there were no state", name)
+            return None
+        try:
+            parsed = json.loads(text)
+        except ValueError as error:
+            msg = f"State file {name} is not JSON ({error}): fix it, or clear it to read from start_date"
+            raise StateError(msg) from None
+        if not isinstance(parsed, dict):
+            msg = f"State file {name} holds a JSON {type(parsed).__name__}, not a Singer state object"
+            raise StateError(msg)
+        return parsed
 
     @override
     def load_state(self, state: dict[str, Any]) -> None:
@@ -140,18 +167,19 @@ class TapOptico(TapSeam):
             msg = "State: 'bookmarks' is not an object: fix the state or clear it"
             raise StateError(msg)
         super().load_state(state)
-        bookmarks = state.get("bookmarks", {})
         for stream in self.streams.values():
-            if not isinstance(stream, OpticoStream):
-                continue
-            value = (bookmarks.get(stream.name) or {}).get("replication_key_value")
-            if problem := bookmark_problem(stream.name, value, stream.settings):
-                raise StateError(problem)
+            if isinstance(stream, OpticoStream):
+                for account in stream.settings.accounts:
+                    where = f"'{stream.name}' for account {account.name!r}"
+                    if problem := bookmark_problem(where, stream.bookmark(account), stream.settings):
+                        raise StateError(problem)
 
     @override
     def setting_problems(self) -> list[str]:
         """One line per invalid setting of this tap, naming it."""
         secrets.register(self.config.get("api_key"))
+        for account in self.config.get("accounts") or ():
+            secrets.register(account.get("api_key") if isinstance(account, dict) else None)
         if host := clear_text_host(self.config.get("api_url")):
             self.logger.warning(
                 "Setting 'api_url' uses plain http:// to %s: the API key would travel in clear text; use https://",
@@ -161,26 +189,6 @@ class TapOptico(TapSeam):
         return problems(self.config, self.config_jsonschema) + (
             unsupported if "batch_config" in self.config else []
         )
-
-
-def _state_file(state: IO[str] | None) -> IO[str] | None:
-    """The state file's text, checked: an empty file is no state, a file that is not JSON stops the run."""
-    if state is None:
-        return None
-    name = getattr(state, "name", "the state file")
-    text = state.read()
-    if not text.strip():
-        TapOptico.logger.warning("State file %s is empty: reading as if there were no state", name)
-        return None
-    try:
-        parsed = json.loads(text)
-    except ValueError as error:
-        msg = f"State file {name} is not JSON ({error}): fix it, or clear it to read from start_date"
-        raise StateError(msg) from None
-    if not isinstance(parsed, dict):
-        msg = f"State file {name} holds a JSON {type(parsed).__name__}, not a Singer state object"
-        raise StateError(msg)
-    return io.StringIO(text)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from tap_optico.client import OpticoStream
 from tap_optico.normalize import Conversion, Normalizer, call_id, lookalike_call_id
 from tap_optico.sandbox import SANDBOX_API_KEY, SandboxServer
 from tap_optico.sandbox.data import SandboxCall
+from tap_optico.settings import Account
 from tap_optico.tap import TapOptico
 
 BIN = Path(sys.executable).parent
@@ -51,6 +52,10 @@ class TapRun:
     @property
     def final_state(self) -> dict[str, Any]:
         return self.states[-1]
+
+    def bookmark(self, stream: str, account: str = "default") -> Any:
+        """The account's bookmark of ``stream`` in the last STATE."""
+        return bookmark(self.final_state, stream, account)
 
 
 def run_tap(
@@ -202,3 +207,14 @@ class CannedApi:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def bookmark(state: dict[str, Any], stream: str, account: str = "default") -> Any:
+    """The account's bookmark of ``stream`` in ``state`` (the SDK's partition format), or None."""
+    partitions = state.get("bookmarks", {}).get(stream, {}).get("partitions", [])
+    return next(
+        (p.get("replication_key_value") for p in partitions if p.get("context") == {"account": account}), None
+    )
+
+
+ACCOUNT = Account(name="default", api_key=SANDBOX_API_KEY, start_date=FIRST_DAY, filters={})

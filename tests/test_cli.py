@@ -13,7 +13,7 @@ import pytest
 
 from tap_optico.reading import Plan, Progress, plan_windows
 from tap_optico.sandbox import Faults
-from tests.helpers import TAP, SandboxFactory, run_tap, tap_config
+from tests.helpers import ACCOUNT, TAP, SandboxFactory, run_tap, tap_config
 
 
 def test_progress_is_logged_after_each_window(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
@@ -27,9 +27,9 @@ def test_progress_is_logged_after_each_window(make_sandbox: SandboxFactory, tmp_
 
 
 def test_progress_is_logged_during_a_long_window(caplog: pytest.LogCaptureFixture) -> None:
-    windows = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 14), 7)
+    windows = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 14), 7, ACCOUNT)
     progress = Progress(
-        "calls", Plan(windows[0].start, windows[-1].end, windows), logging.getLogger("t"), every=0
+        "calls", [Plan(ACCOUNT, windows[0].start, windows[-1].end, windows)], logging.getLogger("t"), every=0
     )
     with caplog.at_level(logging.INFO):
         progress.page(5000)

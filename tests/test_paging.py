@@ -11,6 +11,7 @@ from singer_sdk.exceptions import FatalAPIError
 from tap_optico.client import OpticoPaginator
 from tap_optico.reading import plan_windows
 from tap_optico.sandbox import SANDBOX_API_KEY, SandboxServer
+from tests.helpers import ACCOUNT
 
 
 def response_with(next_page: object, absent: bool = False) -> requests.Response:
@@ -75,6 +76,6 @@ def test_follows_the_sandbox_to_the_last_page(sandbox: SandboxServer) -> None:
 def test_windows_cover_the_range_without_overlap() -> None:
     import datetime as dt
 
-    windows = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 20), 7)
+    windows = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 20), 7, ACCOUNT)
     assert [(w.start.day, w.end.day) for w in windows] == [(1, 7), (8, 14), (15, 20)]
-    assert plan_windows(dt.date(2026, 1, 2), dt.date(2026, 1, 1), 7) == []
+    assert plan_windows(dt.date(2026, 1, 2), dt.date(2026, 1, 1), 7, ACCOUNT) == []

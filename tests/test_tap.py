@@ -15,6 +15,7 @@ from tap_optico.sandbox import Faults, SandboxServer
 from tests.helpers import (
     TAP,
     SandboxFactory,
+    bookmark,
     canonical_json,
     expected_call_count,
     run_tap,
@@ -43,8 +44,8 @@ def test_both_streams_every_call_exactly_once(
     assert sum(row["duration"] for row in daily) == sum(record["duration"] or 0 for record in calls)
     assert sum(row["revenue"] for row in daily) == pytest.approx(sum(r["revenue"] or 0 for r in calls))
     assert {m["stream"] for m in run.messages if m["type"] == "SCHEMA"} == {"calls", "daily_calls"}
-    assert run.final_state["bookmarks"]["daily_calls"]["replication_key_value"] == "2026-04-08"
-    assert run.final_state["bookmarks"]["calls"]["replication_key_value"].startswith("2026-04-08T")
+    assert run.bookmark("daily_calls") == "2026-04-08"
+    assert run.bookmark("calls").startswith("2026-04-08T")
 
 
 def test_records_are_typed(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
@@ -177,9 +178,9 @@ def test_bookmarks_only_cover_complete_windows(make_sandbox: SandboxFactory, tmp
         if message["type"] == "RECORD" and message["stream"] == "calls":
             seen.append(message["record"]["start_date"][:10])
         if message["type"] == "STATE":
-            bookmark = message["value"]["bookmarks"].get("calls", {}).get("replication_key_value")
-            if bookmark:
-                day = bookmark[:10]
+            value = bookmark(message["value"], "calls")
+            if value:
+                day = value[:10]
                 expected = {
                     d.isoformat() for d in server.api.data.days(dt.date.min, dt.date.fromisoformat(day))
                 }
