@@ -7,7 +7,9 @@ round so that a noisy machine hits both alike:
 
 1. CPU and wall time, tap (both streams) vs ``bench/baseline.py``, ~100,000 calls, page_size 5000;
 2. the tap's peak memory at ~100,000 and ~1,000,000 calls;
-3. the tap's wall time with 200 ms of latency per request, max_concurrency 1 vs 4.
+3. the tap's wall time with 200 ms of latency per request, max_concurrency 1 vs 4;
+4. a daily run of many accounts (two days each, both streams, 200 ms latency): the tap's wall
+   time at max_concurrency 1 and at its default, and its memory at a tenth of the accounts.
 
 Writes ``bench/RESULTS.md`` and ``bench/results.png``; logs and raw figures go
 to ``bench/out/``. ``--quick`` runs tiny sizes into ``bench/out/quick/``, to
@@ -31,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tap_optico.sandbox import SANDBOX_API_KEY
+from tap_optico.sandbox import SANDBOX_API_KEY, account_key
 
 BENCH = Path(__file__).resolve().parent
 FIRST_DAY = dt.date(2025, 1, 1)
@@ -42,6 +44,10 @@ MAX_PEAK_MB = 150
 MAX_GROWTH = 1.10
 MAX_CPU_RATIO = 1.0
 MAX_WALL_RATIO = 0.3
+ACCOUNTS = 200
+ACCOUNT_CALLS_PER_DAY = 100
+MAX_ACCOUNTS_WALL_SECONDS = 30.0
+DEFAULT_CONCURRENCY = 4
 RECORD_PREFIX = b'{"type":"RECORD","stream":"'
 STATE_PREFIX = b'{"type":"STATE"'
 
@@ -50,6 +56,8 @@ STATE_PREFIX = b'{"type":"STATE"'
 class Scenario:
     days: int
     latency: float = 0.0
+    accounts: int = 1
+    calls_per_day: int = CALLS_PER_DAY
 
     @property
     def last_day(self) -> dt.date:
@@ -57,7 +65,12 @@ class Scenario:
 
     @property
     def calls(self) -> int:
-        return self.days * CALLS_PER_DAY
+        return self.days * self.calls_per_day * self.accounts
+
+    @property
+    def records(self) -> int:
+        """Calls and daily rows."""
+        return self.calls + self.days * self.accounts
 
     @property
     def days_range(self) -> tuple[dt.date, dt.date]:
@@ -97,10 +110,11 @@ def sandbox(scenario: Scenario, setup: Setup, name: str) -> Iterator[str]:
     argv = [
         str(setup.bin / "tap-optico-sandbox"),
         "--port=0",
-        f"--calls-per-day={CALLS_PER_DAY}",
+        f"--calls-per-day={scenario.calls_per_day}",
         f"--first-day={FIRST_DAY}",
         f"--last-day={scenario.last_day}",
         f"--latency={scenario.latency}",
+        f"--accounts={scenario.accounts}",
     ]
     with log.open("wb") as errors:
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors)
@@ -150,13 +164,20 @@ def measure(contender: str, argv: Sequence[str], log: Path) -> Run:
     )
 
 
-def tap_argv(url: str, days: tuple[dt.date, dt.date], setup: Setup, max_concurrency: int) -> list[str]:
+def tap_argv(
+    url: str, days: tuple[dt.date, dt.date], setup: Setup, max_concurrency: int, accounts: int = 1
+) -> list[str]:
     start, end = days
-    config = setup.out / f"config-{start}-{end}-c{max_concurrency}.json"
+    config = setup.out / f"config-{start}-{end}-c{max_concurrency}-a{accounts}.json"
+    keys = (
+        {"accounts": [{"name": f"client-{n}", "api_key": account_key(n)} for n in range(1, accounts + 1)]}
+        if accounts > 1
+        else {"api_key": SANDBOX_API_KEY}
+    )
     config.write_text(
         json.dumps(
             {
-                "api_key": SANDBOX_API_KEY,
+                **keys,
                 "api_url": url,
                 "start_date": start.isoformat(),
                 "end_date": end.isoformat(),
@@ -190,7 +211,7 @@ def check(run: Run, expected: int) -> Run:
 def cpu_rounds(scenario: Scenario, rounds: int, setup: Setup) -> list[Run]:
     """Each round: both contenders over the data, then over a day without data (their start-up)."""
     print(f"CPU: baseline vs tap, {scenario.calls:,} calls, {rounds} rounds", flush=True)
-    expected = scenario.calls + scenario.days
+    expected = scenario.records
     no_data = (FIRST_DAY - dt.timedelta(days=1),) * 2
     runs = []
     with sandbox(scenario, setup, "cpu") as url:
@@ -211,7 +232,7 @@ def memory_run(scenario: Scenario, setup: Setup) -> Run:
     with sandbox(scenario, setup, f"{scenario.days}d") as url:
         tap = tap_argv(url, scenario.days_range, setup, max_concurrency=4)
         log = setup.out / f"tap-{scenario.days}d.log"
-        return check(measure("tap", tap, log), scenario.calls + scenario.days)
+        return check(measure("tap", tap, log), scenario.records)
 
 
 def latency_rounds(scenario: Scenario, rounds: int, setup: Setup) -> list[Run]:
@@ -223,7 +244,21 @@ def latency_rounds(scenario: Scenario, rounds: int, setup: Setup) -> list[Run]:
                 tap = tap_argv(url, scenario.days_range, setup, max_concurrency=concurrency)
                 log = setup.out / f"tap-latency-c{concurrency}-{number}.log"
                 run = measure(f"concurrency {concurrency}", tap, log)
-                runs.append(check(run, scenario.calls + scenario.days))
+                runs.append(check(run, scenario.records))
+    return runs
+
+
+def accounts_runs(scenario: Scenario, few: Scenario, setup: Setup) -> list[Run]:
+    """A daily run of every account at max_concurrency 1 and at the default; memory at fewer accounts."""
+    print(f"Accounts: {scenario.accounts} accounts, {scenario.days} days each, both streams", flush=True)
+    runs = []
+    for current in (scenario, few):
+        with sandbox(current, setup, f"accounts-{current.accounts}") as url:
+            for concurrency in (1, DEFAULT_CONCURRENCY) if current is scenario else (DEFAULT_CONCURRENCY,):
+                tap = tap_argv(url, current.days_range, setup, concurrency, current.accounts)
+                log = setup.out / f"tap-accounts-{current.accounts}-c{concurrency}.log"
+                run = measure(f"{current.accounts} accounts, concurrency {concurrency}", tap, log)
+                runs.append(check(run, current.records))
     return runs
 
 
@@ -238,7 +273,13 @@ def verdict(value: float, limit: float, unit: str = "") -> str:
 
 
 def report(
-    cpu: list[Run], small: Run, large: Run, latency: list[Run], scenarios: dict[str, Scenario], results: Path
+    cpu: list[Run],
+    small: Run,
+    large: Run,
+    latency: list[Run],
+    accounts: list[Run],
+    scenarios: dict[str, Scenario],
+    results: Path,
 ) -> str:
     cpu_ratio = median(cpu, "tap", "cpu_seconds") / median(cpu, "baseline", "cpu_seconds")
     wall_ratio = median(latency, "concurrency 4", "wall_seconds") / median(
@@ -248,6 +289,9 @@ def report(
     peak = max(small.peak_rss_mb, large.peak_rss_mb)
     cpu_calls, cpu_days = scenarios["cpu"].calls, scenarios["cpu"].days
     same_output = {(run.records, run.final_state) for run in latency}
+    many, few = scenarios["accounts"], scenarios["few accounts"]
+    many_one, many_default, few_default = accounts
+    account_growth = many_default.peak_rss_mb / few_default.peak_rss_mb
     lines = [
         "# tap-optico benchmark",
         "",
@@ -271,6 +315,11 @@ def report(
         f"| wall at max_concurrency 4 ≤ {MAX_WALL_RATIO:g}× max_concurrency 1 "
         f"({LATENCY_SECONDS * 1000:.0f} ms latency) | {verdict(wall_ratio, MAX_WALL_RATIO, '×')} |",
         f"| same records and final state at 1 and 4 | {'met' if len(same_output) == 1 else '**missed**'} |",
+        f"| {many.accounts} accounts' daily run at max_concurrency {DEFAULT_CONCURRENCY} < "
+        f"{MAX_ACCOUNTS_WALL_SECONDS:g} s ({many.latency * 1000:.0f} ms latency) "
+        f"| {verdict(many_default.wall_seconds, MAX_ACCOUNTS_WALL_SECONDS, ' s')} |",
+        f"| memory at {many.accounts} accounts ≤ {MAX_GROWTH:g}× at {few.accounts} "
+        f"| {verdict(account_growth, MAX_GROWTH, '×')} |",
         "",
         f"## CPU: {cpu_calls:,} calls + {cpu_days} daily rows, page_size {PAGE_SIZE}",
         "",
@@ -339,6 +388,30 @@ def report(
         f"{wall4:.2f} s: with pages of {PAGE_SIZE} calls the run is bound by the tap's CPU, not "
         "by the latency any more, so the ratio falls only as far as the CPU per record does.",
         "",
+        f"## Many accounts: a daily run of {many.accounts} accounts, "
+        f"{many.latency * 1000:.0f} ms per request",
+        "",
+        f"Each account has {many.calls_per_day} calls a day; the run reads {many.days} days of each, "
+        "both streams (one request per account and stream).",
+        "",
+        "| accounts | max_concurrency | wall s | CPU s | records | peak MB |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run, scenario, concurrency in (
+        (many_one, many, 1),
+        (many_default, many, DEFAULT_CONCURRENCY),
+        (few_default, few, DEFAULT_CONCURRENCY),
+    ):
+        lines.append(
+            f"| {scenario.accounts} | {concurrency} | {run.wall_seconds:.1f} | {run.cpu_seconds:.1f} "
+            f"| {run.records:,} | {run.peak_rss_mb:.0f} |"
+        )
+    lines += [
+        "",
+        f"max_concurrency {DEFAULT_CONCURRENCY} / 1: "
+        f"{many_default.wall_seconds / many_one.wall_seconds:.2f}× the wall time; "
+        f"{account_growth:.2f}× the memory for {many.accounts / few.accounts:.0f}× the accounts.",
+        "",
     ]
     plot(cpu, small, large, latency, results / "results.png")
     text = "\n".join(lines)
@@ -396,6 +469,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         "small": hundred_days,
         "large": Scenario(days=max(20, round(1000 * scale))),
         "latency": Scenario(days=max(2, round(100 * scale)), latency=LATENCY_SECONDS),
+        "accounts": Scenario(
+            days=2,
+            latency=LATENCY_SECONDS * scale,
+            accounts=max(5, round(ACCOUNTS * scale)),
+            calls_per_day=ACCOUNT_CALLS_PER_DAY,
+        ),
+        "few accounts": Scenario(
+            days=2,
+            latency=LATENCY_SECONDS * scale,
+            accounts=max(2, round(ACCOUNTS * scale / 10)),
+            calls_per_day=ACCOUNT_CALLS_PER_DAY,
+        ),
     }
     cpu = cpu_rounds(scenarios["cpu"], 1 if args.quick else args.rounds, setup)
     # Peak RSS moves by several MB with the timing of the workers: the 100,000-call figure is the
@@ -404,10 +489,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     small = max([memory_run(scenarios["small"], setup), *same_size], key=lambda run: run.peak_rss_mb)
     large = memory_run(scenarios["large"], setup)
     latency = latency_rounds(scenarios["latency"], 1 if args.quick else 2, setup)
-    raw = [asdict(run) for run in (*cpu, small, large, *latency)]
+    accounts = accounts_runs(scenarios["accounts"], scenarios["few accounts"], setup)
+    raw = [asdict(run) for run in (*cpu, small, large, *latency, *accounts)]
     (setup.out / "runs.json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
     print()
-    print(report(cpu, small, large, latency, scenarios, results))
+    print(report(cpu, small, large, latency, accounts, scenarios, results))
 
 
 if __name__ == "__main__":

@@ -166,6 +166,8 @@ class WindowReader:
         # Window index -> identities of its days that another window returned and emitted.
         self._claimed: dict[int, set[Hashable]] = {}
         self._strays: set[tuple[str, Hashable]] = set()
+        # Windows 0 .. _complete - 1 are read and checkpointed.
+        self._complete = 0
         self._stray_days: Counter[str] = Counter()
         # Window index -> the read under way and, per look-alike key, its first page, that page's
         # total_results and how many records of that key the read gave.
@@ -200,6 +202,7 @@ class WindowReader:
         progress = Progress(name, plans, self.logger)
         for item in pager.read(windows):
             if isinstance(item, Window):
+                self._complete = item.index + 1
                 self._seen.pop(item.index - 1, None)
                 self._claimed.pop(item.index, None)
                 self._lookalikes.pop(item.index, None)
@@ -298,8 +301,8 @@ class WindowReader:
     def _first_time_stray(self, key: Hashable, day: str, account: str) -> bool:
         """Whether a record dated ``day``, outside its window, is to be emitted now (and count it)."""
         home = self._window_of(day, account)
-        if home is None or (home.index not in self._seen and home.index < min(self._seen, default=0)):
-            # Outside the plan, or its window is done and forgotten: once per run.
+        if home is None or home.index < self._complete - 1:
+            # Outside the plan, or its window is done and its records forgotten: once per run.
             if (account, key) in self._strays:
                 return False
             self._strays.add((account, key))

@@ -187,7 +187,13 @@ def _problem(name: str, value: Any, spec: Mapping[str, Any], required: bool) -> 
     check = _BY_FORMAT.get(spec.get("format", "")) or _BY_NAME.get(name)
     if check:
         return check(name, value)
-    return f"Setting '{name}' is required" if value is None else None
+    if value is None:
+        return f"Setting '{name}' is required"
+    if "string" in (kinds if isinstance(kinds, list) else [kinds]) and (
+        not isinstance(value, str) or len(value.strip()) < spec.get("minLength", 0)
+    ):
+        return f"Setting '{name}' must be non-empty text, got {value!r}"
+    return None
 
 
 def _integer_problem(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from tap_optico.sandbox.api import SANDBOX_API_KEY, SandboxApi
+from tap_optico.sandbox.api import SANDBOX_API_KEY, SandboxApi, account_key
 from tap_optico.sandbox.data import SandboxData
 from tap_optico.sandbox.server import Faults, SandboxServer, build_server
 
-__all__ = ["SANDBOX_API_KEY", "Faults", "SandboxApi", "SandboxData", "SandboxServer", "build_server"]
+__all__ = [
+    "SANDBOX_API_KEY",
+    "Faults",
+    "SandboxApi",
+    "SandboxData",
+    "SandboxServer",
+    "account_key",
+    "build_server",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -59,11 +60,8 @@ def _parse_int(params: Mapping[str, str], name: str, default: int) -> int:
         raise QueryError(msg) from None
 
 
-def parse_query(params: Mapping[str, str], api_key: str) -> Query:
-    """Check every parameter as the API reference describes it."""
-    if params.get("api_key") != api_key:
-        msg = "Clef API invalide"
-        raise QueryError(msg)
+def parse_query(params: Mapping[str, str]) -> Query:
+    """Check every parameter but the key as the API reference describes it."""
     if params.get("type") != DATA_TYPE:
         msg = "Type de données inconnu (uniquement calls)"
         raise QueryError(msg)
@@ -111,8 +109,15 @@ def error_body(*messages: str) -> bytes:
     )
 
 
+def account_key(number: int) -> str:
+    """The sandbox key of account ``number`` (from 1): the documented key, then keys of the same shape."""
+    if number == 1:
+        return SANDBOX_API_KEY
+    return hashlib.md5(f"optico-sandbox-account-{number}".encode(), usedforsecurity=False).hexdigest()
+
+
 class SandboxApi:
-    """Answers Data API requests from a :class:`SandboxData`.
+    """Answers Data API requests from one :class:`SandboxData` per API key.
 
     ``live_step`` > 0 makes the last day grow: it starts half full and gains
     that many calls with every request, up to ``calls_per_day``.
@@ -120,85 +125,94 @@ class SandboxApi:
 
     def __init__(
         self,
-        data: SandboxData,
+        accounts: Mapping[str, SandboxData],
         *,
-        api_key: str = SANDBOX_API_KEY,
         order: Order = "asc",
         live_step: int = 0,
     ) -> None:
-        self.data = data
-        self.api_key = api_key
+        self.accounts = dict(accounts)
+        #: The first account's data.
+        self.data = next(iter(self.accounts.values()))
         self.order = order
         self.live_step = live_step
         self._served = 0
         self._lock = threading.Lock()
 
-    def visible_count(self, day: dt.date) -> int:
+    def visible_count(self, day: dt.date, data: SandboxData | None = None) -> int:
         """How many calls of ``day`` exist now, without generating them."""
-        if not self.data.first_day <= day <= self.data.last_day:
+        data = data or self.data
+        if not data.first_day <= day <= data.last_day:
             return 0
-        if self.live_step and day == self.data.last_day:
-            grown = self.data.calls_per_day // 2 + self.live_step * self._served
-            return min(self.data.calls_per_day, grown)
-        return self.data.calls_per_day
+        if self.live_step and day == data.last_day:
+            grown = data.calls_per_day // 2 + self.live_step * self._served
+            return min(data.calls_per_day, grown)
+        return data.calls_per_day
 
-    def visible_calls(self, day: dt.date) -> tuple[SandboxCall, ...]:
-        return self.data.calls_of_day(day)[: self.visible_count(day)]
+    def visible_calls(self, day: dt.date, data: SandboxData | None = None) -> tuple[SandboxCall, ...]:
+        data = data or self.data
+        return data.calls_of_day(day)[: self.visible_count(day, data)]
 
     def answer(self, params: Mapping[str, str]) -> bytes:
         """The JSON body for one request's query parameters."""
         with self._lock:
             self._served += 1
             served = self._served
+        data = self.accounts.get(params.get("api_key", ""))
+        if data is None:
+            return error_body("Clef API invalide")
         try:
-            query = parse_query(params, self.api_key)
+            query = parse_query(params)
         except QueryError as error:
             return error_body(str(error))
-        items, total = self._page(query)
+        items, total = self._page(query, data)
         body = bytearray(b'{"status":"OK","total_results":%d,' % total)
         if query.page * query.limit < total:
             body += b'"next_page":%d,' % (query.page + 1)
-        elif self.data.style == "mixed":
+        elif data.style == "mixed":
             form = _NO_NEXT_PAGE_FORMS[served % len(_NO_NEXT_PAGE_FORMS)]
             if form is not None:
                 body += b'"next_page":' + form + b","
         body += b'"results":[' + b",".join(items) + b'],"errors":[]}'
         return bytes(body)
 
-    def _page(self, query: Query) -> tuple[list[bytes], int]:
-        days = self.data.days(query.start, query.end)
+    def _page(self, query: Query, data: SandboxData) -> tuple[list[bytes], int]:
+        days = data.days(query.start, query.end)
         if self.order == "desc":
             days.reverse()
         first = (query.page - 1) * query.limit
         if query.group_by_day:
-            rows = list(self._daily_rows(days, query))
+            rows = list(self._daily_rows(days, query, data))
             return rows[first : first + query.limit], len(rows)
         if query.filters:
-            matching = [call for day in days for call in self._ordered(day) if _matches(call, query.filters)]
+            matching = [
+                call for day in days for call in self._ordered(day, data) if _matches(call, query.filters)
+            ]
             return [call.encode() for call in matching[first : first + query.limit]], len(matching)
-        return self._slice(days, first, query.limit)
+        return self._slice(days, first, query.limit, data)
 
-    def _ordered(self, day: dt.date) -> Iterator[SandboxCall]:
-        calls = self.visible_calls(day)
+    def _ordered(self, day: dt.date, data: SandboxData) -> Iterator[SandboxCall]:
+        calls = self.visible_calls(day, data)
         return reversed(calls) if self.order == "desc" else iter(calls)
 
-    def _slice(self, days: list[dt.date], first: int, limit: int) -> tuple[list[bytes], int]:
+    def _slice(
+        self, days: list[dt.date], first: int, limit: int, data: SandboxData
+    ) -> tuple[list[bytes], int]:
         """One page of the unfiltered calls, touching only the days it covers."""
         items: list[bytes] = []
         total = 0
         for day in days:
-            count = self.visible_count(day)
+            count = self.visible_count(day, data)
             lo, hi = max(first - total, 0), min(first + limit - total, count)
             if lo < hi:
-                calls = self.visible_calls(day)
+                calls = self.visible_calls(day, data)
                 if self.order == "desc":
                     calls = calls[::-1]
                 items.extend(call.encode() for call in calls[lo:hi])
             total += count
         return items, total
 
-    def _daily_rows(self, days: list[dt.date], query: Query) -> Iterator[bytes]:
+    def _daily_rows(self, days: list[dt.date], query: Query, data: SandboxData) -> Iterator[bytes]:
         for day in days:
-            calls = [call for call in self.visible_calls(day) if _matches(call, query.filters)]
+            calls = [call for call in self.visible_calls(day, data) if _matches(call, query.filters)]
             if calls:
-                yield msgspec.json.encode(self.data.daily_total(calls).as_dict(self.data.style))
+                yield msgspec.json.encode(data.daily_total(calls).as_dict(data.style))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import itertools
+import json
 import signal
 import sys
 import threading
@@ -23,7 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from typing_extensions import override
 
-from tap_optico.sandbox.api import SANDBOX_API_KEY, Order, SandboxApi
+from tap_optico.sandbox.api import SANDBOX_API_KEY, Order, SandboxApi, account_key
 from tap_optico.sandbox.data import RAW_STYLES, RawStyle, SandboxData
 
 FaultKind = Literal["429", "500", "503", "timeout", "truncated", "html"]
@@ -192,20 +193,27 @@ def build_server(
     order: Order = "asc",
     live_step: int = 0,
     api_key: str = SANDBOX_API_KEY,
+    accounts: int = 1,
     faults: Faults | None = None,
 ) -> SandboxServer:
-    """A sandbox with data from ``first_day`` (default: 89 days ago) to ``last_day`` (today)."""
+    """A sandbox with data from ``first_day`` (default: 89 days ago) to ``last_day`` (today).
+
+    Account 1 answers to ``api_key``, account n > 1 to ``account_key(n)``; each has calls of its own.
+    """
     last_day = last_day or dt.date.today()
     first_day = first_day or last_day - dt.timedelta(days=DEFAULT_SPAN_DAYS - 1)
-    data = SandboxData(
-        seed=seed,
-        calls_per_day=calls_per_day,
-        first_day=first_day,
-        last_day=last_day,
-        style=style,
-        lookalikes=lookalikes,
-    )
-    api = SandboxApi(data, api_key=api_key, order=order, live_step=live_step)
+    datasets = {
+        (api_key if number == 1 else account_key(number)): SandboxData(
+            seed=seed + number - 1,
+            calls_per_day=calls_per_day,
+            first_day=first_day,
+            last_day=last_day,
+            style=style,
+            lookalikes=lookalikes,
+        )
+        for number in range(1, accounts + 1)
+    }
+    api = SandboxApi(datasets, order=order, live_step=live_step)
     return SandboxServer(api=api, host=host, port=port, faults=faults or Faults())
 
 
@@ -229,7 +237,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--order", choices=("asc", "desc"), default="asc")
     parser.add_argument("--live-step", type=int, default=0, help="calls added to the last day per request")
-    parser.add_argument("--api-key", default=SANDBOX_API_KEY)
+    parser.add_argument("--api-key", default=SANDBOX_API_KEY, help="the key of account 1")
+    parser.add_argument(
+        "--accounts", type=int, default=1, help="accounts served, each with a key and calls of its own"
+    )
+    parser.add_argument(
+        "--print-accounts",
+        action="store_true",
+        help="print the accounts as the tap's `accounts` setting (JSON) and exit",
+    )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     parser.add_argument("--fault-every", type=int, default=0, help="every Nth request fails")
     parser.add_argument(
@@ -246,6 +262,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = sorted(set(kinds) - set(FAULT_KINDS))
     if unknown:
         _parser().error(f"unknown fault kinds: {', '.join(unknown)}")
+    if args.print_accounts:
+        keys = [args.api_key] + [account_key(number) for number in range(2, args.accounts + 1)]
+        print(json.dumps([{"name": f"account-{n}", "api_key": key} for n, key in enumerate(keys, 1)]))
+        sys.exit(0)
     server = build_server(
         host=args.host,
         port=args.port,
@@ -258,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         order=args.order,
         live_step=args.live_step,
         api_key=args.api_key,
+        accounts=args.accounts,
         faults=Faults(every=args.fault_every, kinds=kinds, latency=args.latency),
     )
 
@@ -266,9 +287,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     data = server.api.data
+    accounts = f", {args.accounts} accounts (--print-accounts lists their keys)" if args.accounts > 1 else ""
     print(
         f"Optico sandbox serving {data.calls_per_day} calls/day from {data.first_day} "
-        f"to {data.last_day} at {server.url} (api_key {args.api_key})",
+        f"to {data.last_day} at {server.url} (api_key {args.api_key}{accounts})",
         flush=True,
     )
     try:
