@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import json
 import os
 import subprocess
@@ -54,7 +55,8 @@ def parse_range(text: str) -> Range:
     try:
         first, last = (dt.date.fromisoformat(part) for part in text.split(".."))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected FIRST..LAST as YYYY-MM-DD..YYYY-MM-DD") from None
+        expected = "expected FIRST..LAST as YYYY-MM-DD..YYYY-MM-DD"
+        raise argparse.ArgumentTypeError(f"{text!r}: {expected}") from None
     if last < first:
         raise argparse.ArgumentTypeError(f"{text!r}: the last day is before the first")
     return Range(first, last)
@@ -107,8 +109,8 @@ def run_all(ranges: list[Range], environment: str, loader: str, parallel: int, l
             running[start(backfill, environment, loader, log)] = (backfill, log, time.monotonic())
             print(f"started  {backfill.name}  (log: {log.name})", flush=True)
         for process in [p for p in running if p.poll() is not None]:
-            backfill, log, began = running.pop(process)
-            log.close()
+            backfill, done_log, began = running.pop(process)
+            done_log.close()
             outcome = "done" if process.returncode == 0 else f"FAILED (exit {process.returncode})"
             print(f"{outcome:<8} {backfill.name}  in {time.monotonic() - began:.0f} s", flush=True)
             if process.returncode:
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-hand-over", action="store_true", help="leave the daily job's state alone")
     args = parser.parse_args(argv)
     ranges: list[Range] = sorted(args.ranges, key=lambda r: r.first)
-    for before, after in zip(ranges, ranges[1:], strict=False):
+    for before, after in itertools.pairwise(ranges):
         if after.first <= before.last:
             parser.error(f"ranges {before.name} and {after.name} overlap")
     environment = args.environment or default_environment(Path.cwd())

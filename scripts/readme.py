@@ -51,19 +51,19 @@ def extractor_definition(meltano_yml: Path) -> str:
 
 
 def generated(name: str) -> re.Pattern[str]:
+    quoted = re.escape(name)
     return re.compile(
-        rf"(<!-- BEGIN generated: {re.escape(name)} [^\n]*-->\n)(.*?)(<!-- END generated: {re.escape(name)} -->)",
-        re.DOTALL,
+        rf"(<!-- BEGIN generated: {quoted} [^\n]*-->\n)(.*?)(<!-- END generated: {quoted} -->)", re.DOTALL
     )
 
 
 def render(readme: str, meltano_yml: Path) -> str:
     parts = {"settings": settings_table(), "extractor definition": extractor_definition(meltano_yml)}
     for name, text in parts.items():
-        pattern = generated(name)
-        if len(pattern.findall(readme)) != 1:
+        found = list(generated(name).finditer(readme))
+        if len(found) != 1:
             raise SystemExit(f"README: need exactly one 'BEGIN/END generated: {name}' pair")
-        readme = pattern.sub(lambda match, text=text: f"{match[1]}{text}\n{match[3]}", readme)
+        readme = f"{readme[: found[0].end(1)]}{text}\n{readme[found[0].start(3) :]}"
     return readme
 
 
