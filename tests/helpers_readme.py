@@ -4,7 +4,7 @@ A shell block of the README may carry a marker on the line right before its fenc
 `<!-- readme-test: KIND text -->`, that says how the tests run it:
 
 - no marker: run once, in a fresh copy of the project, with the sandbox running;
-- `twice`: the same, run twice in the same copy (a first run, then a later one);
+- `repeat`: the same, three times in the same copy (a first run, then later ones);
 - `server`: a command that serves until stopped: started, checked to answer, stopped;
 - `new-project`: run by tests/test_install.py, in a new Meltano project;
 - `skip: why`: not run (production credentials, `make test` itself); the reason is required.
@@ -37,7 +37,7 @@ VENV = Path(sys.executable).parent.parent
 README = ROOT / "README.md"
 SANDBOX_PORT = "8765"  # the port the README and meltano.yml use; tests replace it with a free one
 SHELLS = ("sh", "bash", "shell", "console")
-KINDS = ("run", "twice", "server", "new-project", "skip")
+KINDS = ("run", "repeat", "server", "new-project", "skip")
 MARKER = re.compile(r"^<!-- readme-test: (?P<kind>[a-z-]+)(?P<text>.*?)-->$")
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)\s*$")
 

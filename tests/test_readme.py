@@ -42,7 +42,7 @@ from tests.helpers_readme import (
 )
 
 BLOCKS = shell_blocks()
-RUNNABLE = [block for block in BLOCKS if block.kind in ("run", "twice")]
+RUNNABLE = [block for block in BLOCKS if block.kind in ("run", "repeat")]
 SERVERS = [block for block in BLOCKS if block.kind == "server"]
 # A block that reads the tap into a target must leave records behind.
 PIPELINE = re.compile(r"\bmeltano\b[^\n]*\s(run|el)\s|--config\s|scripts/backfill\.py")
@@ -123,9 +123,13 @@ def served(arguments: list[str]) -> tuple[int, set[str]]:
     return expected_call_count(server), {day.isoformat() for day in data.days(data.first_day, data.last_day)}
 
 
+def written(work: Path, stream: str) -> list[Path]:
+    """What target-jsonl wrote: in the copy (Singer pipes) or under output/ (Meltano)."""
+    return sorted(work.glob(f"{stream}-*.jsonl")) + sorted((work / "output").rglob(f"{stream}-*.jsonl"))
+
+
 def check_outputs(block: Block, work: Path, sandbox: list[str]) -> None:
-    calls = sorted(work.glob("calls*.jsonl")) + sorted((work / "output").rglob("calls*.jsonl"))
-    daily = sorted(work.glob("daily_calls*.jsonl")) + sorted((work / "output").rglob("daily_calls*.jsonl"))
+    calls, daily = written(work, "calls"), written(work, "daily_calls")
     if PIPELINE.search(block.text):
         assert calls, "the block runs the tap but wrote no calls"
     if not calls:
@@ -151,11 +155,15 @@ def test_readme_block_runs(block: Block, tmp_path: Path) -> None:
         if not own:
             command = shlex.join([".venv/bin/tap-optico-sandbox", *sandbox]).replace(SANDBOX_PORT, str(port))
             stack.enter_context(background(command, work, env, port))
-        for _ in range(2 if block.kind == "twice" else 1):
+        for number in range(3 if block.kind == "repeat" else 1):
+            before = set(written(work, "calls"))
             run = run_shell(script, work, env)
             assert run.returncode == 0, run.output[-5000:]
             if own:
                 wait_until_free(port)
+            if number:  # a later run reads from the state the one before saved, not everything again
+                again = jsonl_records(sorted(set(written(work, "calls")) - before))
+                assert len(again) < served(sandbox)[0], f"run {number + 1} read everything again"
     check_outputs(block, work, sandbox)
 
 
