@@ -105,7 +105,7 @@ def run_all(ranges: list[Range], environment: str, loader: str, parallel: int, l
     while waiting or running:
         while waiting and len(running) < parallel:
             backfill = waiting.pop(0)
-            log = (logs / f"{backfill.first}..{backfill.last}.log").open("w", encoding="utf-8")
+            log = (logs / f"{backfill.name}.log").open("w", encoding="utf-8")
             running[start(backfill, environment, loader, log)] = (backfill, log, time.monotonic())
             print(f"started  {backfill.name}  (log: {log.name})", flush=True)
         for process in [p for p in running if p.poll() is not None]:
