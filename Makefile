@@ -51,3 +51,9 @@ bench: install $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) .meltano output bench/out
+
+# The README's generated parts: the settings table (from `tap-optico --about`) and the
+# extractor definition to paste into another project (from meltano.yml).
+.PHONY: readme
+readme: install
+	$(BIN)/python scripts/readme.py

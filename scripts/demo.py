@@ -48,6 +48,7 @@ def main() -> int:
             **os.environ,
             "TAP_OPTICO_API_URL": server.url,
             "TAP_OPTICO_START_DATE": data.first_day.isoformat(),
+            "TAP_OPTICO_END_DATE": data.last_day.isoformat(),
             "MELTANO_ENVIRONMENT": "sandbox",
         }
         run = subprocess.run(

@@ -1,0 +1,95 @@
+"""The README's definition installs the tap, as a wheel, into a new Meltano project.
+
+The definition is the README's own text (section "Add tap-optico to your Meltano
+project"), with only its `pip_url` pointed at a wheel built from this checkout; the
+commands are the README's block that follows it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from tap_optico.sandbox import SANDBOX_API_KEY
+from tests.conftest import SandboxFactory, expected_call_count
+from tests.helpers_readme import ROOT, VENV, jsonl_records, readme_blocks, run_shell, user_env
+
+pytestmark = pytest.mark.e2e
+SECTION = "Add tap-optico to your Meltano project"
+PIP_URL = re.compile(r"(?m)^      pip_url: .*$")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tap built as a wheel, as a release would ship it (hatchling, no network needed)."""
+    out = tmp_path_factory.mktemp("wheel")
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    [built] = out.glob("tap_optico-*.whl")
+    return built
+
+
+def readme_definition(pip_url: str) -> dict[str, Any]:
+    """The README's definition, installing from `pip_url` instead."""
+    [block] = [b for b in readme_blocks() if b.section == SECTION and b.lang == "yaml"]
+    assert len(PIP_URL.findall(block.text)) == 1
+    text = PIP_URL.sub(f"      pip_url: {pip_url}", block.text)
+    definition: dict[str, Any] = YAML(typ="safe").load(text)
+    return definition
+
+
+def test_readme_definition_and_commands_in_a_new_project(
+    wheel: Path, tmp_path: Path, make_sandbox: SandboxFactory
+) -> None:
+    [commands] = [b for b in readme_blocks() if b.section == SECTION and b.kind == "new-project"]
+    start = dt.date.fromisoformat(re.findall(r"tap-optico start_date (\S+)", commands.text)[0])
+    server = make_sandbox(first_day=start, last_day=start + dt.timedelta(days=20), calls_per_day=20)
+    env = user_env(
+        PATH=f"{VENV / 'bin'}:{user_env()['PATH']}",  # Meltano installed, as a user of the README has it
+        OPTICO_API_KEY=SANDBOX_API_KEY,
+        TAP_OPTICO_API_URL=server.url,
+    )
+    init = run_shell("meltano init project --no-usage-stats", tmp_path, env)
+    assert init.returncode == 0, init.output[-3000:]
+    project = tmp_path / "project"
+    yaml = YAML(typ="safe")
+    config = yaml.load((project / "meltano.yml").read_text(encoding="utf-8"))
+    ours = yaml.load((ROOT / "meltano.yml").read_text(encoding="utf-8"))
+    config["plugins"] = {
+        "extractors": readme_definition(str(wheel))["plugins"]["extractors"],
+        # The project's loader (Meltano Hub is out of reach here, so inline).
+        "loaders": [p for p in ours["plugins"]["loaders"] if p["name"] == "target-jsonl"],
+    }
+    with (project / "meltano.yml").open("w", encoding="utf-8") as out:
+        yaml.dump(config, out)
+    loader = run_shell("meltano install target-jsonl", project, env)
+    assert loader.returncode == 0, loader.output[-3000:]
+
+    run = run_shell(commands.text, project, env, timeout=600)
+
+    assert run.returncode == 0, run.output[-5000:]
+    venv = project / ".meltano" / "extractors" / "tap-optico" / "venv"
+    installed = list(venv.glob("lib/*/site-packages"))
+    assert [p for p in installed if (p / "tap_optico" / "tap.py").is_file()], "not installed from the wheel"
+    records = jsonl_records(sorted((project / "output").glob("calls-*.jsonl")))
+    assert len({r["call_id"] for r in records}) == len(records) == expected_call_count(server)
+    daily = jsonl_records(sorted((project / "output").glob("daily_calls-*.jsonl")))
+    assert len({r["date"] for r in daily}) == (server.api.data.last_day - start).days + 1
+    # The key is sensitive: `meltano config set` put it in .env, not in meltano.yml.
+    assert f"TAP_OPTICO_API_KEY='{SANDBOX_API_KEY}'" in (project / ".env").read_text(encoding="utf-8")
+    assert SANDBOX_API_KEY not in (project / "meltano.yml").read_text(encoding="utf-8")
+    assert "[error" not in run.output

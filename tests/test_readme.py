@@ -1,0 +1,206 @@
+"""Every command of the README works as written (see tests/helpers_readme.py for the markers).
+
+Each runnable shell block runs with bash in a fresh copy of the project, in a shell like
+a user's (no venv on PATH), against the sandbox; a block that runs a pipeline must
+write every call the sandbox serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import re
+import shlex
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tap_optico.sandbox import SANDBOX_API_KEY, build_server
+from tests.conftest import expected_call_count
+from tests.helpers_readme import (
+    README,
+    ROOT,
+    SANDBOX_PORT,
+    Block,
+    background,
+    free_port,
+    jsonl_records,
+    make_project_copy,
+    marker_problems,
+    readme_blocks,
+    run_shell,
+    sandbox_commands,
+    sandbox_environment,
+    sandbox_options,
+    shell_blocks,
+    user_env,
+    wait_until_free,
+)
+
+BLOCKS = shell_blocks()
+RUNNABLE = [block for block in BLOCKS if block.kind in ("run", "repeat")]
+SERVERS = [block for block in BLOCKS if block.kind == "server"]
+# A block that reads the tap into a target must leave records behind.
+PIPELINE = re.compile(r"\bmeltano\b[^\n]*\s(run|el)\s|--config\s|scripts/backfill\.py")
+
+
+def test_every_shell_block_is_run_or_says_why_not() -> None:
+    assert marker_problems(BLOCKS) == []
+    assert [block.kind for block in BLOCKS].count("new-project") == 1
+    assert RUNNABLE
+    assert SERVERS
+    # A fence without a language would not be recognised as shell.
+    assert [block.id for block in readme_blocks() if not block.lang] == []
+
+
+def test_markers_are_checked(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "## A\n\n```sh\necho plain\n```\n\n<!-- readme-test: skip -->\n```sh\nexit 1\n```\n\n"
+        "<!-- readme-test: later maybe -->\n```bash\nexit 1\n```\n\n```yaml\na: 1\n```\n",
+        encoding="utf-8",
+    )
+    blocks = shell_blocks(readme)
+    assert [(b.id, b.kind) for b in blocks] == [("a-1", "run"), ("a-2", "skip"), ("a-3", "later")]
+    problems = marker_problems(blocks)
+    assert len(problems) == 2
+    assert "a-2" in problems[0]
+    assert "a-3" in problems[1]
+
+
+def test_sandbox_commands_serve_what_the_sandbox_environment_reads() -> None:
+    config = sandbox_environment()
+    commands = sandbox_commands(BLOCKS)
+    assert len(commands) >= 2
+    for arguments in commands:
+        options = sandbox_options(arguments)
+        assert options.first_day == dt.date.fromisoformat(config["start_date"]), arguments
+        assert options.last_day == dt.date.fromisoformat(config["end_date"]), arguments
+        assert f"127.0.0.1:{arguments[arguments.index('--port') + 1]}/" in config["api_url"]
+
+
+def test_generated_parts_are_current() -> None:
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "readme.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-1000:]
+
+
+def test_make_readme_rewrites_stale_parts(tmp_path: Path) -> None:
+    current = README.read_text(encoding="utf-8")
+    lines = current.splitlines(keepends=True)
+    end_of_table = lines.index("<!-- END generated: settings -->\n")
+    stale = "".join(lines[: end_of_table - 1] + lines[end_of_table:])  # the last setting is gone
+    stale = stale.replace("      kind: date_iso8601\n", "      kind: string\n", 1)
+    copy = tmp_path / "README.md"
+    copy.write_text(stale, encoding="utf-8")
+    script = [sys.executable, str(ROOT / "scripts" / "readme.py"), "--readme", str(copy)]
+    check = subprocess.run([*script, "--check"], capture_output=True, text=True, timeout=120, check=False)
+    assert check.returncode == 1
+    assert lines[end_of_table - 1] in check.stdout
+    assert copy.read_text(encoding="utf-8") == stale
+    rewrite = subprocess.run(script, capture_output=True, text=True, timeout=120, check=False)
+    assert rewrite.returncode == 0, rewrite.stderr
+    assert copy.read_text(encoding="utf-8") == current
+
+
+def served(arguments: list[str]) -> tuple[int, set[str]]:
+    """How many calls, on which days, a sandbox started with these arguments serves."""
+    options = sandbox_options(arguments)
+    server = build_server(
+        first_day=options.first_day, last_day=options.last_day, calls_per_day=options.calls_per_day
+    )
+    server.close()
+    data = server.api.data
+    return expected_call_count(server), {day.isoformat() for day in data.days(data.first_day, data.last_day)}
+
+
+def written(work: Path, stream: str) -> list[Path]:
+    """What target-jsonl wrote: in the copy (Singer pipes) or under output/ (Meltano)."""
+    return sorted(work.glob(f"{stream}-*.jsonl")) + sorted((work / "output").rglob(f"{stream}-*.jsonl"))
+
+
+def check_outputs(block: Block, work: Path, sandbox: list[str]) -> None:
+    calls, daily = written(work, "calls"), written(work, "daily_calls")
+    if PIPELINE.search(block.text):
+        assert calls, "the block runs the tap but wrote no calls"
+    if not calls:
+        return
+    count, days = served(sandbox)
+    records = jsonl_records(calls)
+    assert len({record["call_id"] for record in records}) == count
+    assert {record["start_date"][:10] for record in records} == days
+    assert {record["date"] for record in jsonl_records(daily)} == days
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("block", RUNNABLE, ids=lambda block: block.id)
+def test_readme_block_runs(block: Block, tmp_path: Path) -> None:
+    port = free_port()
+    work = make_project_copy(tmp_path / "project", port)
+    env = user_env()
+    script = block.text.replace(SANDBOX_PORT, str(port))
+    own = sandbox_commands([block])
+    # The sandbox the block starts, or else the one the README starts first.
+    sandbox = own[0] if own else sandbox_commands(BLOCKS)[0]
+    with contextlib.ExitStack() as stack:
+        if not own:
+            command = shlex.join([".venv/bin/tap-optico-sandbox", *sandbox]).replace(SANDBOX_PORT, str(port))
+            stack.enter_context(background(command, work, env, port))
+        for number in range(3 if block.kind == "repeat" else 1):
+            before = set(written(work, "calls"))
+            run = run_shell(script, work, env)
+            assert run.returncode == 0, run.output[-5000:]
+            if own:
+                wait_until_free(port)
+            if number:  # a later run reads from the state the one before saved, not everything again
+                again = jsonl_records(sorted(set(written(work, "calls")) - before))
+                assert len(again) < served(sandbox)[0], f"run {number + 1} read everything again"
+    check_outputs(block, work, sandbox)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("block", SERVERS, ids=lambda block: block.id)
+def test_readme_server_block_serves(block: Block, tmp_path: Path) -> None:
+    port = free_port()
+    work = make_project_copy(tmp_path / "project", port)
+    [command] = [line for line in block.text.splitlines() if line.strip()]
+    [arguments] = sandbox_commands([block])
+    options = sandbox_options(arguments)
+    with background(command.replace(SANDBOX_PORT, str(port)), work, user_env(), port):
+        day = options.first_day.isoformat()
+        query = f"api_key={SANDBOX_API_KEY}&type=calls&start_date={day}&end_date={day}&limit=10"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data-api?{query}", timeout=30) as answer:
+            body = json.load(answer)
+    assert body["status"] == "OK"
+    assert body["total_results"] == options.calls_per_day
+
+
+@pytest.mark.e2e
+def test_demo_script(tmp_path: Path) -> None:
+    """`make demo` is make install plugins, then scripts/demo.py: run the script in a copy."""
+    work = make_project_copy(tmp_path / "project", free_port())
+    demo = subprocess.run(
+        [str(work / ".venv" / "bin" / "python"), "scripts/demo.py"],
+        cwd=work,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-3000:]
+    server = build_server()  # what the demo serves: its defaults
+    server.close()
+    records = jsonl_records(sorted((work / "output").glob("calls-*.jsonl")))
+    assert len({record["call_id"] for record in records}) == expected_call_count(server)
+    assert "This run wrote:" in demo.stdout
