@@ -359,6 +359,13 @@ class OpticoStream(WindowedStream, RESTStream[int]):
             else state.get("replication_key_value")
         )
 
+    @property
+    @override
+    def partitions(self) -> list[dict[str, Any]] | None:
+        """None: the SDK would otherwise sync once per account partition found in the state,
+        while :meth:`get_records` reads every account in one go."""
+        return None
+
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """The records of every account, read together under one ``max_concurrency``.

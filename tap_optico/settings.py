@@ -117,10 +117,12 @@ def clear_text_host(api_url: object) -> str | None:
 def problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
     """One line per setting of ``schema`` that ``config`` gets wrong; secrets are never echoed."""
     properties = schema["properties"]
+    # With accounts, api_key is checked as their alternative only.
+    own_check = {"accounts"} if config.get("accounts") is None else {"accounts", "api_key"}
     errors = [
         error
         for name, spec in properties.items()
-        if name != "accounts"
+        if name not in own_check
         and (error := _problem(name, config.get(name), spec, name in schema.get("required", ())))
     ]
     errors += _account_problems(config, properties["accounts"]["items"])
@@ -142,7 +144,7 @@ def _account_problems(config: Mapping[str, Any], item: Mapping[str, Any]) -> lis
                 "Setting 'api_key' is required: set it to your API key (or list your accounts in 'accounts')"
             ]
         return []
-    if config.get("api_key") is not None:
+    if config.get("api_key"):  # an empty api_key (from an environment variable) is no key
         return [
             "Settings 'api_key' and 'accounts' exclude each other: one key in api_key, or all in accounts"
         ]

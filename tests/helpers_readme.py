@@ -130,6 +130,7 @@ def sandbox_options(arguments: list[str]) -> argparse.Namespace:
     parser.add_argument("--first-day", type=dt.date.fromisoformat)
     parser.add_argument("--last-day", type=dt.date.fromisoformat)
     parser.add_argument("--calls-per-day", type=int, default=200)
+    parser.add_argument("--accounts", type=int, default=1)
     options, _ = parser.parse_known_args(arguments)
     return options
 

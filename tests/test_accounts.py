@@ -110,6 +110,8 @@ def test_an_account_added_later_is_read_from_start_date_the_others_from_their_bo
     for request in server.requests:
         starts.setdefault(request.params["api_key"], set()).add(request.params["start_date"])
     assert starts[account_key(1)] == starts[account_key(2)] == {"2026-04-07"}
+    asked = [tuple(sorted(request.params.items())) for request in server.requests]
+    assert len(asked) == len(set(asked)), "a page was asked twice: an account was read twice"
     assert min(starts[account_key(3)]) == "2026-03-20"
     assert ids_by_account(second)["paris"] == account_ids(server, 3)
     # An account removed from the list keeps its bookmark in the state.

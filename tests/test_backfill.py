@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tap_optico.sandbox import Faults
-from tests.conftest import SandboxFactory, expected_call_count
+from tests.helpers import SandboxFactory, expected_call_count
 from tests.helpers_readme import jsonl_records, make_project_copy, sandbox_environment, user_env
 
 pytestmark = pytest.mark.e2e

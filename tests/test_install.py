@@ -18,7 +18,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from tap_optico.sandbox import SANDBOX_API_KEY
-from tests.conftest import SandboxFactory, expected_call_count
+from tests.helpers import SandboxFactory, expected_call_count
 from tests.helpers_readme import ROOT, VENV, jsonl_records, readme_blocks, run_shell, user_env
 
 pytestmark = pytest.mark.e2e

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tap_optico.sandbox import SandboxServer
+from tap_optico.sandbox import SandboxServer, account_key
 from tests.helpers import SandboxFactory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,3 +155,39 @@ def test_meltano_run_into_postgres_upserts(
     assert psql(postgres, "select count(*), count(distinct call_id) from optico.calls") == "1000|1000"
     assert psql(postgres, "select calls from optico.daily_calls where date = '2026-04-07'") == "50"
     assert psql(postgres, "select count(*), count(distinct date) from optico.daily_calls") == "20|20"
+
+
+def test_three_accounts_into_postgres_one_row_per_account_and_call(
+    make_sandbox: SandboxFactory, tmp_path: Path, postgres: dict[str, Any]
+) -> None:
+    server = make_sandbox(accounts=3, last_day=dt.date(2026, 4, 7), live_step=1)
+    accounts = [{"name": f"client-{n}", "api_key": account_key(n)} for n in (1, 2, 3)]
+    env = {
+        "MELTANO_ENVIRONMENT": "sandbox-accounts",
+        "TAP_OPTICO_ACCOUNTS": json.dumps(accounts),
+        "TARGET_POSTGRES_HOST": postgres["host"],
+        "TARGET_POSTGRES_PORT": str(postgres["port"]),
+        "TARGET_POSTGRES_USER": postgres["user"],
+        "TARGET_POSTGRES_PASSWORD": "unused",
+        "TARGET_POSTGRES_DATABASE": postgres["database"],
+    }
+    first = meltano_run("target-postgres", server, tmp_path, **env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    # The next day: the lookback reads 2026-04-06 and 2026-04-07 again, now complete.
+    tomorrow = make_sandbox(accounts=3, last_day=dt.date(2026, 4, 8))
+    second = meltano_run("target-postgres", tomorrow, tmp_path, **env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert {r.params["start_date"] for r in tomorrow.requests} == {"2026-04-06"}
+    rows = psql(
+        postgres, "select account, count(*), count(distinct call_id) from optico.calls group by 1 order by 1"
+    )
+    assert rows.splitlines() == [f"client-{n}|1000|1000" for n in (1, 2, 3)]
+    daily = psql(
+        postgres, "select account, count(*), sum(calls) from optico.daily_calls group by 1 order by 1"
+    )
+    assert daily.splitlines() == [f"client-{n}|20|1000" for n in (1, 2, 3)]
+    assert key_free(first.stderr + second.stderr, accounts)
+
+
+def key_free(text: str, accounts: list[dict[str, str]]) -> bool:
+    return not any(account["api_key"] in text for account in accounts[1:])

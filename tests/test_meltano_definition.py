@@ -20,9 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TAP = str(Path(sys.executable).parent / "tap-optico")
 MELTANO = str(Path(sys.executable).parent / "meltano")
 
-# The tap still advertises its batch mode, which is being dropped: meltano.yml already
-# leaves it out. Delete this constant (and its uses) once `--about` no longer lists them.
-NOT_IN_MELTANO_YML = frozenset({"batch", "batch_config"})
+#: The settings of which a run needs exactly one: one key, or a list of accounts.
+KEYS = ("api_key", "accounts")
 
 # Meltano setting kinds for the JSON Schema types the SDK uses.
 KIND_FOR_TYPE = {
@@ -58,7 +57,7 @@ def meltano_kind(schema: dict[str, Any]) -> str:
 
 
 def test_capabilities_match_about() -> None:
-    advertised = set(about()["capabilities"]) - NOT_IN_MELTANO_YML
+    advertised = set(about()["capabilities"])
     declared = meltano_extractor()["capabilities"]
     assert len(declared) == len(set(declared)), "a capability is listed twice"
     assert set(declared) == advertised
@@ -67,7 +66,7 @@ def test_capabilities_match_about() -> None:
 
 def test_settings_match_about() -> None:
     schema = about()["settings"]
-    properties = {k: v for k, v in schema["properties"].items() if k not in NOT_IN_MELTANO_YML}
+    properties = schema["properties"]
     settings = meltano_extractor()["settings"]
     by_name = {s["name"]: s for s in settings}
     assert len(by_name) == len(settings), "a setting is listed twice"
@@ -77,7 +76,7 @@ def test_settings_match_about() -> None:
         assert setting.get("kind") == meltano_kind(expected), name
         assert bool(setting.get("sensitive")) == bool(expected.get("secret")), name
         assert (setting.get("description") or "").strip(), f"{name} has no description"
-    assert meltano_extractor()["settings_group_validation"] == [schema["required"]]
+    assert meltano_extractor()["settings_group_validation"] == [[key, *schema["required"]] for key in KEYS]
 
 
 @pytest.mark.parametrize("plugin_type", ["extractors", "loaders"])

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tap_optico.sandbox import SANDBOX_API_KEY, build_server
-from tests.conftest import expected_call_count
+from tests.helpers import expected_call_count
 from tests.helpers_readme import (
     README,
     ROOT,
@@ -120,7 +120,9 @@ def served(arguments: list[str]) -> tuple[int, set[str]]:
     )
     server.close()
     data = server.api.data
-    return expected_call_count(server), {day.isoformat() for day in data.days(data.first_day, data.last_day)}
+    # Every account of the sandbox has as many calls, on the same days.
+    count = expected_call_count(server) * options.accounts
+    return count, {day.isoformat() for day in data.days(data.first_day, data.last_day)}
 
 
 def written(work: Path, stream: str) -> list[Path]:
@@ -136,7 +138,7 @@ def check_outputs(block: Block, work: Path, sandbox: list[str]) -> None:
         return
     count, days = served(sandbox)
     records = jsonl_records(calls)
-    assert len({record["call_id"] for record in records}) == count
+    assert len({(record["account"], record["call_id"]) for record in records}) == count
     assert {record["start_date"][:10] for record in records} == days
     assert {record["date"] for record in jsonl_records(daily)} == days
 

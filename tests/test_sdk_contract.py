@@ -126,3 +126,20 @@ def test_the_tap_retries_exactly_what_the_sdk_retries() -> None:
     listed = source[source.index("backoff.on_exception(") : source.index("max_tries=")]
     names = set(re.findall(r"([A-Za-z]+(?:Error|Exception)|Timeout)\b", listed))
     assert names == {error.__name__ for error in RETRIABLE_ERRORS}
+
+
+def test_the_cli_run_the_seam_repeats_is_still_the_sdks() -> None:
+    """TapSeam.invoke repeats singer-sdk's Tap.invoke (to fail after every stream ran when an account
+    failed): the SDK's must still build the tap from the same inputs and run sync_all."""
+    source = inspect.getsource(Tap.invoke)
+    for piece in (
+        "super().invoke(about=about, about_format=about_format)",
+        "cls.print_version(print_fn=cls.logger.info)",
+        "config=config.config",
+        "parse_env_config=config.parse_env",
+        "validate_config=True",
+        "tap.sync_all()",
+    ):
+        assert piece in source, piece
+    parameters = list(inspect.signature(Tap.invoke).parameters)
+    assert parameters == ["about", "about_format", "config", "state", "catalog"]

@@ -81,7 +81,7 @@ class SandboxServer:
     def __post_init__(self) -> None:
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((self.host, self.port), _handler_for(self))
+        self._httpd = _QuietServer((self.host, self.port), _handler_for(self))
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self._thread: threading.Thread | None = None
@@ -119,6 +119,15 @@ class SandboxServer:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that goes away mid-request (a tap that was stopped) is no error of the sandbox."""
+
+    @override
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
@@ -217,6 +226,17 @@ def build_server(
     return SandboxServer(api=api, host=host, port=port, faults=faults or Faults())
 
 
+def _group(text: str) -> tuple[int, int]:
+    """``K/N``: group K of N, from 1."""
+    try:
+        group, groups = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected K/N, such as 1/4") from None
+    if not 1 <= group <= groups:
+        raise argparse.ArgumentTypeError(f"{text!r}: K must be from 1 to N")
+    return group, groups
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tap-optico-sandbox",
@@ -246,6 +266,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the accounts as the tap's `accounts` setting (JSON) and exit",
     )
+    parser.add_argument(
+        "--group",
+        type=_group,
+        default=(1, 1),
+        metavar="K/N",
+        help="with --print-accounts: only group K of N (accounts K, K+N, K+2N, ...)",
+    )
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     parser.add_argument("--fault-every", type=int, default=0, help="every Nth request fails")
     parser.add_argument(
@@ -263,8 +290,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if unknown:
         _parser().error(f"unknown fault kinds: {', '.join(unknown)}")
     if args.print_accounts:
+        group, groups = args.group
         keys = [args.api_key] + [account_key(number) for number in range(2, args.accounts + 1)]
-        print(json.dumps([{"name": f"account-{n}", "api_key": key} for n, key in enumerate(keys, 1)]))
+        accounts = [{"name": f"account-{n}", "api_key": key} for n, key in enumerate(keys, 1)]
+        print(json.dumps(accounts[group - 1 :: groups]))
         sys.exit(0)
     server = build_server(
         host=args.host,
@@ -287,10 +316,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     data = server.api.data
-    accounts = f", {args.accounts} accounts (--print-accounts lists their keys)" if args.accounts > 1 else ""
+    more = f", {args.accounts} accounts (--print-accounts lists their keys)" if args.accounts > 1 else ""
     print(
         f"Optico sandbox serving {data.calls_per_day} calls/day from {data.first_day} "
-        f"to {data.last_day} at {server.url} (api_key {args.api_key}{accounts})",
+        f"to {data.last_day} at {server.url} (api_key {args.api_key}{more})",
         flush=True,
     )
     try:
