@@ -304,13 +304,13 @@ class OpticoStream(WindowedStream, RESTStream[int]):
             "end_date": window.end.isoformat(),
         }
         request = self.get_http_request(page=PageContext(stream_context=context, next_page_token=number))
-        prepared = self.build_prepared_request(
-            method=request.method,
-            url=request.url,
-            params=request.encode_params(),
-            headers=request.headers,
-        )
         try:
+            prepared = self.build_prepared_request(
+                method=request.method,
+                url=request.url,
+                params=request.encode_params(),
+                headers=request.headers,
+            )
             response, body = self._send_with_retries(prepared, number, window)
         except (RetriableAPIError, requests.RequestException) as error:
             msg = (
@@ -404,6 +404,8 @@ class OpticoStream(WindowedStream, RESTStream[int]):
             if isinstance(item, Checkpoint):
                 self.checkpoint({ACCOUNT: item.window.account.name}, item.bookmark)
             elif isinstance(item, Failure):
+                if limit is not None:  # a connection test (`--test`) fails on any account
+                    raise item.error
                 name = item.window.account.name
                 self.failed_accounts[name] = str(item.error)
                 self.logger.error(

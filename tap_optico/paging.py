@@ -39,6 +39,8 @@ class Window:
     done: bool = False
     #: A request of this account's failed for good: its windows are not read, nor checkpointed.
     failed: bool = False
+    #: Read up to max_reads times, still fewer distinct records than total_results.
+    short: bool = False
     #: Pages that arrived before an earlier page of the same read, by number.
     held: dict[int, Page] = field(default_factory=dict)
     next_to_hand: int = FIRST_PAGE
@@ -176,10 +178,11 @@ class WindowPager:
             window.total = max(window.total or 0, page.total_results)
             if page.number == FIRST_PAGE and page.results:
                 window.last_page = max(window.last_page, math.ceil(page.total_results / self.page_size))
-        if page.next_page is not None:
+        if page.next_page is not None and page.results:
             window.last_page = max(window.last_page, page.next_page)
         elif len(page.results) < self.page_size:
-            # A short page with no next page ends the read, whatever total_results said.
+            # A short page with no next page (or an empty one) ends the read, whatever
+            # total_results or next_page said.
             window.last_page = min(window.last_page, page.number)
             window.next_unrequested = max(window.next_unrequested, window.last_page + 1)
 
@@ -201,9 +204,10 @@ class WindowPager:
             )
             window.start_read()
             return
+        window.short = True
         self.logger.warning(
             "Window %s..%s still returned %d distinct records for total_results %d after "
-            "%d reads; moving on (the next run's lookback reads these days again)",
+            "%d reads; moving on, but the bookmark stays before these days: the next run reads them again",
             window.start,
             window.end,
             seen,

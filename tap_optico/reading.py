@@ -166,6 +166,8 @@ class WindowReader:
         # Window index -> identities of its days that another window returned and emitted.
         self._claimed: dict[int, set[Hashable]] = {}
         self._strays: set[tuple[str, Hashable]] = set()
+        # Accounts with a window read short: their bookmark moves no further in this run.
+        self._held_back: set[str] = set()
         # Windows 0 .. _complete - 1 are read and checkpointed.
         self._complete = 0
         self._stray_days: Counter[str] = Counter()
@@ -207,8 +209,12 @@ class WindowReader:
                 self._claimed.pop(item.index, None)
                 self._lookalikes.pop(item.index, None)
                 newest = self._newest.pop(item.index, None)
-                if not item.failed:
-                    progress.window_done(item)
+                if item.failed:
+                    continue
+                progress.window_done(item)
+                if item.short:
+                    self._held_back.add(item.account.name)
+                if item.account.name not in self._held_back:
                     yield Checkpoint(item, newest)
             elif isinstance(item, Failure):
                 yield item

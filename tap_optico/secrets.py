@@ -49,7 +49,9 @@ def register(secret: object) -> None:
     """Mask ``secret`` (and its URL-encoded forms) wherever it would be printed."""
     if not isinstance(secret, str) or not secret:
         return
-    forms = {secret, quote(secret, safe=""), quote_plus(secret)}
+    encoded = {secret, quote(secret, safe=""), quote_plus(secret)}
+    # An error page may echo the key in another case (hex keys, %xx escapes).
+    forms = encoded | {form.lower() for form in encoded} | {form.upper() for form in encoded}
     with _lock:
         _secrets.update(forms)
         _pieces.update(form[i : i + PIECE] for form in forms for i in range(len(form) - PIECE + 1))

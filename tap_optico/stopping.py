@@ -38,6 +38,8 @@ _stop = _Stop()
 
 def request(signum: int) -> None:
     """Called by the signal handler: stop now, or once the line being written is complete."""
+    if _stop.requested is not None:
+        return  # already stopping: a second signal must not interrupt the way out
     _stop.requested = signum
     if not _stop.writing:
         raise Stopped(signum)

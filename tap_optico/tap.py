@@ -38,6 +38,8 @@ def _integer(
     )
 
 
+#: Longest window and lookback, in days (about ten years).
+MAX_DAYS = 3660
 ACCOUNT_NAME = "A short label, unique in the list: it is in every record (`account`), in state and in logs."
 
 
@@ -113,13 +115,14 @@ class TapOptico(TapSeam):
             title="Time zone",
             description="IANA time zone in which the API's naive call times are read.",
         ),
-        _integer("window_days", 7, 1, "Days covered by one paged request window."),
+        _integer("window_days", 7, 1, "Days covered by one paged request window.", MAX_DAYS),
         _integer(
             "lookback_days",
             1,
             0,
             "On an incremental run, days before the bookmark that are read again "
             "(late changes to a call; today's growing totals).",
+            MAX_DAYS,
         ),
         _integer(
             "max_concurrency",
@@ -163,10 +166,13 @@ class TapOptico(TapSeam):
     @override
     def load_state(self, state: dict[str, Any]) -> None:
         """Take the state, refusing a bookmark that is not a date or lies past the last day to read."""
-        if not isinstance(state.get("bookmarks", {}), dict):
-            msg = "State: 'bookmarks' is not an object: fix the state or clear it"
+        bookmarks = state.get("bookmarks", {})
+        if not isinstance(bookmarks, dict) or not all(map(_is_stream_state, bookmarks.values())):
+            msg = "State: 'bookmarks' is not as in a Singer state (objects, with lists of partitions)"
             raise StateError(msg)
         super().load_state(state)
+        if not bookmarks or problems(self.config, self.config_jsonschema):
+            return  # nothing to check, or settings that are wrong (discovery runs them unchecked)
         for stream in self.streams.values():
             if isinstance(stream, OpticoStream):
                 for account in stream.settings.accounts:
@@ -191,12 +197,19 @@ class TapOptico(TapSeam):
         )
 
 
+def _is_stream_state(entry: object) -> bool:
+    partitions = entry.get("partitions", []) if isinstance(entry, dict) else None
+    return isinstance(partitions, list) and all(isinstance(partition, dict) for partition in partitions)
+
+
 def main() -> None:
     """Run the tap; a failure the tap understands ends with one line, not a traceback."""
     secrets.install()
     logger = logging.getLogger("tap-optico")
     try:
         TapOptico.cli()
+    except SystemExit as done:  # click ends every run this way, a successful one too
+        _exit(done.code if isinstance(done.code, int) else int(done.code is not None))
     except (FatalAPIError, OpticoError) as error:
         for line in error.problems if isinstance(error, SettingsError) else [str(error)]:
             logger.error("%s", line)  # noqa: TRY400 - the line is the message

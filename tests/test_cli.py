@@ -63,3 +63,23 @@ def test_a_connection_test_reads_one_record_per_stream_without_error_lines(
     assert " ERROR " not in run.stderr
     records = [line for line in run.stdout.splitlines() if '"type":"RECORD"' in line]
     assert len(records) == 2
+
+
+def test_discovery_needs_no_settings(tmp_path: Path) -> None:
+    config = tmp_path / "empty.json"
+    config.write_text("{}")
+    run = subprocess.run(
+        [TAP, "--config", str(config), "--discover"], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert {entry["stream"] for entry in json.loads(run.stdout)["streams"]} == {"calls", "daily_calls"}
+
+
+def test_a_connection_test_with_a_refused_key_fails(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tap_config(make_sandbox(api_key="another-key"))))
+    run = subprocess.run(
+        [TAP, "--config", str(config), "--test"], capture_output=True, text=True, check=False
+    )
+    assert run.returncode != 0
+    assert "Clef API invalide" in run.stderr.splitlines()[-1]
