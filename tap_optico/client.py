@@ -1,4 +1,4 @@
-"""The Optico Data API client: the REST stream both streams build on.
+"""The Optico Data API client: the REST side of the stream both streams build on.
 
 All HTTP behaviour lives here (the URL and its parameters, the key in the
 query string, retries and the shared pause after a 429), and so does every
@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -20,7 +20,6 @@ import msgspec
 import requests
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
-from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.helpers.types import Context
 from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.streams.rest import PageContext
@@ -28,9 +27,7 @@ from typing_extensions import override
 
 from tap_optico.api import DATA_TYPE, FIRST_PAGE, LAST_PAGE_MARKERS
 from tap_optico.normalize import ACCOUNT, Conversion, Normalizer, decode_plain_page
-from tap_optico.paging import Failure, Page, Window, WindowPager
-from tap_optico.reading import MAX_WINDOW_READS, Checkpoint, Plan, WindowReader, plan
-from tap_optico.sdk_seam import WindowedStream
+from tap_optico.paging import Page, Window
 from tap_optico.secrets import redact, shorten
 from tap_optico.settings import Account, Settings
 
@@ -124,19 +121,15 @@ class SharedPause:
             time.sleep(delay)
 
 
-class OpticoStream(WindowedStream, RESTStream[int]):
-    """Reads ``type=calls`` answers of the Data API, window by window."""
+class OpticoClient(RESTStream[int]):
+    """Requests pages of ``type=calls`` answers of the Data API, and judges the answers."""
 
     path = ""
-    # The normaliser already typed every value against the schema.
-    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
     #: Query parameters that make this stream (``group_by_day`` for daily totals).
     extra_params: ClassVar[Mapping[str, str]] = {}
     #: The normaliser: fields come from the schema, ``conversions`` where a type's default is not enough.
     normalizer_class: ClassVar[type[Normalizer]] = Normalizer
     conversions: ClassVar[Mapping[str, Conversion]] = {}
-    #: Fields that tell two records apart when a window is read again.
-    identity_fields: ClassVar[tuple[str, ...]]
 
     @cached_property
     def settings(self) -> Settings:
@@ -328,10 +321,9 @@ class OpticoStream(WindowedStream, RESTStream[int]):
             next_page=None if paginator.finished else paginator.current_value,
         )
 
-    # Reading
-
     @cached_property
     def normalizer(self) -> Normalizer:
+        """Reads the results of this stream's answers (the fast decoder of :meth:`decode` is its)."""
         return self.normalizer_class(
             self.schema,
             self.conversions,
@@ -339,92 +331,3 @@ class OpticoStream(WindowedStream, RESTStream[int]):
             logger=self.logger,
             timezone=self.settings.timezone,
         )
-
-    def bookmark(self, account: Account) -> Any:
-        """The account's bookmark: its partition's, or, with one account, the stream's own from before
-        accounts existed (so that upgrading reads no history again)."""
-        state = self.tap_state.get("bookmarks", {}).get(self.name, {})
-        context = {ACCOUNT: account.name}
-        value = next(
-            (
-                p.get("replication_key_value")
-                for p in state.get("partitions", ())
-                if p.get("context") == context
-            ),
-            None,
-        )
-        return (
-            value
-            if value is not None or self.settings.several_accounts
-            else state.get("replication_key_value")
-        )
-
-    @property
-    @override
-    def partitions(self) -> list[dict[str, Any]] | None:
-        """None: the SDK would otherwise sync once per account partition found in the state,
-        while :meth:`get_records` reads every account in one go."""
-        return None
-
-    @override
-    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
-        """The records of every account, read together under one ``max_concurrency``.
-
-        The accounts are not declared as SDK partitions, which the SDK would
-        read one after the other; each still has its own bookmark in the
-        SDK's partition format (``{"context": {"account": name}, ...}``).
-        """
-        reader = WindowReader(
-            self.normalizer,
-            identity_fields=self.identity_fields,
-            replication_key=str(self.replication_key),
-            logger=self.logger,
-        )
-        pager = WindowPager(
-            self.fetch_page,
-            reader.distinct,
-            page_size=self.settings.page_size,
-            max_concurrency=self.settings.max_concurrency,
-            max_reads=MAX_WINDOW_READS,
-            logger=self.logger,
-        )
-        plans: list[Plan] = []
-        for account in self.settings.accounts:
-            if account.name in self.failed_accounts:
-                self.logger.error(
-                    "%s: account %s is skipped: it failed earlier in this run", self.name, account.name
-                )
-                continue
-            first = sum(len(plan.windows) for plan in plans)
-            plans.append(plan(self.settings, account, self.bookmark(account), first))
-        # A dry run (`--test`) takes this many records: stop there rather than be aborted with an ERROR.
-        limit = self.ABORT_AT_RECORD_COUNT
-        emitted = 0
-        for item in reader.read(pager, plans):
-            if isinstance(item, Checkpoint):
-                self.checkpoint({ACCOUNT: item.window.account.name}, item.bookmark)
-            elif isinstance(item, Failure):
-                if limit is not None:  # a connection test (`--test`) fails on any account
-                    raise item.error
-                name = item.window.account.name
-                self.failed_accounts[name] = str(item.error)
-                self.logger.error(
-                    "%s: account %s failed, its bookmark stays: %s", self.name, name, item.error
-                )
-            else:
-                yield item
-                emitted += 1
-                if emitted == limit:
-                    return
-
-    @override
-    def get_batch_config(self, config: Mapping[str, Any]) -> None:
-        """Never batch files: the tap does not advertise batch mode (see TapOptico.capabilities)."""
-        return None
-
-    @override
-    def generate_child_contexts(
-        self, record: dict[str, Any], context: Context | None
-    ) -> Iterable[Context | None]:
-        """No stream of this tap has child streams."""
-        return ()

@@ -1,4 +1,4 @@
-"""Reading a date range: which windows to read, and the records of their pages.
+"""Reading: which windows to read, the records of their pages, and the stream that reads them.
 
 :class:`WindowReader` is the one owner of what a read has seen: it drops the
 records a window already gave and tracks each window's newest record, which
@@ -15,12 +15,18 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from singer_sdk.helpers.conform import TypeConformanceLevel
+from singer_sdk.helpers.types import Context
+from typing_extensions import override
+
+from tap_optico.client import OpticoClient
 from tap_optico.normalize import ACCOUNT, Normalizer
 from tap_optico.paging import Failure, Page, Window, WindowPager
+from tap_optico.sdk_seam import WindowedStream
 from tap_optico.secrets import shorten
 from tap_optico.settings import Account, Settings, read_day
 
@@ -329,3 +335,101 @@ class WindowReader:
             return None
         span = (windows[0].end - windows[0].start).days + 1
         return windows[(date - windows[0].start).days // span]
+
+
+class OpticoStream(WindowedStream, OpticoClient):
+    """A stream of the Data API: reads its accounts' windows, moves their bookmarks."""
+
+    # The normaliser already typed every value against the schema.
+    TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
+    #: Fields that tell two records apart when a window is read again.
+    identity_fields: ClassVar[tuple[str, ...]]
+
+    def bookmark(self, account: Account) -> Any:
+        """The account's bookmark: its partition's, or, with one account, the stream's own from before
+        accounts existed (so that upgrading reads no history again)."""
+        state = self.tap_state.get("bookmarks", {}).get(self.name, {})
+        context = {ACCOUNT: account.name}
+        value = next(
+            (
+                p.get("replication_key_value")
+                for p in state.get("partitions", ())
+                if p.get("context") == context
+            ),
+            None,
+        )
+        return (
+            value
+            if value is not None or self.settings.several_accounts
+            else state.get("replication_key_value")
+        )
+
+    @property
+    @override
+    def partitions(self) -> list[dict[str, Any]] | None:
+        """None: the SDK would otherwise sync once per account partition found in the state,
+        while :meth:`get_records` reads every account in one go."""
+        return None
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """The records of every account, read together under one ``max_concurrency``.
+
+        The accounts are not declared as SDK partitions, which the SDK would
+        read one after the other; each still has its own bookmark in the
+        SDK's partition format (``{"context": {"account": name}, ...}``).
+        """
+        reader = WindowReader(
+            self.normalizer,
+            identity_fields=self.identity_fields,
+            replication_key=str(self.replication_key),
+            logger=self.logger,
+        )
+        pager = WindowPager(
+            self.fetch_page,
+            reader.distinct,
+            page_size=self.settings.page_size,
+            max_concurrency=self.settings.max_concurrency,
+            max_reads=MAX_WINDOW_READS,
+            logger=self.logger,
+        )
+        plans: list[Plan] = []
+        for account in self.settings.accounts:
+            if account.name in self.failed_accounts:
+                self.logger.error(
+                    "%s: account %s is skipped: it failed earlier in this run", self.name, account.name
+                )
+                continue
+            first = sum(len(plan.windows) for plan in plans)
+            plans.append(plan(self.settings, account, self.bookmark(account), first))
+        # A dry run (`--test`) takes this many records: stop there rather than be aborted with an ERROR.
+        limit = self.ABORT_AT_RECORD_COUNT
+        emitted = 0
+        for item in reader.read(pager, plans):
+            if isinstance(item, Checkpoint):
+                self.checkpoint({ACCOUNT: item.window.account.name}, item.bookmark)
+            elif isinstance(item, Failure):
+                if limit is not None:  # a connection test (`--test`) fails on any account
+                    raise item.error
+                name = item.window.account.name
+                self.failed_accounts[name] = str(item.error)
+                self.logger.error(
+                    "%s: account %s failed, its bookmark stays: %s", self.name, name, item.error
+                )
+            else:
+                yield item
+                emitted += 1
+                if emitted == limit:
+                    return
+
+    @override
+    def get_batch_config(self, config: Mapping[str, Any]) -> None:
+        """Never batch files: the tap does not advertise batch mode (see TapOptico.capabilities)."""
+        return None
+
+    @override
+    def generate_child_contexts(
+        self, record: dict[str, Any], context: Context | None
+    ) -> Iterable[Context | None]:
+        """No stream of this tap has child streams."""
+        return ()

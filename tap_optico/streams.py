@@ -12,8 +12,8 @@ from typing import ClassVar
 from singer_sdk import SchemaDirectory, StreamSchema
 
 from tap_optico import schemas
-from tap_optico.client import OpticoStream
 from tap_optico.normalize import DURATION, PAGE_LIST, RAW, CallNormalizer, Conversion, Normalizer
+from tap_optico.reading import OpticoStream
 
 SCHEMAS = SchemaDirectory(schemas)
 

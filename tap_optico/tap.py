@@ -17,9 +17,8 @@ from typing_extensions import override
 
 from tap_optico import secrets, stopping
 from tap_optico.api import DEFAULT_URL, FILTERS, MAX_PAGE_SIZE, MIN_PAGE_SIZE
-from tap_optico.client import OpticoStream
 from tap_optico.errors import OpticoError, SettingsError, StateError
-from tap_optico.reading import bookmark_problem
+from tap_optico.reading import OpticoStream, bookmark_problem
 from tap_optico.sdk_seam import TapSeam
 from tap_optico.settings import DATE_FORMS, clear_text_host, problems
 from tap_optico.streams import CallsStream, DailyCallsStream

@@ -19,8 +19,8 @@ from typing import Any
 import msgspec
 from typing_extensions import override
 
-from tap_optico.client import OpticoStream
 from tap_optico.normalize import Conversion, Normalizer, call_id, lookalike_call_id
+from tap_optico.reading import OpticoStream
 from tap_optico.sandbox import SANDBOX_API_KEY, SandboxServer
 from tap_optico.sandbox.data import SandboxCall
 from tap_optico.settings import Account
