@@ -190,10 +190,10 @@ class TapOptico(TapSeam):
                 "Setting 'api_url' uses plain http:// to %s: the API key would travel in clear text; use https://",
                 host,
             )
-        unsupported = ["Setting 'batch_config' is not supported: tap-optico writes RECORD messages"]
-        return problems(self.config, self.config_jsonschema) + (
-            unsupported if "batch_config" in self.config else []
-        )
+        errors = problems(self.config, self.config_jsonschema)
+        if "batch_config" in self.config:
+            errors.append("Setting 'batch_config' is not supported: tap-optico writes RECORD messages")
+        return errors
 
 
 def _is_stream_state(entry: object) -> bool:
