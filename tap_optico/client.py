@@ -290,7 +290,7 @@ class OpticoClient(RESTStream[int]):
         return self.request_decorator(self._send)
 
     def fetch_page(self, window: Window, number: int) -> Page:
-        """Page ``number`` of ``window``, retried; a request that keeps failing ends the run."""
+        """Page ``number`` of ``window``, retried; a lasting failure fails its account (FatalAPIError)."""
         context = {
             ACCOUNT: window.account.name,
             "start_date": window.start.isoformat(),
