@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import backoff
 import msgspec
 import requests
+import urllib3
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers.types import Context
@@ -42,6 +43,7 @@ RETRIABLE_ERRORS = (
     requests.exceptions.ContentDecodingError,
 )
 MAX_REPORTED_BODY_CHARS = 200
+BODY_PIECE_BYTES = 1 << 16
 
 
 class _PageHeader(msgspec.Struct):
@@ -66,6 +68,35 @@ def read_next_page(value: Any, current: int) -> int | None:
         msg = f"Optico API answered next_page={page} on page {current}: paging does not move forward"
         raise FatalAPIError(msg)
     return page
+
+
+def read_body(response: requests.Response, deadline: float, timeout: float) -> bytes:
+    """The body of ``response``, read by pieces as they arrive, whole before ``deadline``.
+
+    ``requests`` bounds only the silence between two pieces: an answer that
+    trickles would never time out. Each piece is awaited at most until the
+    deadline; past it the try fails as a time-out (retried like any other).
+    """
+    raw = response.raw
+    pieces: list[bytes] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            msg = f"the answer took more than request_timeout ({timeout:g} s) to arrive"
+            raise requests.exceptions.ReadTimeout(msg)
+        sock = getattr(getattr(raw, "connection", None), "sock", None)
+        if sock is not None:
+            sock.settimeout(left)
+        try:
+            piece = raw.read1(BODY_PIECE_BYTES)
+        except urllib3.exceptions.ReadTimeoutError:
+            msg = f"the answer took more than request_timeout ({timeout:g} s) to arrive"
+            raise requests.exceptions.ReadTimeout(msg) from None
+        except urllib3.exceptions.HTTPError as error:
+            raise requests.exceptions.ChunkedEncodingError(str(error)) from None
+        if not piece:
+            return b"".join(pieces)
+        pieces.append(piece)
 
 
 class OpticoPaginator(BaseAPIPaginator[int]):
@@ -277,9 +308,15 @@ class OpticoClient(RESTStream[int]):
     def _send(
         self, prepared: requests.PreparedRequest, number: int, window: Window
     ) -> tuple[requests.Response, dict[str, Any]]:
+        deadline = time.monotonic() + self.timeout
         response = self.requests_session.send(
-            prepared, timeout=self.timeout, allow_redirects=self.allow_redirects
+            prepared, timeout=self.timeout, allow_redirects=self.allow_redirects, stream=True
         )
+        try:
+            response._content = read_body(response, deadline, self.timeout)
+            response._content_consumed = True  # type: ignore[attr-defined]
+        finally:
+            response.close()  # back to the pool when read in full, else the connection is dropped
         self.validate_response(response)
         return response, self.decode(response, number)
 

@@ -1,9 +1,25 @@
-"""Paging through date windows, with several requests in flight.
+"""Paging through date windows, with several requests in flight, bounded by evidence.
 
-Each window is paged to its end; pages (of one window or several) may be
-fetched by several workers at once, and a window is reported complete only
-when it and every window before it have been read in full, which is what
-lets the reader move its bookmark without ever passing data it has not read.
+One read of a window takes its pages in page order and ends at the first of:
+
+- a page shorter than ``page_size`` (an empty one too) or without ``next_page``;
+- a page that brings no new row: the same answer as an earlier page of the
+  read once the rows read reach ``total_results`` (a page past the end
+  answered with the last page again), or rows that all repeat the page before;
+- :data:`SLACK_PAGES` page(s) past the point where the rows read reach the
+  highest ``total_results`` seen (data that grew while it was paged).
+
+Pages up to ``ceil(total_results / page_size)`` are requested ahead, several
+at a time; a page past that only once the page before says there is more
+and its rows are still short of ``total_results``. An answer identical to
+an earlier page of the read while rows are still missing means the API
+ignores ``page``: the window cannot be read and its account fails.
+
+The pages of a read are reconciled as one (:func:`~tap_optico.reconcile.reconcile`);
+a read still short of ``total_results`` is repeated, up to ``max_reads`` times.
+Windows are handed over whole and in order, so that a bookmark never passes
+a window that is not read; a window waits in memory only while the windows
+before it are read, and new windows start only while few pages are held.
 """
 
 from __future__ import annotations
@@ -16,40 +32,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from singer_sdk.exceptions import FatalAPIError
 
 from tap_optico.api import FIRST_PAGE
+from tap_optico.reconcile import Reconciled, edge_repeat, reconcile
 from tap_optico.settings import Account
 
-
-@dataclass
-class Window:
-    """A date range read with one paged request sequence, and where its paging stands."""
-
-    index: int
-    start: dt.date
-    end: dt.date
-    #: Whose data: the account whose key requests it.
-    account: Account
-    reads: int = 0
-    total: int | None = None
-    last_page: int = FIRST_PAGE
-    next_unrequested: int = FIRST_PAGE
-    outstanding: int = 0
-    done: bool = False
-    #: A request of this account's failed for good: its windows are not read, nor checkpointed.
-    failed: bool = False
-    #: Read up to max_reads times, still fewer distinct records than total_results.
-    short: bool = False
-    #: Pages that arrived before an earlier page of the same read, by number.
-    held: dict[int, Page] = field(default_factory=dict)
-    next_to_hand: int = FIRST_PAGE
-
-    def start_read(self) -> None:
-        self.reads += 1
-        self.total = None
-        self.last_page = self.next_unrequested = self.next_to_hand = FIRST_PAGE
-        self.outstanding = 0
+#: Pages read once the rows reach total_results while next_page still says more (data growing).
+SLACK_PAGES = 1
 
 
 @dataclass(frozen=True)
@@ -63,155 +54,227 @@ class Page:
     next_page: int | None
 
 
+@dataclass(eq=False)
+class Window:
+    """A date range read with one paged request sequence, and where its read stands."""
+
+    index: int
+    start: dt.date
+    end: dt.date
+    #: Whose data: the account whose key requests it.
+    account: Account
+    reads: int = 0
+    #: The read under way: its pages in page order, those that arrived early, how far it may go.
+    pages: list[Page] = field(default_factory=list)
+    early: dict[int, Page] = field(default_factory=dict)
+    last_page: int = FIRST_PAGE
+    next_unrequested: int = FIRST_PAGE
+    ended: bool = False
+    #: Rows of the read so far that do not repeat the page before, and the highest total_results.
+    new_rows: int = 0
+    total: int | None = None
+    slack: int = 0
+    #: Non-empty pages of the read by their length and first row, to find an answer given twice.
+    answers: dict[bytes, list[Page]] = field(default_factory=dict)
+    #: The last read, reconciled: the window is read.
+    result: Reconciled | None = None
+    #: A request of this account's failed for good: its windows are not read, nor checkpointed.
+    failed: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.failed or self.result is not None
+
+    @property
+    def held(self) -> int:
+        """Pages this window holds in memory."""
+        return len(self.result.parts) if self.result else len(self.pages) + len(self.early)
+
+    def start_read(self) -> None:
+        self.reads += 1
+        self.pages, self.early, self.answers = [], {}, {}
+        self.last_page = self.next_unrequested = FIRST_PAGE
+        self.ended = False
+        self.new_rows, self.total, self.slack = 0, None, 0
+
+
 @dataclass(frozen=True)
 class Failure:
-    """A request for ``window`` failed for good: the account's remaining windows are given up."""
+    """``window`` cannot be read (a request failed for good, or the answers make no sense):
+    the account's remaining windows are given up."""
 
     window: Window
     error: FatalAPIError
 
 
 Fetch = Callable[[Window, int], Page]
-#: How many distinct records the consumer has seen in a window so far.
-Distinct = Callable[[Window], int]
 
 
 class WindowPager:
     """Reads windows page by page with up to ``max_concurrency`` requests in flight.
 
-    :meth:`read` yields the pages of each read of a window in page order (a
-    page that arrives early is held, and counts against ``max_concurrency``
-    while it waits), and each :class:`Window` once it and all windows before
-    it are complete. A request that fails for good (``FatalAPIError``) fails
-    its account only: :meth:`read` yields a :class:`Failure`, gives up the
-    account's windows (reported with ``failed`` set) and reads the others. A read
-    that ends with fewer distinct records (as the consumer counts them,
-    through ``distinct``, once it has taken every page) than the API's
-    ``total_results`` (data that changed while it was paged) is repeated, up
-    to ``max_reads`` times.
+    :meth:`read` yields each :class:`Window` once it and every window before
+    it are done: read (``result`` set) or given up (``failed`` set). A request
+    that fails for good (``FatalAPIError``), or a window whose answers cannot
+    be paged, fails its account only: :meth:`read` yields a :class:`Failure`,
+    gives up the account's windows and reads the others.
     """
 
     def __init__(
         self,
         fetch: Fetch,
-        distinct: Distinct,
         *,
         page_size: int,
         max_concurrency: int,
         max_reads: int,
         logger: logging.Logger,
+        describe: Callable[[Window], str] = lambda window: f"window {window.start}..{window.end}",
     ) -> None:
         self.fetch = fetch
-        self.distinct = distinct
         self.page_size = page_size
         self.max_concurrency = max_concurrency
         self.max_reads = max_reads
         self.logger = logger
+        self.describe = describe
 
-    def read(self, windows: list[Window]) -> Iterator[Page | Window | Failure]:
-        in_flight: dict[Future[Page], Window] = {}
+    def read(self, windows: list[Window]) -> Iterator[Window | Failure]:
+        in_flight: dict[Future[Page], tuple[Window, int]] = {}
         started = 0
         reported = 0
 
-        def request_more() -> None:
-            """Fill every free slot, so requests stay in flight while a page is consumed."""
+        def next_to_request() -> Window | None:
+            """The first window with a page to request; a new window only while few pages are held."""
             nonlocal started
-            while len(in_flight) + sum(len(w.held) for w in windows[reported:started]) < self.max_concurrency:
-                window = self._next_to_request(windows[reported:started])
-                while window is None and started < len(windows):
-                    started += 1
-                    if not windows[started - 1].done:  # an account that failed is not read
-                        window = windows[started - 1]
-                        window.start_read()
-                if window is None:
-                    return
+            for window in windows[reported:started]:
+                if not window.done and not window.ended and window.next_unrequested <= window.last_page:
+                    return window
+            while started < len(windows):
+                held = sum(w.held for w in windows[reported:started])
+                if started > reported and held + len(in_flight) >= self.max_concurrency:
+                    return None
+                started += 1
+                window = windows[started - 1]
+                if not window.done:  # an account that failed is not read
+                    window.start_read()
+                    return window
+            return None
+
+        def request_more() -> None:
+            """Fill every free slot, so requests stay in flight while a window is handed over."""
+            while len(in_flight) < self.max_concurrency and (window := next_to_request()):
                 number = window.next_unrequested
                 window.next_unrequested += 1
-                window.outstanding += 1
-                in_flight[pool.submit(self.fetch, window, number)] = window
+                in_flight[pool.submit(self.fetch, window, number)] = (window, window.reads)
 
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico")
         try:
             while reported < len(windows):
                 request_more()
-                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in sorted(finished, key=lambda f: in_flight[f].index):
-                    window = in_flight.pop(future)
-                    if window.failed:
-                        continue
-                    try:
-                        arrived = future.result()
-                    except FatalAPIError as error:
-                        yield Failure(window, error)
-                        for other in windows[reported:]:
-                            if other.account == window.account:
-                                other.failed = other.done = True
-                                other.held.clear()
-                        continue
-                    self._plan_after(arrived)
-                    window.held[arrived.number] = arrived
-                    while page := window.held.pop(window.next_to_hand, None):
-                        window.next_to_hand += 1
-                        request_more()
-                        yield page
-                        window.outstanding -= 1
-                    if window.outstanding == 0 and window.next_unrequested > window.last_page:
-                        self._close_read(window)
-                while reported < started and windows[reported].done:
-                    yield windows[reported]
+                if in_flight:
+                    finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in sorted(finished, key=lambda f: in_flight[f][0].index):
+                        window, read = in_flight.pop(future)
+                        if window.done or window.ended or read != window.reads:
+                            continue  # a page past the end of its read, or of an earlier read
+                        try:
+                            page = future.result()
+                            window.early[page.number] = page
+                            self._take_pages(window)
+                        except FatalAPIError as error:
+                            yield Failure(window, error)
+                            for other in windows[reported:]:
+                                if other.account == window.account:
+                                    other.failed = True
+                                    other.pages, other.early, other.answers = [], {}, {}
+                            continue
+                        if window.ended:
+                            self._close_read(window)
+                elif not windows[reported].done:
+                    msg = f"nothing to request for {self.describe(windows[reported])}, which is not read"
+                    raise RuntimeError(msg)
+                while reported < len(windows) and windows[reported].done:
+                    yield windows[reported]  # read, or of an account that failed
                     reported += 1
+                    started = max(started, reported)
         finally:
             # Never wait here for a request that hangs: a failed or stopped run ends promptly.
             pool.shutdown(wait=False, cancel_futures=True)
 
-    @staticmethod
-    def _next_to_request(active: list[Window]) -> Window | None:
-        for window in active:
-            if not window.done and window.next_unrequested <= window.last_page:
-                return window
-        return None
+    def _take_pages(self, window: Window) -> None:
+        """Take the pages that arrived, in page order, until the read ends."""
+        while not window.ended and (page := window.early.pop(FIRST_PAGE + len(window.pages), None)):
+            self._take(window, page)
+        if window.ended:
+            window.early.clear()
 
-    def _plan_after(self, page: Page) -> None:
-        """Learn from a page how far its window goes."""
-        window = page.window
+    def _take(self, window: Window, page: Page) -> None:
+        """Judge one page of the read under way (the pages before it are taken): keep it, end the read
+        before or after it, or find the window unreadable (FatalAPIError)."""
+        results = page.results
         if page.total_results is not None:
             window.total = max(window.total or 0, page.total_results)
-            if page.number == FIRST_PAGE and page.results:
-                window.last_page = max(window.last_page, math.ceil(page.total_results / self.page_size))
-        if page.next_page is not None and page.results:
-            window.last_page = max(window.last_page, page.next_page)
-        elif len(page.results) < self.page_size:
-            # A short page with no next page (or an empty one) ends the read, whatever
-            # total_results or next_page said.
-            window.last_page = min(window.last_page, page.number)
-            window.next_unrequested = max(window.next_unrequested, window.last_page + 1)
+        missing = 0 if window.total is None else window.total - window.new_rows
+        if results:
+            earlier = self._same_answer(window, page)
+            if earlier is not None:
+                if missing > 0:
+                    msg = (
+                        f"{self.describe(window)} cannot be read: page {page.number} is the same answer "
+                        f"as page {earlier.number} while {missing} of its "
+                        f"{window.total} results are missing (the API ignores 'page')"
+                    )
+                    raise FatalAPIError(msg)
+                window.ended = True  # a page past the end, answered with an earlier one again
+                return
+        repeated = edge_repeat(window.pages[-1].results, results) if window.pages else 0
+        if results and repeated == len(results):
+            window.ended = True  # nothing new: every row repeats the page before
+            return
+        window.pages.append(page)
+        window.new_rows += len(results) - repeated
+        if len(results) < self.page_size or page.next_page is None:
+            window.ended = True
+            return
+        if window.total is not None and window.new_rows >= window.total:
+            if window.slack >= SLACK_PAGES:
+                window.ended = True
+                return
+            window.slack += 1
+        justified = 0 if window.total is None else math.ceil(window.total / self.page_size)
+        window.last_page = max(window.last_page, page.number + 1, justified)
+
+    @staticmethod
+    def _same_answer(window: Window, page: Page) -> Page | None:
+        """An earlier page of the read with the very same rows, if any."""
+        key = len(page.results).to_bytes(4, "big") + msgspec.json.encode(page.results[0])
+        alike = window.answers.setdefault(key, [])
+        earlier = next((other for other in alike if other.results == page.results), None)
+        if earlier is None:
+            alike.append(page)
+        return earlier
 
     def _close_read(self, window: Window) -> None:
-        total, seen = window.total, self.distinct(window)
-        if total is None or seen >= total:
-            window.done = True
-            return
-        if window.reads < self.max_reads:
+        result = reconcile(window.pages)
+        if result.short_by and window.reads < self.max_reads:
             self.logger.warning(
-                "Window %s..%s returned %d distinct records but total_results is %d "
-                "(the data changed while it was paged); reading it again (%d/%d)",
-                window.start,
-                window.end,
-                seen,
-                total,
+                "%s gave %d rows but total_results is %d (the data changed while it was paged, "
+                "or the API counts rows it does not return); reading it again (%d/%d)",
+                self.describe(window),
+                result.kept,
+                result.total,
                 window.reads + 1,
                 self.max_reads,
             )
             window.start_read()
             return
-        window.short = True
-        self.logger.warning(
-            "Window %s..%s still returned %d distinct records for total_results %d after "
-            "%d reads; moving on, but the bookmark stays before these days: the next run reads them again",
-            window.start,
-            window.end,
-            seen,
-            total,
-            window.reads,
-        )
-        window.done = True
+        if result.short_by:
+            self.logger.warning(
+                "%s still gave %d rows for total_results %d after %d reads (%d short)",
+                self.describe(window),
+                result.kept,
+                result.total,
+                window.reads,
+                result.short_by,
+            )
+        window.result = result
+        window.pages, window.answers = [], {}

@@ -1,11 +1,14 @@
-"""Reading: which windows to read, the records of their pages, and the stream that reads them.
+"""Reading: which windows to read, the records they hand over, and the stream that reads them.
 
-:class:`WindowReader` is the one owner of what a read has seen: it drops the
-records a window already gave and tracks each window's newest record, which
-becomes the bookmark once the pager reports the window (and every window
-before it) complete. A record dated outside the days its window asked for is
-still emitted (once per run), but never moves a bookmark: one call dated
-years ahead must not make every later run skip the days in between.
+A run cuts each account's days into windows (:func:`plan`); the pager
+(``paging.py``) reads each window into pages, bounded by evidence, and
+reconciles them as one (``reconcile.py``); :class:`WindowReader` turns the
+reconciled rows into records; the bookmark rule (``bookmarks.py``) then
+decides, window by window, where the account's bookmark goes, and the stream
+writes STATE as :class:`~tap_optico.bookmarks.StateCadence` says. A record
+dated outside the days its window asked for is still emitted (once per run),
+but never moves a bookmark: one call dated years ahead must not make every
+later run skip the days in between.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Generator, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,10 +26,11 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.helpers.types import Context
 from typing_extensions import override
 
+from tap_optico.bookmarks import Days, Mark, StateCadence, WindowRead, after_window
 from tap_optico.client import OpticoClient
 from tap_optico.normalize import ACCOUNT, Normalizer
-from tap_optico.paging import Failure, Page, Window, WindowPager
-from tap_optico.sdk_seam import WindowedStream
+from tap_optico.paging import Failure, Window, WindowPager
+from tap_optico.sdk_seam import HELD_RUNS_KEY, WindowedStream
 from tap_optico.secrets import shorten
 from tap_optico.settings import Account, Settings, read_day
 
@@ -135,22 +139,26 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class Checkpoint:
-    """Every window of the account up to ``window`` is read: its bookmark may move to ``bookmark``."""
+class WindowDone:
+    """``window`` is read and its records handed over; ``newest`` is the newest replication value
+    among them dated inside the window (None: none)."""
 
     window: Window
-    bookmark: Any
+    newest: Any
 
 
 class WindowReader:
-    """Records from pages: normalised, each distinct one once, bookmarks per window.
+    """Records from the windows the pager hands over: normalised, keyed, each call once.
 
-    A record dated outside its window's days (a stray) is emitted at once and
-    marked as claimed for the window its day belongs to, so that this window
-    does not emit it again; strays dated outside the account's plan are
-    emitted once per run. Seen records are kept for the windows being read
-    and the last one completed, which is where edge-of-day strays come from.
-    Every record gets the name of its account.
+    Look-alike calls (sharing the normaliser's ``lookalike_key``) are numbered
+    by their rank in the read, which is the API's order, so each keeps its
+    key on every read. Streams without look-alikes drop a record whose
+    identity the window already gave. A non-object row is skipped with a
+    WARNING (it still counted as a row of the read). A record dated outside
+    its window's days (a stray) is emitted at once, and its home window,
+    when read later in this run, does not emit it again; strays dated
+    outside the account's plan, or in a window read earlier than the one
+    before, are emitted once per run. Every record gets its account's name.
     """
 
     def __init__(
@@ -159,35 +167,25 @@ class WindowReader:
         *,
         identity_fields: tuple[str, ...],
         replication_key: str,
+        days: Days,
         logger: logging.Logger,
     ) -> None:
         self.normalize = normalize
         self.identity = operator.itemgetter(*identity_fields)
         self.replication_key = replication_key
+        self.days = days
         self.logger = logger
         self._plans: dict[str, Plan] = {}
-        # Window index -> identities that window returned, and the newest replication value among them.
-        self._seen: dict[int, set[Hashable]] = {}
-        self._newest: dict[int, Any] = {}
-        # Window index -> identities of its days that another window returned and emitted.
+        # Account -> identities its last window handed over (where edge-of-day strays come from).
+        self._previous: dict[str, set[Hashable]] = {}
+        # Window index -> identities of its days that another window emitted.
         self._claimed: dict[int, set[Hashable]] = {}
         self._strays: set[tuple[str, Hashable]] = set()
-        # Accounts with a window read short: their bookmark moves no further in this run.
-        self._held_back: set[str] = set()
-        # Windows 0 .. _complete - 1 are read and checkpointed.
-        self._complete = 0
-        self._stray_days: Counter[str] = Counter()
-        # Window index -> the read under way and, per look-alike key, its first page, that page's
-        # total_results and how many records of that key the read gave.
-        self._lookalikes: dict[int, tuple[int, dict[Any, tuple[int, int | None]], Counter[Any]]] = {}
+        self._stray_days: Counter[dt.date] = Counter()
 
-    def distinct(self, window: Window) -> int:
-        """How many distinct records ``window`` has given so far."""
-        return len(self._seen.get(window.index, ()))
-
-    def read(self, pager: WindowPager, plans: list[Plan]) -> Iterator[dict[str, Any] | Checkpoint | Failure]:
-        """Every distinct record of the plans' windows, a :class:`Checkpoint` after each complete
-        window, and the :class:`Failure` of an account whose requests failed for good."""
+    def read(self, pager: WindowPager, plans: list[Plan]) -> Iterator[dict[str, Any] | WindowDone | Failure]:
+        """Every record of the plans' windows, a :class:`WindowDone` after each window, and the
+        :class:`Failure` of an account whose windows cannot be read."""
         name = self.normalize.stream_name
         self._plans = {plan.account.name: plan for plan in plans}
         windows = [window for plan in plans for window in plan.windows]
@@ -209,26 +207,17 @@ class WindowReader:
                 )
         progress = Progress(name, plans, self.logger)
         for item in pager.read(windows):
-            if isinstance(item, Window):
-                self._complete = item.index + 1
-                self._seen.pop(item.index - 1, None)
-                self._claimed.pop(item.index, None)
-                self._lookalikes.pop(item.index, None)
-                newest = self._newest.pop(item.index, None)
-                if item.failed:
-                    continue
-                progress.window_done(item)
-                if item.short:
-                    self._held_back.add(item.account.name)
-                if item.account.name not in self._held_back:
-                    yield Checkpoint(item, newest)
-            elif isinstance(item, Failure):
+            if isinstance(item, Failure):
                 yield item
+            elif item.failed:
+                self._claimed.pop(item.index, None)
             else:
-                yield from self._records(item)
-                progress.page(len(item.results))
+                handed = yield from self._records(item)
+                progress.page(handed.records)
+                progress.window_done(item)
+                yield WindowDone(item, handed.newest)
         if self._stray_days:
-            days = sorted(self._stray_days)
+            days = sorted(map(str, self._stray_days))
             self.logger.warning(
                 "%s: %d record(s) dated outside the days requested (%s%s): emitted once each; "
                 "no bookmark moves past the days read",
@@ -239,102 +228,94 @@ class WindowReader:
             )
         self.normalize.log_summary()
 
-    def _records(self, page: Page) -> Iterator[dict[str, Any]]:
-        window = page.window
+    def _records(self, window: Window) -> Generator[dict[str, Any], None, _Handed]:
+        assert window.result is not None
         account = window.account.name
-        first, last = window.start.isoformat(), window.end.isoformat()
-        seen = self._seen.setdefault(window.index, set())
-        claimed = self._claimed.get(window.index, ())
-        newest = self._newest.get(window.index)
-        normalize, identity, replication_key = self.normalize, self.identity, self.replication_key
+        normalize, identity, replication_key, days = (
+            self.normalize,
+            self.identity,
+            self.replication_key,
+            self.days,
+        )
         lookalike = normalize.lookalike_key
-        try:
-            for raw in page.results:
-                if not normalize.accepts(raw):
-                    self.logger.error(
-                        "%s: skipped a result that is not a JSON object: %s",
-                        normalize.stream_name,
-                        shorten(repr(raw), 80),
-                    )
+        ranks: Counter[Any] = Counter()
+        keys: set[Hashable] = set()
+        claimed = self._claimed.pop(window.index, ())
+        handed = _Handed()
+        not_objects: list[Any] = []
+        for raw in window.result.rows():
+            if not normalize.accepts(raw):
+                not_objects.append(raw)
+                continue
+            record = normalize(raw)
+            record[ACCOUNT] = account
+            if lookalike is not None:
+                rank = ranks[record[lookalike]]
+                ranks[record[lookalike]] = rank + 1
+                if rank:
+                    normalize.renumber(record, rank)
+            key = identity(record)
+            if key in keys:
+                continue
+            keys.add(key)
+            value = record[replication_key]
+            if value is not None:
+                day = days(value)
+                if not window.start <= day <= window.end:
+                    if self._first_time_stray(key, day, window):
+                        handed.records += 1
+                        yield record
                     continue
-                record = normalize(raw)
-                record[ACCOUNT] = account
-                if lookalike is not None and not self._number(record, lookalike, page):
-                    continue
-                key = identity(record)
-                if key in seen:
-                    continue
-                seen.add(key)
-                value = record[replication_key]
-                if value is not None:
-                    day = str(value)[:10]
-                    if not first <= day <= last:
-                        if self._first_time_stray(key, day, account):
-                            yield record
-                        continue
-                    if newest is None or value > newest:
-                        newest = value
-                if key not in claimed:
-                    yield record
-        finally:
-            self._newest[window.index] = newest
+                if handed.newest is None or value > handed.newest:
+                    handed.newest = value
+            if key not in claimed:
+                handed.records += 1
+                yield record
+        self._previous[account] = keys
+        if not_objects:
+            self.logger.warning(
+                "%s: skipped a result that is not a JSON object: %s (%d in %s..%s%s; counted as read)",
+                normalize.stream_name,
+                shorten(repr(not_objects[0]), 80),
+                len(not_objects),
+                window.start,
+                window.end,
+                f" of account {account}" if len(self._plans) > 1 else "",
+            )
+        return handed
 
-    def _number(self, record: dict[str, Any], lookalike: str, page: Page) -> bool:
-        """Key a record that looks like an earlier one of the same read as a call of its own.
-
-        Pages reach the reader in page order, so the n-th look-alike of a read
-        is the n-th in the API's order, and keeps its key on every read.
-        False for the same row handed again: it looks like a record of an
-        earlier page whose total_results differs (the data changed, so rows
-        shifted from one page to the next between the two requests).
-        """
-        window = page.window
-        read, first, counts = self._lookalikes.get(window.index, (0, {}, Counter()))
-        if read != window.reads:
-            first, counts = {}, Counter()
-            self._lookalikes[window.index] = (window.reads, first, counts)
-        key = record[lookalike]
-        earlier = first.get(key)
-        if earlier is None:
-            first[key] = (page.number, page.total_results)
-            counts[key] = 1
-            return True
-        first_page, first_total = earlier
-        if (
-            first_page != page.number
-            and None not in (first_total, page.total_results)
-            and first_total != page.total_results
-        ):
-            return False
-        self.normalize.renumber(record, counts[key])
-        counts[key] += 1
-        return True
-
-    def _first_time_stray(self, key: Hashable, day: str, account: str) -> bool:
-        """Whether a record dated ``day``, outside its window, is to be emitted now (and count it)."""
+    def _first_time_stray(self, key: Hashable, day: dt.date, window: Window) -> bool:
+        """Whether a record dated ``day``, outside ``window``, is to be emitted now (and count it)."""
+        account = window.account.name
         home = self._window_of(day, account)
-        if home is None or home.index < self._complete - 1:
-            # Outside the plan, or its window is done and its records forgotten: once per run.
-            if (account, key) in self._strays:
+        if home is not None and home.index > window.index:
+            if key in self._claimed.get(home.index, ()):
                 return False
-            self._strays.add((account, key))
-        elif key in self._seen.get(home.index, ()) or key in self._claimed.get(home.index, ()):
+            self._claimed.setdefault(home.index, set()).add(key)
+        elif (
+            home is not None and home.index == window.index - 1 and key in self._previous.get(account, ())
+        ) or (account, key) in self._strays:
             return False
         else:
-            self._claimed.setdefault(home.index, set()).add(key)
+            # Outside the plan, or its window is read and its records forgotten: once per run.
+            self._strays.add((account, key))
         self._stray_days[day] += 1
         return True
 
-    def _window_of(self, day: str, account: str) -> Window | None:
-        try:
-            date = dt.date.fromisoformat(day)
-        except ValueError:
-            return None
+    def _window_of(self, day: dt.date, account: str) -> Window | None:
         windows = self._plans[account].windows
-        if not windows or not windows[0].start <= date <= windows[-1].end:
+        if not windows or not windows[0].start <= day <= windows[-1].end:
             return None
         span = (windows[0].end - windows[0].start).days + 1
-        return windows[(date - windows[0].start).days // span]
+        return windows[(day - windows[0].start).days // span]
+
+
+@dataclass
+class _Handed:
+    """What a window handed over: how many records, and the newest replication value inside it."""
+
+    records: int = 0
+    newest: Any = None
 
 
 class OpticoStream(WindowedStream, OpticoClient):
@@ -364,6 +345,16 @@ class OpticoStream(WindowedStream, OpticoClient):
             else state.get("replication_key_value")
         )
 
+    def held_runs(self, account: Account) -> int:
+        """Runs that a window read short has held the account's bookmark where it is (bookmarks.py)."""
+        state = self.tap_state.get("bookmarks", {}).get(self.name, {})
+        context = {ACCOUNT: account.name}
+        partition: dict[str, Any] = next(
+            (p for p in state.get("partitions", ()) if p.get("context") == context), {}
+        )
+        runs = partition.get(HELD_RUNS_KEY, 0)
+        return runs if isinstance(runs, int) and not isinstance(runs, bool) else 0
+
     @property
     @override
     def partitions(self) -> list[dict[str, Any]] | None:
@@ -379,21 +370,24 @@ class OpticoStream(WindowedStream, OpticoClient):
         read one after the other; each still has its own bookmark in the
         SDK's partition format (``{"context": {"account": name}, ...}``).
         """
+        days = Days(self.settings.timezone)
         reader = WindowReader(
             self.normalizer,
             identity_fields=self.identity_fields,
             replication_key=str(self.replication_key),
+            days=days,
             logger=self.logger,
         )
         pager = WindowPager(
             self.fetch_page,
-            reader.distinct,
             page_size=self.settings.page_size,
             max_concurrency=self.settings.max_concurrency,
             max_reads=MAX_WINDOW_READS,
             logger=self.logger,
+            describe=self.describe,
         )
         plans: list[Plan] = []
+        marks: dict[str, Mark] = {}
         for account in self.settings.accounts:
             if account.name in self.failed_accounts:
                 self.logger.error(
@@ -402,12 +396,31 @@ class OpticoStream(WindowedStream, OpticoClient):
                 continue
             first = sum(len(plan.windows) for plan in plans)
             plans.append(plan(self.settings, account, self.bookmark(account), first))
+            marks[account.name] = Mark(self.bookmark(account), self.held_runs(account))
+        cadence = StateCadence(len(plans))
         # A dry run (`--test`) takes this many records: stop there rather than be aborted with an ERROR.
         limit = self.ABORT_AT_RECORD_COUNT
         emitted = 0
         for item in reader.read(pager, plans):
-            if isinstance(item, Checkpoint):
-                self.checkpoint({ACCOUNT: item.window.account.name}, item.bookmark)
+            if isinstance(item, WindowDone):
+                window = item.window
+                name = window.account.name
+                assert window.result is not None
+                read = WindowRead(
+                    self.describe(window),
+                    window.end,
+                    item.newest,
+                    window.result.short_by,
+                    window.result.total,
+                )
+                mark, warning = after_window(marks[name], read, days=days, day_value=self.day_value)
+                if warning:
+                    self.logger.warning("%s", warning)
+                if mark != marks[name]:
+                    marks[name] = mark
+                    self.set_bookmark({ACCOUNT: name}, mark.value, mark.held_runs)
+                    if cadence.moved():
+                        self.write_state()
             elif isinstance(item, Failure):
                 if limit is not None:  # a connection test (`--test`) fails on any account
                     raise item.error
@@ -421,6 +434,16 @@ class OpticoStream(WindowedStream, OpticoClient):
                 emitted += 1
                 if emitted == limit:
                     return
+
+    def describe(self, window: Window) -> str:
+        """How log lines name ``window``: the stream, the account (with several) and the days."""
+        return f"{self.name}{self._whose(window)}: window {window.start}..{window.end}"
+
+    def day_value(self, day: dt.date) -> Any:
+        """``day`` as a value of the replication key: the day, or its first instant in ``timezone``."""
+        if self.schema["properties"][self.replication_key].get("format") == "date":
+            return day.isoformat()
+        return dt.datetime.combine(day, dt.time(), self.settings.timezone).isoformat()
 
     @override
     def get_batch_config(self, config: Mapping[str, Any]) -> None:

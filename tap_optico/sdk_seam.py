@@ -1,7 +1,7 @@
 """Every private singer-sdk name the tap relies on, and nothing else.
 
 singer-sdk offers no public hook for four things this tap must do: move a
-bookmark per complete window instead of per record, write records without
+bookmark per complete window instead of per record (and write STATE when it says), write records without
 the SDK's per-record message objects, word setting errors itself, and stop
 on a signal without writing into the output. The
 overrides that do it live here, together; ``tests/test_sdk_contract.py``
@@ -13,6 +13,7 @@ silently switching the behaviour off.
 from __future__ import annotations
 
 import json
+import sys
 from functools import cached_property
 from types import FrameType
 from typing import IO, Any
@@ -26,9 +27,16 @@ from tap_optico import stopping
 from tap_optico.errors import AccountsFailedError, SettingsError
 from tap_optico.writer import OpticoWriter
 
+#: The partition state's count of runs that a window read short held its bookmark (bookmarks.py).
+HELD_RUNS_KEY = "held_runs"
+
 
 class WindowedStream(Stream):
-    """A stream whose bookmark moves only when :meth:`checkpoint` says so."""
+    """A stream whose bookmark moves only by :meth:`set_bookmark`, and whose STATE messages are
+    written when :meth:`write_state` says so (and at the end of the stream, as the SDK does)."""
+
+    # Not every 10,000 records: a STATE holds every account's bookmark (see bookmarks.StateCadence).
+    STATE_MSG_FREQUENCY = sys.maxsize
 
     @property
     def failed_accounts(self) -> dict[str, str]:
@@ -43,14 +51,20 @@ class WindowedStream(Stream):
         """Records of a window arrive in no order and from concurrent pages: a
         per-record bookmark could pass calls not read yet, so it stays put."""
 
-    def checkpoint(self, context: Context | None, bookmark: Any) -> None:
-        """Move the bookmark forward to ``bookmark`` (if it is further) and emit STATE."""
+    def set_bookmark(self, context: Context | None, bookmark: Any, held_runs: int) -> None:
+        """Set the partition's bookmark (bookmarks.py decides where), and the runs a short window
+        has held it, for the next STATE message."""
         state = self.get_context_state(context)
-        current = state.get("replication_key_value")
-        if bookmark is not None and (current is None or bookmark > current):
-            state["replication_key"] = self.replication_key
-            state["replication_key_value"] = bookmark
-            self.state_manager.is_flushed = False
+        state["replication_key"] = self.replication_key
+        state["replication_key_value"] = bookmark
+        if held_runs:
+            state[HELD_RUNS_KEY] = held_runs
+        else:
+            state.pop(HELD_RUNS_KEY, None)
+        self.state_manager.is_flushed = False
+
+    def write_state(self) -> None:
+        """Emit a STATE message now (after the records written so far)."""
         self._write_state_message()
 
     @cached_property
