@@ -283,6 +283,10 @@ class OpticoClient(RESTStream[int]):
         """One pause per account: a 429 is the limit of one key, and slows that key's requests only."""
         return {name: SharedPause() for name in self.accounts}
 
+    def describe(self, window: Window) -> str:
+        """How log lines name ``window``: the stream, the account (with several) and the days."""
+        return f"{self.name}{self._whose(window)}: window {window.start}..{window.end}"
+
     def _whose(self, window: Window) -> str:
         return f" (account {window.account.name})" if self.settings.several_accounts else ""
 
@@ -349,7 +353,10 @@ class OpticoClient(RESTStream[int]):
             )
             raise FatalAPIError(msg) from None
         paginator = OpticoPaginator(number)
-        paginator.advance(response)
+        try:
+            paginator.advance(response)
+        except FatalAPIError as error:
+            raise FatalAPIError(f"{self.describe(window)} cannot be read: {error}") from None
         return Page(
             window=window,
             number=number,

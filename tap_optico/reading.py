@@ -435,10 +435,6 @@ class OpticoStream(WindowedStream, OpticoClient):
                 if emitted == limit:
                     return
 
-    def describe(self, window: Window) -> str:
-        """How log lines name ``window``: the stream, the account (with several) and the days."""
-        return f"{self.name}{self._whose(window)}: window {window.start}..{window.end}"
-
     def day_value(self, day: dt.date) -> Any:
         """``day`` as a value of the replication key: the day, or its first instant in ``timezone``."""
         if self.schema["properties"][self.replication_key].get("format") == "date":

@@ -10,8 +10,9 @@ A pure function of the pages, so that each rule is checked in one place:
   repeat is dropped (the pages are no snapshot: a row at a page break may
   have shifted onto the next page);
 - when ``total_results`` stayed the same, edge repeats are dropped only as
-  far as the rows exceed it: rows that add up to ``total_results`` are all
-  calls, identical ones included, wherever the page breaks fall;
+  far as the rows exceed it (one per page in turn): rows that add up to
+  ``total_results`` are all calls, identical ones included, wherever the
+  page breaks fall;
 - what is left is compared with ``total_results``: fewer rows make the read
   *short* (the pager reads it again, and the bookmark rule decides).
 """
@@ -87,10 +88,19 @@ def reconcile(pages: Sequence[PageRows]) -> Reconciled:
     changed = len(totals) > 1
     candidates = sum(runs)
     to_drop = candidates if total is None or changed else min(candidates, max(0, handed - total))
-    parts = []
-    left = to_drop
-    for page, run in zip(pages, runs, strict=True):
-        dropped = min(run, left)
-        left -= dropped
-        parts.append((page.results, dropped))
-    return Reconciled(tuple(parts), handed, to_drop, total, changed)
+    dropped = _spread(to_drop, runs)
+    parts = tuple((page.results, drop) for page, drop in zip(pages, dropped, strict=True))
+    return Reconciled(parts, handed, to_drop, total, changed)
+
+
+def _spread(count: int, runs: list[int]) -> list[int]:
+    """``count`` rows to drop from the tops of pages whose edge repeats are ``runs``: one per page
+    in turn, as an offset that slipped repeats a row per page (a longer run may hold real
+    identical calls)."""
+    dropped = [0] * len(runs)
+    while count:
+        for index, run in enumerate(runs):
+            if count and dropped[index] < run:
+                dropped[index] += 1
+                count -= 1
+    return dropped

@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import msgspec
@@ -19,8 +19,32 @@ DEFAULT_LIMIT = 100
 TRUE_VALUES = frozenset({"1", "true", "True", "yes", "on"})
 
 Order = Literal["asc", "desc"]
+MisbehaviourKind = Literal[
+    "endless-pages", "ignore-page", "repeat-last-row", "phantom-call", "null-row", "trickle"
+]
+#: What each misbehaviour does (all are off unless asked for).
+MISBEHAVIOURS: dict[MisbehaviourKind, str] = {
+    "endless-pages": "next_page is always page + 1; a page past the end answers the last page again",
+    "ignore-page": "every page answers the rows of page 1 (with next_page after the page asked)",
+    "repeat-last-row": "each page starts with the last row of the page before (an off-by-one offset)",
+    "phantom-call": "total_results counts a call more than it returns, when the days asked include the first",
+    "null-row": "the first row of each answer's first page is null (and counted)",
+    "trickle": "the body is sent at trickle_bytes_per_second",
+}
 # How the last page says there is no next one (None: no next_page key); the mixed style cycles them all.
 _NO_NEXT_PAGE_FORMS: tuple[bytes | None, ...] = (None, *map(msgspec.json.encode, LAST_PAGE_MARKERS))
+
+
+@dataclass(frozen=True)
+class Misbehaviour:
+    """Ways the API misbehaves, for some accounts (by number, from 1) or, with none listed, all."""
+
+    kinds: frozenset[MisbehaviourKind] = frozenset()
+    accounts: frozenset[int] = frozenset()
+    trickle_bytes_per_second: float = 64.0
+
+    def applies(self, kind: MisbehaviourKind, account: int) -> bool:
+        return kind in self.kinds and (not self.accounts or account in self.accounts)
 
 
 class QueryError(ValueError):
@@ -129,8 +153,11 @@ class SandboxApi:
         *,
         order: Order = "asc",
         live_step: int = 0,
+        misbehaviour: Misbehaviour | None = None,
     ) -> None:
         self.accounts = dict(accounts)
+        self.misbehaviour = misbehaviour or Misbehaviour()
+        self._numbers = {key: number for number, key in enumerate(self.accounts, 1)}
         #: The first account's data.
         self.data = next(iter(self.accounts.values()))
         self.order = order
@@ -152,6 +179,11 @@ class SandboxApi:
         data = data or self.data
         return data.calls_of_day(day)[: self.visible_count(day, data)]
 
+    def misbehaves(self, kind: MisbehaviourKind, params: Mapping[str, str]) -> bool:
+        """Whether the account whose key ``params`` holds misbehaves in this way."""
+        number = self._numbers.get(params.get("api_key", ""))
+        return number is not None and self.misbehaviour.applies(kind, number)
+
     def answer(self, params: Mapping[str, str]) -> bytes:
         """The JSON body for one request's query parameters."""
         with self._lock:
@@ -164,9 +196,23 @@ class SandboxApi:
             query = parse_query(params)
         except QueryError as error:
             return error_body(str(error))
-        items, total = self._page(query, data)
+        stride = query.limit - 1 if self.misbehaves("repeat-last-row", params) else query.limit
+        if self.misbehaves("ignore-page", params):  # page 1's rows, next_page as asked
+            items, total = self._page(replace(query, page=FIRST_PAGE), data, stride)
+        else:
+            items, total = self._page(query, data, stride)
+        more = (query.page - 1) * stride + query.limit < total
+        if self.misbehaves("endless-pages", params):
+            last = max(FIRST_PAGE, -(-total // query.limit))
+            if query.page > last:
+                items, _ = self._page(replace(query, page=last), data, stride)
+            more = True
+        if self.misbehaves("null-row", params) and query.page == FIRST_PAGE and items:
+            items[0] = b"null"
+        if self.misbehaves("phantom-call", params) and query.start <= data.first_day <= query.end:
+            total += 1
         body = bytearray(b'{"status":"OK","total_results":%d,' % total)
-        if query.page * query.limit < total:
+        if more:
             body += b'"next_page":%d,' % (query.page + 1)
         elif data.style == "mixed":
             form = _NO_NEXT_PAGE_FORMS[served % len(_NO_NEXT_PAGE_FORMS)]
@@ -175,11 +221,12 @@ class SandboxApi:
         body += b'"results":[' + b",".join(items) + b'],"errors":[]}'
         return bytes(body)
 
-    def _page(self, query: Query, data: SandboxData) -> tuple[list[bytes], int]:
+    def _page(self, query: Query, data: SandboxData, stride: int) -> tuple[list[bytes], int]:
+        """The items of a page that starts ``stride`` rows after the one before, and the total."""
         days = data.days(query.start, query.end)
         if self.order == "desc":
             days.reverse()
-        first = (query.page - 1) * query.limit
+        first = (query.page - 1) * stride
         if query.group_by_day:
             rows = list(self._daily_rows(days, query, data))
             return rows[first : first + query.limit], len(rows)

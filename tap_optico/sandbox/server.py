@@ -19,17 +19,26 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from typing_extensions import override
 
-from tap_optico.sandbox.api import SANDBOX_API_KEY, Order, SandboxApi, account_key
+from tap_optico.sandbox.api import (
+    MISBEHAVIOURS,
+    SANDBOX_API_KEY,
+    Misbehaviour,
+    MisbehaviourKind,
+    Order,
+    SandboxApi,
+    account_key,
+)
 from tap_optico.sandbox.data import RAW_STYLES, RawStyle, SandboxData
 
 FaultKind = Literal["429", "500", "503", "timeout", "truncated", "html"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("429", "500", "503", "timeout", "truncated", "html")
 DEFAULT_SPAN_DAYS = 90
+TRICKLE_PIECES_PER_SECOND = 4
 HTML_ERROR_PAGE = (
     b"<!DOCTYPE html><html><head><title>Erreur</title></head>"
     b"<body><h1>Service momentan\xc3\xa9ment indisponible</h1></body></html>"
@@ -145,7 +154,9 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
                 self._send(HTTPStatus.NOT_FOUND, "text/html", HTML_ERROR_PAGE)
                 return
             if request.fault is None:
-                self._send(HTTPStatus.OK, "application/json", server.api.answer(params))
+                body = server.api.answer(params)
+                trickle = server.api.misbehaves("trickle", params)
+                self._send(HTTPStatus.OK, "application/json", body, trickle=trickle)
             else:
                 self._inject(request.fault, params)
 
@@ -170,6 +181,8 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             content_type: str,
             body: bytes,
             headers: dict[str, str] | None = None,
+            *,
+            trickle: bool = False,
         ) -> None:
             try:
                 self.send_response(status)
@@ -178,7 +191,17 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(body)
+                if not trickle:
+                    self.wfile.write(body)
+                    return
+                # A few bytes at a time, each piece flushed: the answer never stalls, it crawls.
+                piece = max(
+                    1, round(server.api.misbehaviour.trickle_bytes_per_second / TRICKLE_PIECES_PER_SECOND)
+                )
+                for start in range(0, len(body), piece):
+                    self.wfile.write(body[start : start + piece])
+                    self.wfile.flush()
+                    time.sleep(1 / TRICKLE_PIECES_PER_SECOND)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
 
@@ -204,6 +227,7 @@ def build_server(
     api_key: str = SANDBOX_API_KEY,
     accounts: int = 1,
     faults: Faults | None = None,
+    misbehaviour: Misbehaviour | None = None,
 ) -> SandboxServer:
     """A sandbox with data from ``first_day`` (default: 89 days ago) to ``last_day`` (today).
 
@@ -222,7 +246,7 @@ def build_server(
         )
         for number in range(1, accounts + 1)
     }
-    api = SandboxApi(datasets, order=order, live_step=live_step)
+    api = SandboxApi(datasets, order=order, live_step=live_step, misbehaviour=misbehaviour)
     return SandboxServer(api=api, host=host, port=port, faults=faults or Faults())
 
 
@@ -273,6 +297,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="K/N",
         help="with --print-accounts: only group K of N (accounts K, K+N, K+2N, ...)",
     )
+    parser.add_argument(
+        "--misbehave",
+        default="",
+        metavar="KIND[,KIND]",
+        help="off by default; any of: "
+        + "; ".join(f"{kind}: {text}" for kind, text in MISBEHAVIOURS.items()),
+    )
+    parser.add_argument(
+        "--misbehaving-accounts",
+        default="",
+        metavar="N[,N]",
+        help="the accounts (by number, from 1) that misbehave; default: all",
+    )
+    parser.add_argument("--trickle-bytes-per-second", type=float, default=64.0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     parser.add_argument("--fault-every", type=int, default=0, help="every Nth request fails")
     parser.add_argument(
@@ -289,6 +327,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     unknown = sorted(set(kinds) - set(FAULT_KINDS))
     if unknown:
         _parser().error(f"unknown fault kinds: {', '.join(unknown)}")
+    misbehaving = [kind for kind in args.misbehave.split(",") if kind]
+    if unknown := sorted(set(misbehaving) - set(MISBEHAVIOURS)):
+        _parser().error(f"unknown misbehaviours: {', '.join(unknown)}")
+    try:
+        numbers = frozenset(int(n) for n in args.misbehaving_accounts.split(",") if n)
+    except ValueError:
+        _parser().error("--misbehaving-accounts takes account numbers, such as 2,3")
+    misbehaviour = Misbehaviour(
+        frozenset(cast("list[MisbehaviourKind]", misbehaving)), numbers, args.trickle_bytes_per_second
+    )
     if args.print_accounts:
         group, groups = args.group
         keys = [args.api_key] + [account_key(number) for number in range(2, args.accounts + 1)]
@@ -309,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         api_key=args.api_key,
         accounts=args.accounts,
         faults=Faults(every=args.fault_every, kinds=kinds, latency=args.latency),
+        misbehaviour=misbehaviour,
     )
 
     def _stop(signum: int, frame: FrameType | None) -> None:

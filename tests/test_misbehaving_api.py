@@ -1,0 +1,224 @@
+"""An API that misbehaves about paging, counts and timing: the tap over HTTP against the sandbox's
+misbehaviours (``--misbehave``), one test per rule of the README's Reliability section."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tap_optico.bookmarks import HELD_RUNS
+from tap_optico.paging import SLACK_PAGES
+from tap_optico.reading import MAX_WINDOW_READS
+from tap_optico.sandbox import Misbehaviour, SandboxServer, account_key, build_server
+from tap_optico.sandbox.api import MisbehaviourKind, Order
+from tests.helpers import (
+    FIRST_DAY,
+    SandboxFactory,
+    TapRun,
+    bookmark,
+    run_tap,
+    sandbox_call_ids,
+    tap_config,
+)
+from tests.test_accounts import account_ids, accounts_config, ids_by_account
+from tests.test_integrity import read_calls
+
+THIRD_DAY = FIRST_DAY + dt.timedelta(days=2)
+
+
+def misbehaving(*kinds: MisbehaviourKind, accounts: tuple[int, ...] = (), **options: Any) -> Misbehaviour:
+    return Misbehaviour(frozenset(kinds), frozenset(accounts), **options)
+
+
+def page_requests(server: SandboxServer, account: int = 1) -> list[int]:
+    """The pages of the calls stream the tap asked for with account ``account``'s key."""
+    key = account_key(account)
+    return [
+        int(r.params["page"])
+        for r in server.requests
+        if r.params.get("api_key") == key and "group_by_day" not in r.params
+    ]
+
+
+def errors(run: TapRun) -> list[str]:
+    return [line for line in run.stderr.splitlines() if " ERROR " in line]
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_pages_that_never_end_are_read_as_far_as_total_results_justifies(
+    make_sandbox: SandboxFactory, tmp_path: Path, concurrency: int
+) -> None:
+    server = make_sandbox(last_day=THIRD_DAY, misbehaviour=misbehaving("endless-pages"))
+    config = tap_config(server, page_size=10, window_days=3, max_concurrency=concurrency)
+    run = run_tap(config, tmp_path, timeout=60)
+    assert run.returncode == 0, run.stderr
+    records = run.records("calls")
+    assert len(records) == 150
+    assert {r["call_id"] for r in records} == sandbox_call_ids(server)
+    # 150 calls by 10: 15 pages, and one of slack, which repeats page 15 and ends the read.
+    assert sorted(page_requests(server)) == list(range(1, 15 + SLACK_PAGES + 1))
+
+
+def test_an_api_that_ignores_page_fails_its_account_only(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    server = make_sandbox(
+        accounts=2, last_day=THIRD_DAY, misbehaviour=misbehaving("ignore-page", accounts=(2,))
+    )
+    config = accounts_config(server, 1, 2, page_size=10, window_days=3, max_concurrency=4)
+    run = run_tap(config, tmp_path, timeout=60)
+    assert run.returncode == 1
+    [line] = [line for line in errors(run) if "cannot be read" in line]
+    assert "account marseille" in line
+    assert "window 2026-03-20..2026-03-22 cannot be read: page 2 is the same answer as page 1" in line
+    assert "(the API ignores 'page')" in line
+    assert errors(run)[-1].endswith("1 account(s) failed, the others were read: marseille")
+    found = ids_by_account(run)
+    assert set(found) == {"lyon"}, "nothing of the window that cannot be read is emitted"
+    assert found["lyon"] == account_ids(server, 1)
+    assert bookmark(run.final_state, "calls", "lyon").startswith("2026-03-22T")
+    assert bookmark(run.final_state, "calls", "marseille") is None
+    assert len(page_requests(server, 2)) <= 15  # what total_results justifies, no more
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    page_size=st.sampled_from([10, 13, 37]),
+    concurrency=st.sampled_from([1, 4]),
+    order=st.sampled_from(["asc", "desc"]),
+    lookalikes=st.integers(0, 3),
+)
+def test_a_page_that_repeats_the_last_row_of_the_page_before_gives_each_call_once(
+    page_size: int, concurrency: int, order: Order, lookalikes: int
+) -> None:
+    server = build_server(
+        first_day=FIRST_DAY,
+        last_day=FIRST_DAY + dt.timedelta(days=1),
+        calls_per_day=60,
+        lookalikes=lookalikes,
+        order=order,
+        misbehaviour=misbehaving("repeat-last-row"),
+    ).start()
+    try:
+        config = tap_config(server, page_size=page_size, max_concurrency=concurrency, window_days=2)
+        records = read_calls(config)
+    finally:
+        server.stop()
+    ids = [record["call_id"] for record in records]
+    assert len(ids) == len(set(ids)) == 120
+    assert set(ids) == sandbox_call_ids(server)
+
+
+def test_a_count_that_is_never_met_holds_the_bookmark_for_some_runs_then_moves_past(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    server = make_sandbox(misbehaviour=misbehaving("phantom-call"))
+    state: dict[str, Any] | None = None
+    for run_number in range(1, HELD_RUNS + 2):
+        end = FIRST_DAY + dt.timedelta(days=run_number + 1)  # a daily run: one more day each time
+        server.requests.clear()
+        run = run_tap(tap_config(server, end_date=end.isoformat(), window_days=7), tmp_path, state=state)
+        assert run.returncode == 0, run.stderr
+        warnings = [line for line in run.stderr.splitlines() if "short of total_results" in line]
+        state = run.final_state
+        if run_number < HELD_RUNS:
+            total = 50 * (run_number + 2) + 1
+            assert len(warnings) == 2  # calls and daily_calls
+            assert f"stayed 1 row(s) short of total_results {total}" in warnings[0]
+            assert f"(run {run_number} of {HELD_RUNS}; at run {HELD_RUNS} it moves past)" in warnings[0]
+            assert run.bookmark("calls") is None
+            assert run.bookmark("daily_calls") is None
+            reads = [r for r in server.requests if "group_by_day" not in r.params]
+            # Each read asks for the pages total_results justifies (100 a page), and no more.
+            assert len(reads) == MAX_WINDOW_READS * math.ceil(total / 100)
+        elif run_number == HELD_RUNS:
+            assert len(warnings) == 2
+            assert f"for {HELD_RUNS} runs: the bookmark moves past it" in warnings[0]
+            assert run.bookmark("daily_calls") == end.isoformat()
+            assert run.bookmark("calls").startswith(f"{end}T")
+        else:  # the day short for good is behind the bookmark: reads go on as usual
+            assert warnings == []
+            assert {r.params["start_date"] for r in server.requests} == {
+                (end - dt.timedelta(days=2)).isoformat()
+            }
+            assert run.bookmark("daily_calls") == end.isoformat()
+
+
+def test_an_answer_that_trickles_is_cut_at_request_timeout_and_fails_its_account_only(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    server = make_sandbox(accounts=2, last_day=THIRD_DAY, misbehaviour=misbehaving("trickle", accounts=(2,)))
+    config = accounts_config(server, 1, 2, request_timeout=2, max_tries=2, max_wait_seconds=1)
+    started = time.monotonic()
+    run = run_tap(config, tmp_path, timeout=60)
+    elapsed = time.monotonic() - started
+    assert run.returncode == 1
+    assert elapsed < 20, "two tries of 2 s each, and a wait, for the account that trickles"
+    [line] = [line for line in errors(run) if "account marseille failed" in line]
+    assert "after 2 tries" in line
+    assert "took more than request_timeout (2 s)" in line
+    assert ids_by_account(run) == {"lyon": account_ids(server, 1)}
+    assert bookmark(run.final_state, "calls", "lyon").startswith("2026-03-22T")
+    assert bookmark(run.final_state, "daily_calls", "lyon") == "2026-03-22"
+
+
+def test_a_null_inside_results_is_skipped_with_a_warning_and_the_bookmark_moves(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    server = make_sandbox(last_day=THIRD_DAY, misbehaviour=misbehaving("null-row"))
+    run = run_tap(tap_config(server, window_days=3), tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert errors(run) == []
+    skipped = [line for line in run.stderr.splitlines() if "not a JSON object" in line]
+    assert len(skipped) == 2  # one window of each stream
+    assert all(" WARNING " in line and ": None (1 in 2026-03-20..2026-03-22" in line for line in skipped)
+    assert len(run.records("calls")) == 149
+    assert len(run.records("daily_calls")) == 2
+    assert run.bookmark("calls").startswith("2026-03-22T")
+    assert run.bookmark("daily_calls") == "2026-03-22"
+
+
+@pytest.mark.parametrize("calls_per_day", [0, 50])
+def test_an_account_without_calls_lately_moves_its_bookmark_like_a_busy_one(
+    make_sandbox: SandboxFactory, tmp_path: Path, calls_per_day: int
+) -> None:
+    # The sandbox has calls up to 2026-03-22 (or none at all); the runs read on to the 27th, then the 28th.
+    server = make_sandbox(last_day=THIRD_DAY, calls_per_day=calls_per_day)
+    first = run_tap(tap_config(server, end_date="2026-03-27"), tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.bookmark("daily_calls") == "2026-03-27"
+    assert first.bookmark("calls") == "2026-03-27T00:00:00+01:00"
+    server.requests.clear()
+    second = run_tap(tap_config(server, end_date="2026-03-28"), tmp_path, state=first.final_state)
+    assert second.returncode == 0, second.stderr
+    assert {r.params["start_date"] for r in server.requests} == {"2026-03-26"}
+    assert second.bookmark("calls") == "2026-03-28T00:00:00+01:00"
+
+
+def state_and_record_bytes(run: TapRun) -> tuple[int, int]:
+    lines = run.stdout.splitlines()
+    state = sum(len(line) for line in lines if line.startswith('{"type":"STATE"'))
+    records = sum(len(line) for line in lines if line.startswith('{"type":"RECORD"'))
+    return state, records
+
+
+def test_state_grows_with_the_accounts_not_their_square(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    server = make_sandbox(accounts=32, calls_per_day=10, last_day=FIRST_DAY + dt.timedelta(days=1))
+    sizes = {}
+    for count in (8, 32):
+        config = {k: v for k, v in tap_config(server).items() if k != "api_key"}
+        config["accounts"] = [{"name": f"client-{n}", "api_key": account_key(n)} for n in range(1, count + 1)]
+        run = run_tap(config, tmp_path)
+        assert run.returncode == 0, run.stderr
+        assert all(bookmark(run.final_state, "calls", f"client-{n}") for n in range(1, count + 1))
+        sizes[count] = state_and_record_bytes(run)
+    for state, records in sizes.values():
+        assert state < records
+    assert sizes[32][0] / sizes[8][0] < 5  # 4x the accounts, about 4x the STATE
