@@ -3,9 +3,10 @@
 One read of a window takes its pages in page order and ends at the first of:
 
 - a page shorter than ``page_size`` (an empty one too) or without ``next_page``;
-- a page that brings no new row: the same answer as an earlier page of the
-  read once the rows read reach ``total_results`` (a page past the end
-  answered with the last page again), or rows that all repeat the page before;
+- a page that brings no new row once the rows read reach ``total_results``
+  (or when it is not given): the same answer as an earlier page (a page
+  past the end answered with the last page again), or rows that all repeat
+  the page before;
 - :data:`SLACK_PAGES` page(s) past the point where the rows read reach the
   highest ``total_results`` seen (data that grew while it was paged).
 
@@ -70,7 +71,8 @@ class Window:
     last_page: int = FIRST_PAGE
     next_unrequested: int = FIRST_PAGE
     ended: bool = False
-    #: Rows of the read so far that do not repeat the page before, and the highest total_results.
+    #: Rows of the read so far, those that do not repeat the page before, the highest total_results.
+    handed: int = 0
     new_rows: int = 0
     total: int | None = None
     slack: int = 0
@@ -95,7 +97,7 @@ class Window:
         self.pages, self.early, self.answers = [], {}, {}
         self.last_page = self.next_unrequested = FIRST_PAGE
         self.ended = False
-        self.new_rows, self.total, self.slack = 0, None, 0
+        self.handed, self.new_rows, self.total, self.slack = 0, 0, None, 0
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,8 @@ class WindowPager:
         results = page.results
         if page.total_results is not None:
             window.total = max(window.total or 0, page.total_results)
-        missing = 0 if window.total is None else window.total - window.new_rows
+        # Rows total_results says are still to come, even if every row handed so far is a call.
+        missing = 0 if window.total is None else window.total - window.handed
         if results:
             earlier = self._same_answer(window, page)
             if earlier is not None:
@@ -227,10 +230,11 @@ class WindowPager:
                 window.ended = True  # a page past the end, answered with an earlier one again
                 return
         repeated = edge_repeat(window.pages[-1].results, results) if window.pages else 0
-        if results and repeated == len(results):
-            window.ended = True  # nothing new: every row repeats the page before
+        if results and repeated == len(results) and missing <= 0:
+            window.ended = True  # nothing new, and nothing missing: every row repeats the page before
             return
         window.pages.append(page)
+        window.handed += len(results)
         window.new_rows += len(results) - repeated
         if len(results) < self.page_size or page.next_page is None:
             window.ended = True

@@ -21,22 +21,42 @@ MASK = "***"
 #: No run of this many characters of a key may be printed: a message quoting part of a key is masked too.
 PIECE = 8
 _KEY_IN_QUERY = re.compile(r"(api_key=)[^&\s'\"<>)]+", re.IGNORECASE)
-_secrets: set[str] = set()
+#: Keys (in every form) too short to be cut into pieces; longer ones are masked through their pieces.
+_short_secrets: set[str] = set()
 _pieces: set[str] = set()
 _lock = threading.Lock()
 _installed = False
 
 
 def redact(text: str) -> str:
-    """``text`` with any API key replaced by ``***``."""
+    """``text`` with any API key, and any run of ``PIECE`` characters of one, replaced by ``***``.
+
+    Each stretch of ``PIECE`` characters of ``text`` is looked up among the keys' pieces: the cost
+    grows with the text, not with the number of keys (a run may hold thousands of accounts).
+    """
     text = _KEY_IN_QUERY.sub(r"\1" + MASK, text)
-    for secret in _secrets:
+    for secret in _short_secrets:
         if secret in text:
             text = text.replace(secret, MASK)
-    for piece in _pieces:
-        if piece in text:
-            text = text.replace(piece, MASK)
-    return text
+    pieces = _pieces
+    if not pieces:
+        return text
+    hits = [start for start in range(len(text) - PIECE + 1) if text[start : start + PIECE] in pieces]
+    if not hits:
+        return text
+    stretches: list[list[int]] = []
+    for start in hits:
+        if stretches and start <= stretches[-1][1]:
+            stretches[-1][1] = start + PIECE
+        else:
+            stretches.append([start, start + PIECE])
+    out: list[str] = []
+    cursor = 0
+    for start, end in stretches:
+        out += (text[cursor:start], MASK)
+        cursor = end
+    out.append(text[cursor:])
+    return "".join(out)
 
 
 def shorten(text: str, limit: int) -> str:
@@ -53,7 +73,7 @@ def register(secret: object) -> None:
     # An error page may echo the key in another case (hex keys, %xx escapes).
     forms = encoded | {form.lower() for form in encoded} | {form.upper() for form in encoded}
     with _lock:
-        _secrets.update(forms)
+        _short_secrets.update(form for form in forms if len(form) < PIECE)
         _pieces.update(form[i : i + PIECE] for form in forms for i in range(len(form) - PIECE + 1))
     install()
 

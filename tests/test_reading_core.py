@@ -1,0 +1,226 @@
+"""The reading core in-process: the paging bound, reconciliation and the bookmark rule, against a
+fake API that misbehaves (no HTTP here; tests/test_misbehaving_api.py runs the same over HTTP)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tap_optico import secrets
+from tap_optico.bookmarks import HELD_RUNS, Days, Mark, StateCadence, WindowRead, after_window
+from tap_optico.paging import SLACK_PAGES, Failure, Page, Window, WindowPager
+from tap_optico.reading import plan_windows
+from tap_optico.reconcile import edge_repeat, reconcile
+from tests.helpers import ACCOUNT
+
+Mode = Literal["exact", "off-by-one", "endless", "ignore-page", "phantom"]
+LOGGER = logging.getLogger("test")
+PARIS = ZoneInfo("Europe/Paris")
+
+
+@dataclass
+class FakeApi:
+    """Serves ``rows`` to every window, misbehaving as ``mode`` says; counts the pages asked."""
+
+    rows: list[dict[str, int]]
+    page_size: int
+    mode: Mode
+    asked: Counter[int] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fetch(self, window: Window, number: int) -> Page:
+        with self.lock:
+            self.asked[number] += 1
+        size, rows = self.page_size, self.rows
+        stride = size - 1 if self.mode == "off-by-one" else size
+        total = len(rows) + (self.mode == "phantom")
+        shown = 1 if self.mode == "ignore-page" else number
+        if self.mode == "endless":
+            shown = min(number, max(1, math.ceil(len(rows) / size)))
+        first = (shown - 1) * stride
+        more = self.mode == "endless" or (number - 1) * stride + size < len(rows)
+        return Page(window, number, rows[first : first + size], total, number + 1 if more else None)
+
+
+def read(api: FakeApi, concurrency: int, max_reads: int = 3) -> tuple[list[Window | Failure], Window]:
+    [window] = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 7), 7, ACCOUNT)
+    pager = WindowPager(
+        api.fetch, page_size=api.page_size, max_concurrency=concurrency, max_reads=max_reads, logger=LOGGER
+    )
+    return list(pager.read([window])), window
+
+
+# Calls come in small groups of identical rows (anonymous calls in the same second), never a page of them.
+ROWS = st.lists(
+    st.tuples(st.integers(0, 10**6), st.integers(1, 3)), max_size=60, unique_by=lambda group: group[0]
+).map(lambda groups: [{"call": call} for call, copies in groups for _ in range(copies)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=ROWS,
+    page_size=st.sampled_from([10, 11, 17]),
+    concurrency=st.sampled_from([1, 4]),
+    mode=st.sampled_from(["exact", "off-by-one", "endless"]),
+    descending=st.booleans(),
+)
+def test_a_readable_api_gives_every_row_once_within_the_pages_justified(
+    rows: list[dict[str, int]], page_size: int, concurrency: int, mode: Mode, descending: bool
+) -> None:
+    api = FakeApi(rows[::-1] if descending else rows, page_size, mode)
+    [item], window = read(api, concurrency)
+    assert item is window
+    assert window.result is not None
+    assert list(window.result.rows()) == api.rows
+    assert window.result.short_by == 0
+    assert window.reads == 1
+    assert set(api.asked.values()) <= {1}, "a page asked twice in one read"
+    needed = max(1, math.ceil(len(rows) / page_size))
+    if mode == "off-by-one":
+        needed = max(1, math.ceil((len(rows) - 1) / (page_size - 1)))
+    assert max(api.asked) <= needed + SLACK_PAGES
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=ROWS, page_size=st.sampled_from([10, 17]), concurrency=st.sampled_from([1, 4]))
+def test_an_api_that_ignores_page_fails_the_window_when_rows_are_missing(
+    rows: list[dict[str, int]], page_size: int, concurrency: int
+) -> None:
+    api = FakeApi(rows, page_size, "ignore-page")
+    items, window = read(api, concurrency)
+    if len(rows) <= page_size:  # one page: nothing to tell
+        assert window.result is not None
+        assert list(window.result.rows()) == rows
+        return
+    failure = next(item for item in items if isinstance(item, Failure))
+    assert "is the same answer as page 1" in str(failure.error)
+    assert "(the API ignores 'page')" in str(failure.error)
+    assert window.failed
+    assert window.result is None
+    assert max(api.asked) <= math.ceil(len(rows) / page_size)
+
+
+def test_a_count_never_met_is_read_again_then_handed_over_short() -> None:
+    api = FakeApi([{"call": n} for n in range(25)], 10, "phantom")
+    [_item], window = read(api, 4, max_reads=3)
+    assert window.result is not None
+    assert (window.reads, window.result.short_by, window.result.total) == (3, 1, 26)
+    assert api.asked == {1: 3, 2: 3, 3: 3}
+
+
+@dataclass(frozen=True)
+class Answer:
+    results: list[Any]
+    total_results: int | None
+
+
+def test_identical_rows_that_add_up_to_total_results_are_all_calls_wherever_the_break_falls() -> None:
+    twin = {"caller": "anonymous", "start_date": "2026-01-01 10:00:00"}
+    rows = [{"n": n} for n in range(8)] + [twin, twin, twin] + [{"n": n} for n in range(8, 17)]
+    for cut in range(1, len(rows)):
+        pages = [Answer(rows[:cut], len(rows)), Answer(rows[cut:], len(rows))]
+        assert list(reconcile(pages).rows()) == rows
+
+
+def test_edge_repeats_are_dropped_when_total_results_moved_or_is_missing() -> None:
+    rows = [{"n": n} for n in range(12)]
+    shifted = [Answer(rows[:6], 11), Answer(rows[4:12], 12)]  # two rows moved onto the next page
+    assert list(reconcile(shifted).rows()) == rows
+    unknown = [Answer(rows[:6], None), Answer(rows[5:12], None)]
+    assert list(reconcile(unknown).rows()) == rows
+    assert reconcile(unknown).short_by == 0
+
+
+def test_edge_repeat_is_the_longest_run_the_page_before_ends_with() -> None:
+    assert edge_repeat([1, 2, 3], [2, 3, 4]) == 2
+    assert edge_repeat([1, 2, 3], [3, 3, 4]) == 1
+    assert edge_repeat([1, 2, 3], [4, 5]) == 0
+    assert edge_repeat([1, 2], [1, 2]) == 2
+    assert edge_repeat([], [1]) == edge_repeat([1], []) == 0
+
+
+def day_value(day: dt.date) -> str:
+    return dt.datetime.combine(day, dt.time(), PARIS).isoformat()
+
+
+def window_read(end: str, newest: str | None = None, short_by: int = 0) -> WindowRead:
+    return WindowRead("calls: window", dt.date.fromisoformat(end), newest, short_by, 10 if short_by else None)
+
+
+def advance(mark: Mark, window: WindowRead) -> tuple[Mark, str | None]:
+    return after_window(mark, window, days=Days(PARIS), day_value=day_value)
+
+
+def test_a_bookmark_follows_the_days_read_whether_or_not_they_held_calls() -> None:
+    mark, _ = advance(Mark(None), window_read("2026-01-07", "2026-01-05T10:00:00+01:00"))
+    assert mark == Mark("2026-01-07T00:00:00+01:00")
+    mark, _ = advance(mark, window_read("2026-01-14", "2026-01-14T09:30:00+01:00"))
+    assert mark == Mark("2026-01-14T09:30:00+01:00")
+    # A window read again behind the bookmark (lookback) never moves it back.
+    assert advance(mark, window_read("2026-01-13"))[0] == mark
+
+
+def test_the_day_of_a_value_written_in_utc_is_its_day_in_the_time_zone() -> None:
+    days = Days(PARIS)
+    assert days("2026-01-14T23:30:00+00:00") == dt.date(2026, 1, 15)
+    assert days("2026-01-14T23:30:00Z") == dt.date(2026, 1, 15)
+    assert days("2026-01-14T23:30:00+01:00") == dt.date(2026, 1, 14)
+    assert days("2026-01-14") == dt.date(2026, 1, 14)
+    mark, _ = advance(Mark(None), window_read("2026-01-15", "2026-01-14T23:30:00+00:00"))
+    assert mark.value == "2026-01-14T23:30:00+00:00"
+
+
+def test_a_short_window_holds_the_bookmark_for_some_runs_then_it_moves_past() -> None:
+    start = Mark("2026-01-07T00:00:00+01:00")
+    mark = start
+    for run in range(1, HELD_RUNS):
+        mark, warning = advance(replace_held(mark), window_read("2026-01-14", short_by=2))
+        assert warning is not None
+        assert "stayed 2 row(s) short of total_results 10" in warning
+        assert f"(run {run} of {HELD_RUNS}" in warning
+        assert (mark.value, mark.held_runs, mark.held) == (start.value, run, True)
+        # Held in this run: a later window, complete, does not move it.
+        assert advance(mark, window_read("2026-01-21"))[0] == mark
+    mark, warning = advance(replace_held(mark), window_read("2026-01-14", short_by=2))
+    assert warning is not None
+    assert f"for {HELD_RUNS} runs: the bookmark moves past it" in warning
+    assert mark == Mark("2026-01-14T00:00:00+01:00")
+
+
+def replace_held(mark: Mark) -> Mark:
+    """The mark as the next run starts with it (held_runs from the state, not held yet)."""
+    return Mark(mark.value, mark.held_runs)
+
+
+@pytest.mark.parametrize(("accounts", "every"), [(1, 1), (3, 1), (8, 2), (2000, 500)])
+def test_state_is_written_once_a_quarter_of_the_accounts_moved(accounts: int, every: int) -> None:
+    cadence = StateCadence(accounts, clock=lambda: 0.0)
+    due = [cadence.moved() for _ in range(every * 3)]
+    assert due == ([False] * (every - 1) + [True]) * 3
+
+
+def test_state_is_written_at_least_every_half_minute_when_a_bookmark_moved() -> None:
+    now = [0.0]
+    cadence = StateCadence(2000, clock=lambda: now[0])
+    assert not cadence.moved()
+    now[0] = 31.0
+    assert cadence.moved()
+    assert not cadence.moved()
+
+
+def test_redaction_masks_every_key_of_thousands_of_accounts() -> None:
+    keys = [f"{n:08x}{'f00dcafe' * 3}"[::-1] for n in range(2000)]
+    for key in keys:
+        secrets.register(key)
+    line = f"error for {keys[1234]} and {keys[7].upper()[3:14]} near the end"
+    assert secrets.redact(line) == "error for *** and *** near the end"
