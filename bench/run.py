@@ -9,11 +9,15 @@ round so that a noisy machine hits both alike:
 2. the tap's peak memory at ~100,000 and ~1,000,000 calls;
 3. the tap's wall time with 200 ms of latency per request, max_concurrency 1 vs 4;
 4. a daily run of many accounts (two days each, both streams, 200 ms latency): the tap's wall
-   time at max_concurrency 1 and at its default, and its memory at a tenth of the accounts.
+   time at max_concurrency 1 and at its default, and its memory at a tenth of the accounts;
+5. a daily run of 2,000 accounts (two days each, both streams, 100 calls a day, no latency): wall
+   and CPU time, the bytes of its STATE messages against those of its records, peak memory, and
+   the cost of redacting a log line with 1 key and with 2,000.
 
 Writes ``bench/RESULTS.md`` and ``bench/results.png``; logs and raw figures go
 to ``bench/out/``. ``--quick`` runs tiny sizes into ``bench/out/quick/``, to
-check that the benchmark works, not to quote.
+check that the benchmark works, not to quote. ``--only SCENARIO`` runs one
+scenario and prints its figures (RESULTS.md is left as it is).
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ MAX_WALL_RATIO = 0.3
 ACCOUNTS = 200
 ACCOUNT_CALLS_PER_DAY = 100
 MAX_ACCOUNTS_WALL_SECONDS = 30.0
+MANY_ACCOUNTS = 2000
+MAX_MANY_ACCOUNTS_CPU_SECONDS = 30.0
 DEFAULT_CONCURRENCY = 4
 RECORD_PREFIX = b'{"type":"RECORD","stream":"'
 STATE_PREFIX = b'{"type":"STATE"'
@@ -85,6 +91,8 @@ class Run:
     wall_seconds: float
     peak_rss_mb: float
     final_state: str | None
+    state_bytes: int = 0
+    record_bytes: int = 0
 
     @property
     def cpu_us_per_record(self) -> float:
@@ -134,7 +142,7 @@ def sandbox(scenario: Scenario, setup: Setup, name: str) -> Iterator[str]:
 def measure(contender: str, argv: Sequence[str], log: Path) -> Run:
     """Run one contender, reading its output as a target would, and take its rusage."""
     started = time.perf_counter()
-    records = 0
+    records = state_bytes = record_bytes = 0
     final_state = None
     with log.open("wb") as errors:
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errors)
@@ -146,8 +154,10 @@ def measure(contender: str, argv: Sequence[str], log: Path) -> Run:
             for line in lines:
                 if line.startswith(STATE_PREFIX):
                     final_state = line.decode()
+                    state_bytes += len(line) + 1
                 elif contender == "baseline" or line.startswith(RECORD_PREFIX):
                     records += 1
+                    record_bytes += len(line) + 1
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
@@ -161,6 +171,8 @@ def measure(contender: str, argv: Sequence[str], log: Path) -> Run:
         wall_seconds=wall,
         peak_rss_mb=usage.ru_maxrss / 1024,
         final_state=final_state,
+        state_bytes=state_bytes,
+        record_bytes=record_bytes,
     )
 
 
@@ -262,6 +274,36 @@ def accounts_runs(scenario: Scenario, few: Scenario, setup: Setup) -> list[Run]:
     return runs
 
 
+def many_accounts_run(scenario: Scenario, setup: Setup) -> Run:
+    """A daily run of every account, both streams, at the default max_concurrency."""
+    print(
+        f"Many accounts: {scenario.accounts:,} accounts, {scenario.days} days each, both streams", flush=True
+    )
+    with sandbox(scenario, setup, f"accounts-{scenario.accounts}") as url:
+        tap = tap_argv(url, scenario.days_range, setup, DEFAULT_CONCURRENCY, scenario.accounts)
+        log = setup.out / f"tap-accounts-{scenario.accounts}.log"
+        run = check(measure(f"{scenario.accounts} accounts", tap, log), scenario.records)
+    print(
+        f"  STATE {run.state_bytes / 1e6:.2f} MB for {run.record_bytes / 1e6:.1f} MB of records "
+        f"({run.state_bytes / run.record_bytes:.1%})",
+        flush=True,
+    )
+    return run
+
+
+def redaction_microseconds(keys: int) -> float:
+    """CPU per log line for redaction with ``keys`` API keys registered (in a child process)."""
+    code = (
+        "import time;from tap_optico import secrets;from tap_optico.sandbox import account_key\n"
+        f"for n in range(1, {keys} + 1): secrets.register(account_key(n))\n"
+        "line = 'calls (account client-7): request failed (try 1 of 6): HTTP 503 for ' + 'x' * 120\n"
+        "t = time.process_time()\nfor _ in range(20000): secrets.redact(line)\n"
+        "print((time.process_time() - t) / 20000 * 1e6)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(done.stdout)
+
+
 def median(runs: list[Run], contender: str, figure: str) -> float:
     return statistics.median(float(getattr(run, figure)) for run in runs if run.contender == contender)
 
@@ -278,6 +320,8 @@ def report(
     large: Run,
     latency: list[Run],
     accounts: list[Run],
+    many_run: Run,
+    redaction: tuple[float, float],
     scenarios: dict[str, Scenario],
     results: Path,
 ) -> str:
@@ -291,6 +335,7 @@ def report(
     same_output = {(run.records, run.final_state) for run in latency}
     many, few = scenarios["accounts"], scenarios["few accounts"]
     many_one, many_default, few_default = accounts
+    most = scenarios["many accounts"].accounts
     account_growth = many_default.peak_rss_mb / few_default.peak_rss_mb
     lines = [
         "# tap-optico benchmark",
@@ -320,6 +365,10 @@ def report(
         f"| {verdict(many_default.wall_seconds, MAX_ACCOUNTS_WALL_SECONDS, ' s')} |",
         f"| memory at {many.accounts} accounts ≤ {MAX_GROWTH:g}× at {few.accounts} "
         f"| {verdict(account_growth, MAX_GROWTH, '×')} |",
+        f"| {most:,} accounts' daily run < {MAX_MANY_ACCOUNTS_CPU_SECONDS:g} s of CPU "
+        f"| {verdict(many_run.cpu_seconds, MAX_MANY_ACCOUNTS_CPU_SECONDS, ' s')} |",
+        f"| STATE smaller than the records at {most:,} accounts "
+        f"| {verdict(many_run.state_bytes / many_run.record_bytes, 1.0, '×')} |",
         "",
         f"## CPU: {cpu_calls:,} calls + {cpu_days} daily rows, page_size {PAGE_SIZE}",
         "",
@@ -413,10 +462,30 @@ def report(
         f"{account_growth:.2f}× the memory for {many.accounts / few.accounts:.0f}× the accounts.",
         "",
     ]
+    lines += many_accounts_lines(many_run, scenarios["many accounts"], redaction)
     plot(cpu, small, large, latency, results / "results.png")
     text = "\n".join(lines)
     (results / "RESULTS.md").write_text(text, encoding="utf-8")
     return text
+
+
+def many_accounts_lines(run: Run, scenario: Scenario, redaction: tuple[float, float]) -> list[str]:
+    one, many = redaction
+    return [
+        f"## {scenario.accounts:,} accounts: a daily run, no latency",
+        "",
+        f"Each account has {scenario.calls_per_day} calls a day; the run reads {scenario.days} days of "
+        f"each, both streams, at max_concurrency {DEFAULT_CONCURRENCY}.",
+        "",
+        "| wall s | CPU s | records | record MB | STATE MB | STATE / records | peak MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {run.wall_seconds:.1f} | {run.cpu_seconds:.1f} | {run.records:,} | {run.record_bytes / 1e6:.1f} "
+        f"| {run.state_bytes / 1e6:.2f} | {run.state_bytes / run.record_bytes:.1%} | {run.peak_rss_mb:.0f} |",
+        "",
+        f"Redacting a log line: {one:.1f} µs with 1 key registered, {many:.1f} µs with "
+        f"{scenario.accounts:,} ({many / one:.2f}×).",
+        "",
+    ]
 
 
 def plot(cpu: list[Run], small: Run, large: Run, latency: list[Run], path: Path) -> None:
@@ -458,6 +527,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=Path(sys.prefix),
         help="environment the tap and the baseline run from (make bench: one without the dev tools)",
     )
+    parser.add_argument(
+        "--only",
+        choices=("cpu", "many-accounts"),
+        help="run one scenario and print its figures (RESULTS.md is left as it is)",
+    )
     args = parser.parse_args(argv)
     scale = 0.02 if args.quick else 1.0
     results = BENCH / "out" / "quick" if args.quick else BENCH
@@ -475,6 +549,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             accounts=max(5, round(ACCOUNTS * scale)),
             calls_per_day=ACCOUNT_CALLS_PER_DAY,
         ),
+        "many accounts": Scenario(
+            days=2, accounts=max(10, round(MANY_ACCOUNTS * scale)), calls_per_day=ACCOUNT_CALLS_PER_DAY
+        ),
         "few accounts": Scenario(
             days=2,
             latency=LATENCY_SECONDS * scale,
@@ -482,6 +559,22 @@ def main(argv: Sequence[str] | None = None) -> None:
             calls_per_day=ACCOUNT_CALLS_PER_DAY,
         ),
     }
+    if args.only == "cpu":
+        runs = cpu_rounds(scenarios["cpu"], 1 if args.quick else args.rounds, setup)
+        for name in ("baseline", "tap"):
+            startup = median(runs, f"{name} start-up", "cpu_seconds")
+            net = (median(runs, name, "cpu_seconds") - startup) / scenarios["cpu"].records * 1e6
+            per_record = median(runs, name, "cpu_us_per_record")
+            print(f"{name}: {per_record:.1f} µs CPU / record, {net:.1f} net of start-up")
+        return
+    if args.only == "many-accounts":
+        many_accounts_run(scenarios["many accounts"], setup)
+        print(
+            f"Redacting a log line: {redaction_microseconds(1):.1f} µs with 1 key, "
+            f"{redaction_microseconds(scenarios['many accounts'].accounts):.1f} µs with "
+            f"{scenarios['many accounts'].accounts:,}"
+        )
+        return
     cpu = cpu_rounds(scenarios["cpu"], 1 if args.quick else args.rounds, setup)
     # Peak RSS moves by several MB with the timing of the workers: the 100,000-call figure is the
     # highest of all the tap's runs at that size (each CPU round and one more), not a lucky low.
@@ -490,10 +583,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     large = memory_run(scenarios["large"], setup)
     latency = latency_rounds(scenarios["latency"], 1 if args.quick else 2, setup)
     accounts = accounts_runs(scenarios["accounts"], scenarios["few accounts"], setup)
-    raw = [asdict(run) for run in (*cpu, small, large, *latency, *accounts)]
+    many = many_accounts_run(scenarios["many accounts"], setup)
+    redaction = (redaction_microseconds(1), redaction_microseconds(scenarios["many accounts"].accounts))
+    raw = [asdict(run) for run in (*cpu, small, large, *latency, *accounts, many)]
     (setup.out / "runs.json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
     print()
-    print(report(cpu, small, large, latency, accounts, scenarios, results))
+    print(report(cpu, small, large, latency, accounts, many, redaction, scenarios, results))
 
 
 if __name__ == "__main__":

@@ -3,16 +3,16 @@
 One read of a window takes its pages in page order and ends at the first of:
 
 - a page shorter than ``page_size`` (an empty one too) or without ``next_page``;
-- a page that brings no new row once the rows read reach ``total_results``
-  (or when it is not given): the same answer as an earlier page (a page
-  past the end answered with the last page again), or rows that all repeat
-  the page before;
+- a page that brings no new row: the same answer as an earlier page of the
+  read once its rows reach ``total_results`` (or when it gives none), such
+  as a page past the end answered with the last page again (it is dropped);
 - :data:`SLACK_PAGES` page(s) past the point where the rows read reach the
   highest ``total_results`` seen (data that grew while it was paged).
 
 Pages up to ``ceil(total_results / page_size)`` are requested ahead, several
 at a time; a page past that only once the page before says there is more
-and its rows are still short of ``total_results``. An answer identical to
+and its rows, less those that repeat the page before them, are still short
+of ``total_results``. An answer identical to
 an earlier page of the read while rows are still missing means the API
 ignores ``page``: the window cannot be read and its account fails.
 
@@ -30,7 +30,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -91,6 +91,11 @@ class Window:
     def held(self) -> int:
         """Pages this window holds in memory."""
         return len(self.result.parts) if self.result else len(self.pages) + len(self.early)
+
+    def forget_rows(self) -> None:
+        """Free the rows of the read once handed over; what it counted stays."""
+        if self.result is not None:
+            self.result = replace(self.result, parts=())
 
     def start_read(self) -> None:
         self.reads += 1
@@ -230,9 +235,6 @@ class WindowPager:
                 window.ended = True  # a page past the end, answered with an earlier one again
                 return
         repeated = edge_repeat(window.pages[-1].results, results) if window.pages else 0
-        if results and repeated == len(results) and missing <= 0:
-            window.ended = True  # nothing new, and nothing missing: every row repeats the page before
-            return
         window.pages.append(page)
         window.handed += len(results)
         window.new_rows += len(results) - repeated

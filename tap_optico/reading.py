@@ -176,8 +176,9 @@ class WindowReader:
         self.days = days
         self.logger = logger
         self._plans: dict[str, Plan] = {}
-        # Account -> identities its last window handed over (where edge-of-day strays come from).
-        self._previous: dict[str, set[Hashable]] = {}
+        # The last window handed over and its identities (where edge-of-day strays come from): an
+        # account's windows are handed over one after the other.
+        self._previous: tuple[int, set[Hashable]] = (-1, set())
         # Window index -> identities of its days that another window emitted.
         self._claimed: dict[int, set[Hashable]] = {}
         self._strays: set[tuple[str, Hashable]] = set()
@@ -213,6 +214,7 @@ class WindowReader:
                 self._claimed.pop(item.index, None)
             else:
                 handed = yield from self._records(item)
+                item.forget_rows()
                 progress.page(handed.records)
                 progress.window_done(item)
                 yield WindowDone(item, handed.newest)
@@ -271,7 +273,7 @@ class WindowReader:
             if key not in claimed:
                 handed.records += 1
                 yield record
-        self._previous[account] = keys
+        self._previous = (window.index, keys)
         if not_objects:
             self.logger.warning(
                 "%s: skipped a result that is not a JSON object: %s (%d in %s..%s%s; counted as read)",
@@ -292,11 +294,13 @@ class WindowReader:
             if key in self._claimed.get(home.index, ()):
                 return False
             self._claimed.setdefault(home.index, set()).add(key)
-        elif (
-            home is not None and home.index == window.index - 1 and key in self._previous.get(account, ())
-        ) or (account, key) in self._strays:
-            return False
         else:
+            last, last_keys = self._previous
+            if (home is not None and home.index == last and key in last_keys) or (
+                account,
+                key,
+            ) in self._strays:
+                return False
             # Outside the plan, or its window is read and its records forgotten: once per run.
             self._strays.add((account, key))
         self._stray_days[day] += 1
