@@ -30,14 +30,16 @@ HELD_RUNS = 3
 STATE_SHARE = 4
 #: ... or once this many seconds passed since the last STATE, if one moved.
 STATE_SECONDS = 30.0
-#: Distinct instants whose day is remembered (they repeat to the minute across a page).
+#: Hours whose day is remembered (the values of a page share a few hours).
 DAYS_KEPT = 4096
 
 
 class Days:
-    """The day of a replication value in the configured time zone (``read_day``, remembered per minute).
+    """The day of a replication value in the configured time zone (``read_day``, remembered per hour).
 
-    A value written in UTC maps to its local day all the same.
+    A value written in UTC maps to its local day all the same. An hour is
+    remembered only when all of it falls on one local day (not so with an
+    offset of half an hour, say), else each value is read on its own.
     """
 
     def __init__(self, zone: dt.tzinfo) -> None:
@@ -46,13 +48,18 @@ class Days:
 
     def __call__(self, value: Any) -> dt.date:
         text = str(value)
-        minute = text[:16] + text[19:]  # an offset or Z applies whatever the seconds
-        day = self._days.get(minute)
+        hour = text[:13] + text[19:]  # the offset, or Z, stays part of it
+        day = self._days.get(hour)
         if day is None:
             day = read_day(text, self.zone)
-            if len(self._days) >= DAYS_KEPT:
-                self._days.clear()
-            self._days[minute] = day
+            if len(text) <= len("YYYY-MM-DD") or (
+                read_day(f"{text[:13]}:00:00{text[19:]}", self.zone)
+                == read_day(f"{text[:13]}:59:59{text[19:]}", self.zone)
+                == day
+            ):
+                if len(self._days) >= DAYS_KEPT:
+                    self._days.clear()
+                self._days[hour] = day
         return day
 
 

@@ -240,7 +240,7 @@ class WindowReader:
             self.days,
         )
         lookalike = normalize.lookalike_key
-        ranks: Counter[Any] = Counter()
+        ranks: dict[Any, int] = {}
         keys: set[Hashable] = set()
         claimed = self._claimed.pop(window.index, ())
         handed = _Handed()
@@ -252,7 +252,7 @@ class WindowReader:
             record = normalize(raw)
             record[ACCOUNT] = account
             if lookalike is not None:
-                rank = ranks[record[lookalike]]
+                rank = ranks.get(record[lookalike], 0)
                 ranks[record[lookalike]] = rank + 1
                 if rank:
                     normalize.renumber(record, rank)
