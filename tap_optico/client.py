@@ -78,20 +78,19 @@ def read_body(response: requests.Response, deadline: float, timeout: float) -> b
     deadline; past it the try fails as a time-out (retried like any other).
     """
     raw = response.raw
+    too_slow = f"the answer took more than request_timeout ({timeout:g} s) to arrive"
     pieces: list[bytes] = []
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            msg = f"the answer took more than request_timeout ({timeout:g} s) to arrive"
-            raise requests.exceptions.ReadTimeout(msg)
+            raise requests.exceptions.ReadTimeout(too_slow)
         sock = getattr(getattr(raw, "connection", None), "sock", None)
-        if sock is not None:
+        if sock is not None:  # a silence is cut at the deadline too, not request_timeout later
             sock.settimeout(left)
         try:
             piece = raw.read1(BODY_PIECE_BYTES)
         except urllib3.exceptions.ReadTimeoutError:
-            msg = f"the answer took more than request_timeout ({timeout:g} s) to arrive"
-            raise requests.exceptions.ReadTimeout(msg) from None
+            raise requests.exceptions.ReadTimeout(too_slow) from None
         except urllib3.exceptions.HTTPError as error:
             raise requests.exceptions.ChunkedEncodingError(str(error)) from None
         if not piece:

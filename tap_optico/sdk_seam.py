@@ -1,9 +1,10 @@
 """Every private singer-sdk name the tap relies on, and nothing else.
 
 singer-sdk offers no public hook for four things this tap must do: move a
-bookmark per complete window instead of per record (and write STATE when it says), write records without
-the SDK's per-record message objects, word setting errors itself, and stop
-on a signal without writing into the output. The
+bookmark per complete window instead of per record (and write STATE when
+the tap says), write records without the SDK's per-record message objects,
+word setting errors itself, and stop on a signal without writing into the
+output. The
 overrides that do it live here, together; ``tests/test_sdk_contract.py``
 checks on the installed singer-sdk that each name still exists with the
 signature used, so an SDK upgrade that changes one fails CI instead of
@@ -48,8 +49,8 @@ class WindowedStream(Stream):
     def _increment_stream_state(
         self, latest_record: dict[str, Any], *, context: Context | None = None
     ) -> None:
-        """Records of a window arrive in no order and from concurrent pages: a
-        per-record bookmark could pass calls not read yet, so it stays put."""
+        """A bookmark moves once a window and every window before it are read
+        (bookmarks.py), never per record: it stays put here."""
 
     def set_bookmark(self, context: Context | None, bookmark: Any, held_runs: int) -> None:
         """Set the partition's bookmark (bookmarks.py decides where), and the runs a short window
