@@ -6,7 +6,7 @@ peak RSS from ``ru_maxrss``, wall from the clock), alternating them round by
 round so that a noisy machine hits both alike:
 
 1. CPU and wall time, tap (both streams) vs ``bench/baseline.py``, ~100,000 calls, page_size 5000;
-2. the tap's peak memory at ~100,000 and ~1,000,000 calls;
+2. the tap's peak memory at ~100,000 and ~1,000,000 calls, and at ~100,000 in windows of 50,000;
 3. the tap's wall time with 200 ms of latency per request, max_concurrency 1 vs 4;
 4. a daily run of many accounts (two days each, both streams, 200 ms latency): the tap's wall
    time at max_concurrency 1 and at its default, and its memory at a tenth of the accounts;
@@ -51,6 +51,8 @@ MAX_WALL_RATIO = 0.3
 ACCOUNTS = 200
 ACCOUNT_CALLS_PER_DAY = 100
 MAX_ACCOUNTS_WALL_SECONDS = 30.0
+#: Days of a window in the memory run with wide windows (at CALLS_PER_DAY: 50,000 calls a window).
+WIDE_WINDOW_DAYS = 50
 MANY_ACCOUNTS = 2000
 MAX_MANY_ACCOUNTS_CPU_SECONDS = 30.0
 DEFAULT_CONCURRENCY = 4
@@ -177,10 +179,16 @@ def measure(contender: str, argv: Sequence[str], log: Path) -> Run:
 
 
 def tap_argv(
-    url: str, days: tuple[dt.date, dt.date], setup: Setup, max_concurrency: int, accounts: int = 1
+    url: str,
+    days: tuple[dt.date, dt.date],
+    setup: Setup,
+    max_concurrency: int,
+    accounts: int = 1,
+    window_days: int | None = None,
 ) -> list[str]:
     start, end = days
-    config = setup.out / f"config-{start}-{end}-c{max_concurrency}-a{accounts}.json"
+    config = setup.out / f"config-{start}-{end}-c{max_concurrency}-a{accounts}-w{window_days}.json"
+    window = {} if window_days is None else {"window_days": window_days}
     keys = (
         {"accounts": [{"name": f"client-{n}", "api_key": account_key(n)} for n in range(1, accounts + 1)]}
         if accounts > 1
@@ -195,6 +203,7 @@ def tap_argv(
                 "end_date": end.isoformat(),
                 "page_size": PAGE_SIZE,
                 "max_concurrency": max_concurrency,
+                **window,
             }
         )
     )
@@ -239,11 +248,12 @@ def cpu_rounds(scenario: Scenario, rounds: int, setup: Setup) -> list[Run]:
     return runs
 
 
-def memory_run(scenario: Scenario, setup: Setup) -> Run:
-    print(f"Memory: tap, {scenario.calls:,} calls", flush=True)
+def memory_run(scenario: Scenario, setup: Setup, window_days: int | None = None) -> Run:
+    wide = "" if window_days is None else f", windows of {window_days * scenario.calls_per_day:,} calls"
+    print(f"Memory: tap, {scenario.calls:,} calls{wide}", flush=True)
     with sandbox(scenario, setup, f"{scenario.days}d") as url:
-        tap = tap_argv(url, scenario.days_range, setup, max_concurrency=4)
-        log = setup.out / f"tap-{scenario.days}d.log"
+        tap = tap_argv(url, scenario.days_range, setup, max_concurrency=4, window_days=window_days)
+        log = setup.out / f"tap-{scenario.days}d-w{window_days}.log"
         return check(measure("tap", tap, log), scenario.records)
 
 
@@ -318,6 +328,7 @@ def report(
     cpu: list[Run],
     small: Run,
     large: Run,
+    wide: Run,
     latency: list[Run],
     accounts: list[Run],
     many_run: Run,
@@ -330,7 +341,7 @@ def report(
         latency, "concurrency 1", "wall_seconds"
     )
     growth = large.peak_rss_mb / small.peak_rss_mb
-    peak = max(small.peak_rss_mb, large.peak_rss_mb)
+    peak = max(small.peak_rss_mb, large.peak_rss_mb, wide.peak_rss_mb)
     cpu_calls, cpu_days = scenarios["cpu"].calls, scenarios["cpu"].days
     same_output = {(run.records, run.final_state) for run in latency}
     many, few = scenarios["accounts"], scenarios["few accounts"]
@@ -413,6 +424,10 @@ def report(
         lines.append(
             f"| {calls:,} | {run.peak_rss_mb:.0f} | {run.cpu_seconds:.1f} | {run.wall_seconds:.1f} |"
         )
+    lines.append(
+        f"| {scenarios['small'].calls:,}, windows of {WIDE_WINDOW_DAYS * CALLS_PER_DAY:,} calls "
+        f"| {wide.peak_rss_mb:.0f} | {wide.cpu_seconds:.1f} | {wide.wall_seconds:.1f} |"
+    )
     lines += [
         "",
         f"{large.peak_rss_mb / small.peak_rss_mb:.2f}× the memory for "
@@ -581,14 +596,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     same_size = [run for run in cpu if run.contender == "tap"]
     small = max([memory_run(scenarios["small"], setup), *same_size], key=lambda run: run.peak_rss_mb)
     large = memory_run(scenarios["large"], setup)
+    wide = memory_run(scenarios["small"], setup, window_days=WIDE_WINDOW_DAYS)
     latency = latency_rounds(scenarios["latency"], 1 if args.quick else 2, setup)
     accounts = accounts_runs(scenarios["accounts"], scenarios["few accounts"], setup)
     many = many_accounts_run(scenarios["many accounts"], setup)
     redaction = (redaction_microseconds(1), redaction_microseconds(scenarios["many accounts"].accounts))
-    raw = [asdict(run) for run in (*cpu, small, large, *latency, *accounts, many)]
+    raw = [asdict(run) for run in (*cpu, small, large, wide, *latency, *accounts, many)]
     (setup.out / "runs.json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
     print()
-    print(report(cpu, small, large, latency, accounts, many, redaction, scenarios, results))
+    print(report(cpu, small, large, wide, latency, accounts, many, redaction, scenarios, results))
 
 
 if __name__ == "__main__":
