@@ -144,7 +144,10 @@ class WindowPager:
         self.logger = logger
         self.describe = describe
 
-    def read(self, windows: list[Window]) -> Iterator[Window | Failure]:
+    def read(
+        self, windows: list[Window], on_page: Callable[[int], None] = lambda rows: None
+    ) -> Iterator[Window | Failure]:
+        """The windows, each once done, and the failures; ``on_page`` hears of each page taken."""
         in_flight: dict[Future[Page], tuple[Window, int]] = {}
         started = 0
         reported = 0
@@ -186,7 +189,7 @@ class WindowPager:
                         try:
                             page = future.result()
                             window.early[page.number] = page
-                            self._take_pages(window)
+                            self._take_pages(window, on_page)
                         except FatalAPIError as error:
                             yield Failure(window, error)
                             for other in windows[reported:]:
@@ -207,10 +210,11 @@ class WindowPager:
             # Never wait here for a request that hangs: a failed or stopped run ends promptly.
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _take_pages(self, window: Window) -> None:
+    def _take_pages(self, window: Window, on_page: Callable[[int], None]) -> None:
         """Take the pages that arrived, in page order, until the read ends."""
         while not window.ended and (page := window.early.pop(FIRST_PAGE + len(window.pages), None)):
             self._take(window, page)
+            on_page(len(page.results))
         if window.ended:
             window.early.clear()
 

@@ -207,17 +207,16 @@ class WindowReader:
                     plan.last,
                 )
         progress = Progress(name, plans, self.logger)
-        for item in pager.read(windows):
+        for item in pager.read(windows, progress.page):
             if isinstance(item, Failure):
                 yield item
             elif item.failed:
                 self._claimed.pop(item.index, None)
             else:
-                handed = yield from self._records(item)
+                newest = yield from self._records(item)
                 item.forget_rows()
-                progress.page(handed.records)
                 progress.window_done(item)
-                yield WindowDone(item, handed.newest)
+                yield WindowDone(item, newest)
         if self._stray_days:
             days = sorted(map(str, self._stray_days))
             self.logger.warning(
@@ -230,7 +229,8 @@ class WindowReader:
             )
         self.normalize.log_summary()
 
-    def _records(self, window: Window) -> Generator[dict[str, Any], None, _Handed]:
+    def _records(self, window: Window) -> Generator[dict[str, Any], None, Any]:
+        """The window's records; returns the newest replication value dated inside the window."""
         assert window.result is not None
         account = window.account.name
         normalize, identity, replication_key, days = (
@@ -243,7 +243,7 @@ class WindowReader:
         ranks: dict[Any, int] = {}
         keys: set[Hashable] = set()
         claimed = self._claimed.pop(window.index, ())
-        handed = _Handed()
+        newest = None
         not_objects: list[Any] = []
         for raw in window.result.rows():
             if not normalize.accepts(raw):
@@ -265,13 +265,11 @@ class WindowReader:
                 day = days(value)
                 if not window.start <= day <= window.end:
                     if self._first_time_stray(key, day, window):
-                        handed.records += 1
                         yield record
                     continue
-                if handed.newest is None or value > handed.newest:
-                    handed.newest = value
+                if newest is None or value > newest:
+                    newest = value
             if key not in claimed:
-                handed.records += 1
                 yield record
         self._previous = (window.index, keys)
         if not_objects:
@@ -284,7 +282,7 @@ class WindowReader:
                 window.end,
                 f" of account {account}" if len(self._plans) > 1 else "",
             )
-        return handed
+        return newest
 
     def _first_time_stray(self, key: Hashable, day: dt.date, window: Window) -> bool:
         """Whether a record dated ``day``, outside ``window``, is to be emitted now (and count it)."""
@@ -312,14 +310,6 @@ class WindowReader:
             return None
         span = (windows[0].end - windows[0].start).days + 1
         return windows[(day - windows[0].start).days // span]
-
-
-@dataclass
-class _Handed:
-    """What a window handed over: how many records, and the newest replication value inside it."""
-
-    records: int = 0
-    newest: Any = None
 
 
 class OpticoStream(WindowedStream, OpticoClient):
