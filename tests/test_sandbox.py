@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 import time
 from typing import Any
 
 import pytest
 import requests
 
-from tap_optico.sandbox import SANDBOX_API_KEY, Faults, SandboxServer
+from tap_optico.sandbox import SANDBOX_API_KEY, Faults, Misbehaviour, SandboxServer, account_key
+from tap_optico.sandbox.api import MisbehaviourKind
 from tap_optico.sandbox.server import FaultKind
-from tests.helpers import SandboxFactory
+from tests.helpers import BIN, SandboxFactory
 
 BASE = {"api_key": SANDBOX_API_KEY, "type": "calls", "start_date": "2026-03-20", "end_date": "2026-03-21"}
 
@@ -132,3 +134,55 @@ def test_timeout_and_latency(make_sandbox: SandboxFactory) -> None:
     get(slow)
     assert time.monotonic() - started >= 0.3
     assert slow.requests[0].params["start_date"] == "2026-03-20"
+
+
+def test_each_misbehaviour_as_the_api_answers_it(make_sandbox: SandboxFactory) -> None:
+    def answers(kind: MisbehaviourKind | None) -> tuple[dict[str, Any], ...]:
+        server = make_sandbox(misbehaviour=Misbehaviour(frozenset({kind} if kind else ())))
+        return tuple(get(server, limit=40, page=page) for page in (1, 2, 3, 4))
+
+    clean = answers(None)
+    assert [len(a["results"]) for a in clean] == [40, 40, 20, 0]
+    endless = answers("endless-pages")
+    assert [a["next_page"] for a in endless] == [2, 3, 4, 5]
+    assert endless[3]["results"] == endless[2]["results"] == clean[2]["results"]
+    ignored = answers("ignore-page")
+    assert ignored[1]["results"] == ignored[0]["results"] == clean[0]["results"]
+    assert ignored[1]["next_page"] == 3
+    repeated = answers("repeat-last-row")
+    assert repeated[1]["results"][0] == repeated[0]["results"][-1]
+    assert (
+        repeated[0]["results"] + repeated[1]["results"][1:] == clean[0]["results"] + clean[1]["results"][:39]
+    )
+    assert answers("phantom-call")[0]["total_results"] == 101
+    nulls = answers("null-row")
+    assert nulls[0]["results"][0] is None
+    assert nulls[0]["results"][1:] == clean[0]["results"][1:]
+
+
+def test_a_misbehaviour_can_be_limited_to_some_accounts(make_sandbox: SandboxFactory) -> None:
+    server = make_sandbox(accounts=2, misbehaviour=Misbehaviour(frozenset({"phantom-call"}), frozenset({2})))
+    assert get(server, limit=40)["total_results"] == 100
+    assert get(server, limit=40, api_key=account_key(2))["total_results"] == 101
+
+
+def test_an_answer_that_trickles_arrives_by_small_pieces(make_sandbox: SandboxFactory) -> None:
+    server = make_sandbox(misbehaviour=Misbehaviour(frozenset({"trickle"}), trickle_bytes_per_second=400))
+    with requests.get(server.url, params={**BASE, "limit": "10"}, timeout=10, stream=True) as response:
+        started = time.monotonic()
+        first = response.raw.read1(1 << 16)
+        assert 0 < len(first) <= 100
+        response.raw.read1(1 << 16)
+        assert time.monotonic() - started >= 0.2
+
+
+def test_the_command_line_refuses_an_unknown_misbehaviour() -> None:
+    done = subprocess.run(
+        [str(BIN / "tap-optico-sandbox"), "--misbehave", "endless-pages,teapot"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "unknown misbehaviours: teapot" in done.stderr
