@@ -294,10 +294,8 @@ class WindowReader:
             self._claimed.setdefault(home.index, set()).add(key)
         else:
             last, last_keys = self._previous
-            if (home is not None and home.index == last and key in last_keys) or (
-                account,
-                key,
-            ) in self._strays:
+            handed_before = home is not None and home.index == last and key in last_keys
+            if handed_before or (account, key) in self._strays:
                 return False
             # Outside the plan, or its window is read and its records forgotten: once per run.
             self._strays.add((account, key))
