@@ -160,7 +160,7 @@ class WindowPager:
                     return window
             while started < len(windows):
                 held = sum(w.held for w in windows[reported:started])
-                if started > reported and held + len(in_flight) >= self.max_concurrency:
+                if started > reported and held >= self.max_concurrency:
                     return None
                 started += 1
                 window = windows[started - 1]
@@ -203,6 +203,7 @@ class WindowPager:
                     msg = f"nothing to request for {self.describe(windows[reported])}, which is not read"
                     raise RuntimeError(msg)
                 while reported < len(windows) and windows[reported].done:
+                    request_more()  # requests stay in flight while the window is handed over
                     yield windows[reported]  # read, or of an account that failed
                     reported += 1
                     started = max(started, reported)
