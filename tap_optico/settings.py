@@ -73,7 +73,7 @@ class Settings:
             """An account from its entry in ``accounts``; what it leaves out comes from the settings."""
             return Account(
                 name=entry["name"],
-                api_key=entry["api_key"],
+                api_key=str(entry["api_key"]),  # a key given as a number is its digits
                 start_date=read_day(entry.get("start_date") or config["start_date"], zone),
                 filters={name: value for name in FILTERS if (value := entry.get(name, config.get(name)))},
             )
@@ -180,7 +180,7 @@ def _problem(name: str, value: Any, spec: Mapping[str, Any], required: bool) -> 
     if value is None and not required:
         return None
     if spec.get("secret"):
-        if isinstance(value, str) and value.strip():
+        if (isinstance(value, str) and value.strip()) or _is_number_key(value):
             return None
         return f"Setting '{name}' is required: set it to your {spec.get('title', name)}"
     kinds = spec.get("type")
@@ -196,6 +196,11 @@ def _problem(name: str, value: Any, spec: Mapping[str, Any], required: bool) -> 
     ):
         return f"Setting '{name}' must be non-empty text, got {value!r}"
     return None
+
+
+def _is_number_key(value: Any) -> bool:
+    """The API reference types the key as an integer: a key given as a JSON number is its digits."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _integer_problem(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
