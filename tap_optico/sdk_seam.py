@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 from functools import cached_property
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import IO, Any
 
-from singer_sdk import Stream, Tap
+from singer_sdk import Stream, Tap, metrics
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers.types import Context
 from typing_extensions import override
@@ -83,6 +83,36 @@ class WindowedStream(Stream):
         # As the SDK's own path: the stream's last STATE then follows (and flushes) these records.
         self.state_manager.is_flushed = False
 
+    @override
+    def get_sync_timer(self) -> metrics.Timer:
+        """singer-sdk's sync_duration timer, whose status says failed when an account was not read."""
+        return _AccountsTimer(self)
+
+    @override
+    def _write_starting_replication_value(self, context: Context | None) -> None:
+        """Not the SDK's: it logs (and puts in the state) start_date as where the run starts, while
+        each account reads from its own bookmark, which the stream's first line says."""
+
+
+class _AccountsTimer(metrics.Timer):
+    """A stream's sync_duration: failed when an account failed, in this stream or one before it
+    (this stream then skipped it), although no exception ended the stream."""
+
+    def __init__(self, stream: WindowedStream) -> None:
+        super().__init__(metrics.Metric.SYNC_DURATION, {metrics.Tag.STREAM: stream.name})
+        self.stream = stream
+
+    @override
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        if self.stream.failed_accounts:
+            self.tags[metrics.Tag.STATUS] = metrics.Status.FAILED
+        super().__exit__(exc_type, exc_val, exc_tb)
+
 
 class TapSeam(Tap):
     """A tap whose settings are checked by :meth:`setting_problems`, one line each, which
@@ -124,10 +154,14 @@ class TapSeam(Tap):
         )
         tap.sync_all()
         if tap.failed_accounts:
-            raise AccountsFailedError(tap.failed_accounts)
+            raise AccountsFailedError(tap.failed_accounts, tap.account_count())
 
     def setting_problems(self) -> list[str]:
         """One line per invalid setting of the tap itself."""
+        raise NotImplementedError
+
+    def account_count(self) -> int:
+        """How many accounts the run reads."""
         raise NotImplementedError
 
     @override

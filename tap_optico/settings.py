@@ -8,6 +8,7 @@ an http(s) URL) and words every problem as one line naming the setting.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,6 +134,42 @@ def problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
     if end is not None and read_day(end, zone) < read_day(config["start_date"], zone):
         errors.append("Setting 'end_date' must not be before 'start_date'")
     return errors
+
+
+def environment_problems(environ: Mapping[str, str], schema: Mapping[str, Any], prefix: str) -> list[str]:
+    """One line per setting given as an environment variable (``--config ENV``) that singer-sdk
+    could not read into its type: a whole number, or JSON for a list or an object."""
+    errors = []
+    for name, spec in schema["properties"].items():
+        variable = prefix + name.upper().replace("-", "_")
+        text = environ.get(variable)
+        kinds = spec.get("type")
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        if text is None:
+            continue
+        if "integer" in kinds:
+            try:
+                int(text)
+            except ValueError:
+                errors.append(f"{_integer_problem(name, text, spec)} (from {variable})")
+        elif {"array", "object"} & set(kinds) and not _is_string_list(spec):
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as error:  # the text may hold keys: never echoed
+                kind = "list" if "array" in kinds else "object"
+                quotes = " (JSON quotes with \", not ')" if "'" in text else ""
+                errors.append(
+                    f"Setting '{name}' (from {variable}) must be a JSON {kind}: "
+                    f"{error.msg} at character {error.pos + 1}{quotes}"
+                )
+    return errors
+
+
+def _is_string_list(spec: Mapping[str, Any]) -> bool:
+    """A list of strings, which singer-sdk also reads as ``a,b,c``."""
+    items = spec.get("items")
+    kinds = items.get("type") if isinstance(items, Mapping) else None
+    return kinds == "string" or (isinstance(kinds, list) and "string" in kinds)
 
 
 def _account_problems(config: Mapping[str, Any], item: Mapping[str, Any]) -> list[str]:
