@@ -175,15 +175,18 @@ class ShellRun:
     output: str
 
 
-def run_shell(script: str, cwd: Path, env: dict[str, str], timeout: float = 180) -> ShellRun:
-    """Run a block with bash (stop at the first failure); what it left running is stopped.
+def run_shell(
+    script: str, cwd: Path, env: dict[str, str], timeout: float = 180, *, strict: bool = True
+) -> ShellRun:
+    """Run a block with bash (``strict``: stop at the first failure; else as typed in a terminal,
+    where the status is the last command's); what it left running is stopped.
 
     The output goes to a file: a server the block left in the background would keep a
     pipe open, and reading it to the end would wait for that server.
     """
     with tempfile.TemporaryFile("w+", encoding="utf-8") as log:
         process = subprocess.Popen(
-            ["bash", "-e", "-o", "pipefail", "-c", script],
+            ["bash", *(("-e", "-o", "pipefail") if strict else ()), "-c", script],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
