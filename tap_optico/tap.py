@@ -268,7 +268,10 @@ def state_hint() -> str:
         environment = os.environ.get("MELTANO_ENVIRONMENT")
         prefix = f"{environment}:{extractor}" if environment else str(extractor)
         state_id = f"{prefix}-to-<loader>"
-        listing = f"; `meltano state list --pattern '{prefix}-*'` lists the state ids of `meltano run`"
+        listing = (
+            f"; `meltano state list --pattern '{prefix}-*'` lists the state ids of `meltano run`,"
+            " `meltano el` uses its --state-id"
+        )
     return (
         f"(with Meltano: `meltano state clear --force {state_id}`, or "
         f"`meltano state set --force {state_id} '<state>'`{listing})"
