@@ -5,20 +5,18 @@ from __future__ import annotations
 import html
 import json
 import re
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from pathlib import Path
-from threading import Thread
 from typing import Any
-from urllib.parse import parse_qs, quote, quote_plus, unquote_plus, urlsplit
+from urllib.parse import quote, quote_plus, unquote_plus
 
 import pytest
-from typing_extensions import override
 
 from tap_optico import secrets
 from tap_optico.errors import SettingsError
 from tap_optico.sandbox import Faults
 from tap_optico.tap import TapOptico
-from tests.helpers import SandboxFactory, run_tap, tap_config
+from tests.helpers import CannedApi, SandboxFactory, run_tap, tap_config
 
 SECRET = "s3cr3t-K3y-0f-A-Cust0mer"
 DEBUG = {"TAP_OPTICO_LOGLEVEL": "DEBUG"}
@@ -199,30 +197,6 @@ def test_text_without_a_key_is_left_as_it_is() -> None:
     assert secrets.redact(text) == text
 
 
-class _EchoingApi:
-    """An API that answers every request with ``status`` and a PHP-style JSON body echoing the key."""
-
-    def __init__(self, status: int) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                key = parse_qs(urlsplit(self.path).query)["api_key"][0]
-                body = json.dumps({"status": "ERROR", "errors": [f"Clef {key} invalide"]})
-                data = body.replace("/", "\\/").encode()  # json.dumps already writes é as \u00e9
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            @override
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/data-api"
-        Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-
 def _pieces_left(text: str, key: str, size: int = 5) -> list[str]:
     """The runs of ``size`` characters of the key in ``text``, once its escapes are read (by the
     standard library, not by the tap's own decoder) and case is ignored."""
@@ -232,19 +206,14 @@ def _pieces_left(text: str, key: str, size: int = 5) -> list[str]:
 
 
 @pytest.mark.parametrize("status", [401, 403, 500, 200])
-def test_an_answer_echoing_the_key_php_style_prints_no_piece_of_it(tmp_path: Path, status: int) -> None:
-    api = _EchoingApi(status)
-    try:
-        config = {
-            "api_key": ODD_KEY,
-            "api_url": api.url,
-            "start_date": "2026-03-20",
-            "end_date": "2026-03-21",
-        }
-        run = run_tap({**config, "max_tries": 2, "max_wait_seconds": 1}, tmp_path, env=DEBUG)
-    finally:
-        api.httpd.shutdown()
-        api.httpd.server_close()
+def test_an_answer_echoing_the_key_php_style_prints_no_piece_of_it(
+    canned: Callable[..., CannedApi], tmp_path: Path, status: int
+) -> None:
+    # PHP's json_encode writes / as \/ and é as \u00e9, cutting the key in pieces.
+    body = json.dumps({"status": "ERROR", "errors": [f"Clef {ODD_KEY} invalide"]}).replace("/", "\\/")
+    api = canned([body], status)
+    config = {"api_key": ODD_KEY, "api_url": api.url, "start_date": "2026-03-20", "end_date": "2026-03-20"}
+    run = run_tap({**config, "max_tries": 2, "max_wait_seconds": 1}, tmp_path, env=DEBUG)
     assert run.returncode == 1
     assert "Clef *** invalide" in run.stderr
     assert _pieces_left(run.stderr + run.stdout, ODD_KEY) == []
