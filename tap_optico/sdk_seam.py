@@ -1,9 +1,10 @@
 """Every private singer-sdk name the tap relies on, and nothing else.
 
-singer-sdk offers no public hook for four things this tap must do: move a
+singer-sdk offers no public hook for five things this tap must do: move a
 bookmark per complete window instead of per record, write records without
-the SDK's per-record message objects, word setting errors itself, and stop
-on a signal without writing into the output. The
+the SDK's per-record message objects, word setting errors itself, stop
+on a signal without writing into the output, and not announce start_date as
+where an incremental run starts. The
 overrides that do it live here, together; ``tests/test_sdk_contract.py``
 checks on the installed singer-sdk that each name still exists with the
 signature used, so an SDK upgrade that changes one fails CI instead of

@@ -143,10 +143,9 @@ def environment_problems(environ: Mapping[str, str], schema: Mapping[str, Any], 
     for name, spec in schema["properties"].items():
         variable = prefix + name.upper().replace("-", "_")
         text = environ.get(variable)
-        kinds = spec.get("type")
-        kinds = kinds if isinstance(kinds, list) else [kinds]
         if text is None:
             continue
+        kinds = spec["type"] if isinstance(spec.get("type"), list) else [spec.get("type")]
         if "integer" in kinds:
             try:
                 int(text)

@@ -313,7 +313,8 @@ def main() -> None:
         _exit(stop.exit_code, flush_stdout=stop.signum != signal.SIGPIPE)
     except Exception as error:  # anything else: one line too, the traceback at DEBUG only
         logger.debug("Where it failed:", exc_info=True)
-        logger.error("tap-optico failed: %s: %s", type(error).__name__, error)  # noqa: TRY400
+        what = " ".join(str(error).split())
+        logger.error("tap-optico failed: %s: %s", type(error).__name__, what)  # noqa: TRY400
         _exit(1)
 
 
