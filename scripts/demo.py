@@ -3,6 +3,11 @@
 Starts the sandbox on a free port, runs `meltano run tap-optico target-jsonl`,
 stops the sandbox and summarises what the run wrote. Run it again: Meltano
 keeps the state, so the second run only reads the last days.
+
+The demo reads other days than the `sandbox` environment (the last 90 days, not
+March 2026), so it keeps its state under a state id of its own
+(`sandbox:tap-optico-to-target-jsonl:demo`): the README's commands that run after
+it, with the environment's own state id, start from no state.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from tap_optico.sandbox import build_server
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "output"
 MELTANO = Path(sys.executable).parent / "meltano"
+#: The demo's state id is the environment's, with this suffix.
+STATE_ID_SUFFIX = "demo"
 
 
 def newest_file(stream: str, before: set[Path]) -> Path | None:
@@ -51,9 +58,8 @@ def main() -> int:
             "TAP_OPTICO_END_DATE": data.last_day.isoformat(),
             "MELTANO_ENVIRONMENT": "sandbox",
         }
-        run = subprocess.run(
-            [str(MELTANO), "run", "tap-optico", "target-jsonl"], cwd=ROOT, env=env, check=False
-        )
+        command = [str(MELTANO), "run", "--state-id-suffix", STATE_ID_SUFFIX, "tap-optico", "target-jsonl"]
+        run = subprocess.run(command, cwd=ROOT, env=env, check=False)
     if run.returncode:
         print("meltano run failed; see the log above", file=sys.stderr)
         return run.returncode

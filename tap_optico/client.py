@@ -9,6 +9,7 @@ malformed body, a ``next_page`` that goes nowhere.
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping
@@ -44,6 +45,12 @@ RETRIABLE_ERRORS = (
 )
 MAX_REPORTED_BODY_CHARS = 200
 BODY_PIECE_BYTES = 1 << 16
+#: An API error that speaks of the key ("Clef API invalide"); HTTP 401 and 403 refuse it too.
+KEY_WORDS = re.compile(r"\bcl(?:ef|é|e)\b|\bapi[ _-]?key\b|\bkey\b", re.IGNORECASE)
+
+
+class RefusedKeyError(FatalAPIError):
+    """The API refused an account's key."""
 
 
 class _PageHeader(msgspec.Struct):
@@ -209,6 +216,12 @@ class OpticoClient(RESTStream[int]):
             f"Optico API answered HTTP {response.status_code} {response.reason} ({content_type}): {excerpt}"
         )
 
+    @override
+    def validate_response(self, response: requests.Response) -> None:
+        if response.status_code in (requests.codes.unauthorized, requests.codes.forbidden):
+            raise RefusedKeyError(self.response_error_message(response))
+        super().validate_response(response)
+
     def decode(self, response: requests.Response, number: int) -> dict[str, Any]:
         """The answer's body: one that is not JSON is retried, an ERROR or a malformed one is fatal."""
         plain = self.normalizer.plain
@@ -229,7 +242,7 @@ class OpticoClient(RESTStream[int]):
             errors = body.get("errors") or ["no message"]
             messages = errors if isinstance(errors, list) else [errors]
             msg = "Optico API error: " + "; ".join(" ".join(str(m).split()) for m in messages)
-            raise FatalAPIError(redact(msg))
+            raise (RefusedKeyError if KEY_WORDS.search(msg) else FatalAPIError)(redact(msg))
         results = body.get("results")
         if results is None and _count(body.get("total_results")) in (0, None):
             body["results"] = []
@@ -345,6 +358,14 @@ class OpticoClient(RESTStream[int]):
                 headers=request.headers,
             )
             response, body = self._send_with_retries(prepared, number, window)
+        except RefusedKeyError as error:
+            account = window.account.name
+            setting = (
+                f"the api_key of account {account!r} in the setting 'accounts'"
+                if self.settings.several_accounts
+                else "the setting 'api_key'"
+            )
+            raise RefusedKeyError(f"{error} (the API refused the key: check {setting})") from None
         except (RetriableAPIError, requests.RequestException) as error:
             msg = (
                 f"{self.name}{self._whose(window)}: giving up on {window.start}..{window.end} page {number} "

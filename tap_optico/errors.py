@@ -22,6 +22,13 @@ class SettingsError(OpticoError):
 class AccountsFailedError(OpticoError):
     """Accounts whose requests failed for good; the others were read."""
 
-    def __init__(self, failed: dict[str, str]) -> None:
+    def __init__(self, failed: dict[str, str], accounts: int) -> None:
         names = ", ".join(sorted(failed))
-        super().__init__(f"{len(failed)} account(s) failed, the others were read: {names}")
+        if accounts == 1:
+            [(name, what)] = failed.items()
+            message = f"The run failed: account {name} could not be read: {what}"
+        elif len(failed) == accounts:
+            message = f"The run failed: all {accounts} accounts failed: {names}"
+        else:
+            message = f"{len(failed)} account(s) failed, the others were read: {names}"
+        super().__init__(message)

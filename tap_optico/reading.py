@@ -79,7 +79,7 @@ def bookmark_problem(where: str, bookmark: Any, settings: Settings) -> str | Non
         # A run would read nothing and exit 0: the state belongs to other data or a stray call set it.
         return (
             f"{where}, after the last day to read ({settings.last_day}): this state does not match "
-            "these settings; set end_date, or set the bookmark back (meltano state set) or clear it"
+            "these settings; set end_date, or set the bookmark back or clear it"
         )
     return None
 

@@ -1,10 +1,10 @@
 """Every private singer-sdk name the tap relies on, and nothing else.
 
-singer-sdk offers no public hook for four things this tap must do: move a
+singer-sdk offers no public hook for five things this tap must do: move a
 bookmark per complete window instead of per record (and write STATE when
 the tap says), write records without the SDK's per-record message objects,
-word setting errors itself, and stop on a signal without writing into the
-output. The
+word setting errors itself, stop on a signal without writing into the
+output, and not announce start_date as where an incremental run starts. The
 overrides that do it live here, together; ``tests/test_sdk_contract.py``
 checks on the installed singer-sdk that each name still exists with the
 signature used, so an SDK upgrade that changes one fails CI instead of
@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import sys
 from functools import cached_property
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import IO, Any
 
-from singer_sdk import Stream, Tap
+from singer_sdk import Stream, Tap, metrics
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers.types import Context
 from typing_extensions import override
@@ -98,6 +98,36 @@ class WindowedStream(Stream):
         # As the SDK's own path: the stream's last STATE then follows (and flushes) these records.
         self.state_manager.is_flushed = False
 
+    @override
+    def get_sync_timer(self) -> metrics.Timer:
+        """singer-sdk's sync_duration timer, whose status says failed when an account was not read."""
+        return _AccountsTimer(self)
+
+    @override
+    def _write_starting_replication_value(self, context: Context | None) -> None:
+        """Not the SDK's: it logs (and puts in the state) start_date as where the run starts, while
+        each account reads from its own bookmark, which the stream's first line says."""
+
+
+class _AccountsTimer(metrics.Timer):
+    """A stream's sync_duration: failed when an account failed, in this stream or one before it
+    (this stream then skipped it), although no exception ended the stream."""
+
+    def __init__(self, stream: WindowedStream) -> None:
+        super().__init__(metrics.Metric.SYNC_DURATION, {metrics.Tag.STREAM: stream.name})
+        self.stream = stream
+
+    @override
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        if self.stream.failed_accounts:
+            self.tags[metrics.Tag.STATUS] = metrics.Status.FAILED
+        super().__exit__(exc_type, exc_val, exc_tb)
+
 
 class TapSeam(Tap):
     """A tap whose settings are checked by :meth:`setting_problems`, one line each, which
@@ -139,10 +169,14 @@ class TapSeam(Tap):
         )
         tap.sync_all()
         if tap.failed_accounts:
-            raise AccountsFailedError(tap.failed_accounts)
+            raise AccountsFailedError(tap.failed_accounts, tap.account_count())
 
     def setting_problems(self) -> list[str]:
         """One line per invalid setting of the tap itself."""
+        raise NotImplementedError
+
+    def account_count(self) -> int:
+        """How many accounts the run reads."""
         raise NotImplementedError
 
     @override

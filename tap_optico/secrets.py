@@ -4,10 +4,18 @@ The key travels in the query string, so any URL that requests, urllib3 or
 backoff prints carries it. Rather than chase every place a URL can surface,
 redaction happens where text leaves the process: every log record (message,
 arguments and formatted traceback) and uncaught exceptions.
+
+An answer may echo the key in another form than it was sent: JSON-escaped
+(``\\/``, ``\\u00e9``), percent-encoded (either hex case, ``+`` for a space),
+as HTML entities, in another case. Text is therefore read as a sequence of
+characters with every such escape decoded, compared with the key without
+regard to case, and each run of it that holds a piece of a key is masked in
+the original text, escapes included.
 """
 
 from __future__ import annotations
 
+import html.entities
 import logging
 import re
 import sys
@@ -15,47 +23,56 @@ import threading
 import traceback
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 MASK = "***"
 #: No run of this many characters of a key may be printed: a message quoting part of a key is masked too.
 PIECE = 8
 _KEY_IN_QUERY = re.compile(r"(api_key=)[^&\s'\"<>)]+", re.IGNORECASE)
-#: Keys (in every form) too short to be cut into pieces; longer ones are masked through their pieces.
-_short_secrets: set[str] = set()
+#: One character written as an escape: a JSON surrogate pair or \uXXXX or \/, a run of %XX
+#: bytes, an HTML entity (decimal, hex or named).
+_ESCAPE = re.compile(
+    r"\\u(?P<high>d[89ab][0-9a-f]{2})\\u(?P<low>d[c-f][0-9a-f]{2})"
+    r"|\\u(?P<unicode>[0-9a-f]{4})"
+    r"|\\(?P<escaped>[\\/\"'])"
+    r"|(?P<percent>(?:%[0-9a-f]{2})+)"
+    r"|&#(?P<decimal>[0-9]{1,7});|&#x(?P<hex>[0-9a-f]{1,6});|&(?P<name>[a-z][a-z0-9]{1,31});",
+    re.IGNORECASE,
+)
+#: Every piece of every key, as :func:`_decode` reads text; the lengths of those pieces.
 _pieces: set[str] = set()
+_lengths: tuple[int, ...] = ()
 _lock = threading.Lock()
 _installed = False
 
 
 def redact(text: str) -> str:
-    """``text`` with any API key, and any run of ``PIECE`` characters of one, replaced by ``***``.
-
-    Each stretch of ``PIECE`` characters of ``text`` is looked up among the keys' pieces: the cost
-    grows with the text, not with the number of keys (a run may hold thousands of accounts).
-    """
+    """``text`` with any API key, or any piece of one, replaced by ``***``, whatever its encoding."""
     text = _KEY_IN_QUERY.sub(r"\1" + MASK, text)
-    for secret in _short_secrets:
-        if secret in text:
-            text = text.replace(secret, MASK)
-    pieces = _pieces
-    if not pieces:
+    lengths = _lengths
+    if not lengths:
         return text
-    hits = [start for start in range(len(text) - PIECE + 1) if text[start : start + PIECE] in pieces]
-    if not hits:
+    chars, spans = _decode(text)
+    covered = [False] * len(chars)
+    for length in lengths:
+        for start in range(len(chars) - length + 1):
+            if chars[start : start + length] in _pieces:
+                covered[start : start + length] = [True] * length
+    if not any(covered):
         return text
-    stretches: list[list[int]] = []
-    for start in hits:
-        if stretches and start <= stretches[-1][1]:
-            stretches[-1][1] = start + PIECE
-        else:
-            stretches.append([start, start + PIECE])
     out: list[str] = []
-    cursor = 0
-    for start, end in stretches:
-        out += (text[cursor:start], MASK)
-        cursor = end
-    out.append(text[cursor:])
+    done = 0  # text[:done] is written
+    index = 0
+    while index < len(chars):
+        if not covered[index]:
+            index += 1
+            continue
+        end = index
+        while end + 1 < len(chars) and covered[end + 1]:
+            end += 1
+        out += [text[done : spans[index][0]], MASK]
+        done = spans[end][1]
+        index = end + 1
+    out.append(text[done:])
     return "".join(out)
 
 
@@ -66,16 +83,90 @@ def shorten(text: str, limit: int) -> str:
 
 
 def register(secret: object) -> None:
-    """Mask ``secret`` (and its URL-encoded forms) wherever it would be printed."""
+    """Mask ``secret`` (a number, as its digits) in every form it may take, wherever it would be printed."""
+    if isinstance(secret, int) and not isinstance(secret, bool):
+        secret = str(secret)
     if not isinstance(secret, str) or not secret:
         return
-    encoded = {secret, quote(secret, safe=""), quote_plus(secret)}
-    # An error page may echo the key in another case (hex keys, %xx escapes).
-    forms = encoded | {form.lower() for form in encoded} | {form.upper() for form in encoded}
+    # The key as written, and as its own escapes would read (a key holding "%41" or "&amp;").
+    forms = {_fold(secret), _decode(secret)[0]}
     with _lock:
-        _short_secrets.update(form for form in forms if len(form) < PIECE)
-        _pieces.update(form[i : i + PIECE] for form in forms for i in range(len(form) - PIECE + 1))
+        global _lengths
+        for form in forms:
+            length = min(PIECE, len(form))
+            _pieces.update(form[i : i + length] for i in range(len(form) - length + 1))
+            _lengths = tuple(sorted({*_lengths, length}))
     install()
+
+
+def _fold(text: str) -> str:
+    """``text`` to compare without case, a space as its form-encoding ``+``; as long as ``text``."""
+    lower = text.lower()
+    if len(lower) != len(text):  # a character whose lower case is longer keeps its case
+        lower = "".join(char.lower() if len(char.lower()) == 1 else char for char in text)
+    return lower.replace(" ", "+")
+
+
+def _decode(text: str) -> tuple[str, list[tuple[int, int]]]:
+    """``text`` with its escapes decoded, folded (:func:`_fold`), and where each character came from."""
+    chars: list[str] = []
+    spans: list[tuple[int, int]] = []
+
+    def plain(start: int, end: int) -> None:
+        chars.extend(text[start:end])
+        spans.extend((i, i + 1) for i in range(start, end))
+
+    position = 0
+    for match in _ESCAPE.finditer(text):
+        plain(position, match.start())
+        position = match.end()
+        decoded = _unescape(match)
+        if decoded is None:  # an unknown entity name: plain text
+            plain(match.start(), match.end())
+        else:
+            chars.extend(char for char, _ in decoded)
+            spans.extend(span for _, span in decoded)
+    plain(position, len(text))
+    return _fold("".join(chars)), spans
+
+
+def _unescape(match: re.Match[str]) -> list[tuple[str, tuple[int, int]]] | None:
+    """The characters one escape stands for, each with its span in the text."""
+    span = match.span()
+    if match["high"]:
+        pair = int(match["high"], 16), int(match["low"], 16)
+        return [(chr(0x10000 + ((pair[0] - 0xD800) << 10) + (pair[1] - 0xDC00)), span)]
+    if match["percent"]:
+        return _percent_decoded(match["percent"], span[0])
+    if match["name"]:
+        point = html.entities.name2codepoint.get(match["name"]) or html.entities.name2codepoint.get(
+            match["name"].lower()
+        )
+        if point is None:
+            return None if match["name"].lower() != "apos" else [("'", span)]
+        return [(chr(point), span)]
+    code = match["unicode"] or match["hex"]
+    point = int(code, 16) if code else int(match["decimal"]) if match["decimal"] else None
+    if point is None:
+        return [(match["escaped"], span)]
+    return [(chr(point) if point <= sys.maxunicode else "\ufffd", span)]
+
+
+def _percent_decoded(run: str, offset: int) -> list[tuple[str, tuple[int, int]]]:
+    """A run of ``%XX`` bytes as UTF-8 characters (a byte that is not UTF-8 as itself)."""
+    data = bytes(int(run[i + 1 : i + 3], 16) for i in range(0, len(run), 3))
+    decoded: list[tuple[str, tuple[int, int]]] = []
+    index = 0
+    while index < len(data):
+        lead = data[index]
+        size = 1 if lead < 0xC0 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+        try:
+            char = data[index : index + size].decode("utf-8")
+        except UnicodeDecodeError:
+            char, size = chr(lead), 1
+        decoded.append((char, (offset + 3 * index, offset + 3 * (index + size))))
+        index += size
+    return decoded
 
 
 def install() -> None:

@@ -8,6 +8,7 @@ an http(s) URL) and words every problem as one line naming the setting.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,7 +74,7 @@ class Settings:
             """An account from its entry in ``accounts``; what it leaves out comes from the settings."""
             return Account(
                 name=entry["name"],
-                api_key=entry["api_key"],
+                api_key=str(entry["api_key"]),  # a key given as a number is its digits
                 start_date=read_day(entry.get("start_date") or config["start_date"], zone),
                 filters={name: value for name in FILTERS if (value := entry.get(name, config.get(name)))},
             )
@@ -135,6 +136,41 @@ def problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
     return errors
 
 
+def environment_problems(environ: Mapping[str, str], schema: Mapping[str, Any], prefix: str) -> list[str]:
+    """One line per setting given as an environment variable (``--config ENV``) that singer-sdk
+    could not read into its type: a whole number, or JSON for a list or an object."""
+    errors = []
+    for name, spec in schema["properties"].items():
+        variable = prefix + name.upper().replace("-", "_")
+        text = environ.get(variable)
+        if text is None:
+            continue
+        kinds = spec["type"] if isinstance(spec.get("type"), list) else [spec.get("type")]
+        if "integer" in kinds:
+            try:
+                int(text)
+            except ValueError:
+                errors.append(f"{_integer_problem(name, text, spec)} (from {variable})")
+        elif {"array", "object"} & set(kinds) and not _is_string_list(spec):
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as error:  # the text may hold keys: never echoed
+                kind = "list" if "array" in kinds else "object"
+                quotes = " (JSON quotes with \", not ')" if "'" in text else ""
+                errors.append(
+                    f"Setting '{name}' (from {variable}) must be a JSON {kind}: "
+                    f"{error.msg} at character {error.pos + 1}{quotes}"
+                )
+    return errors
+
+
+def _is_string_list(spec: Mapping[str, Any]) -> bool:
+    """A list of strings, which singer-sdk also reads as ``a,b,c``."""
+    items = spec.get("items")
+    kinds = items.get("type") if isinstance(items, Mapping) else None
+    return kinds == "string" or (isinstance(kinds, list) and "string" in kinds)
+
+
 def _account_problems(config: Mapping[str, Any], item: Mapping[str, Any]) -> list[str]:
     """``api_key`` or ``accounts``, and each account named once, with a key."""
     accounts = config.get("accounts")
@@ -180,7 +216,7 @@ def _problem(name: str, value: Any, spec: Mapping[str, Any], required: bool) -> 
     if value is None and not required:
         return None
     if spec.get("secret"):
-        if isinstance(value, str) and value.strip():
+        if (isinstance(value, str) and value.strip()) or _is_number_key(value):
             return None
         return f"Setting '{name}' is required: set it to your {spec.get('title', name)}"
     kinds = spec.get("type")
@@ -196,6 +232,11 @@ def _problem(name: str, value: Any, spec: Mapping[str, Any], required: bool) -> 
     ):
         return f"Setting '{name}' must be non-empty text, got {value!r}"
     return None
+
+
+def _is_number_key(value: Any) -> bool:
+    """The API reference types the key as an integer: a key given as a JSON number is its digits."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _integer_problem(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:

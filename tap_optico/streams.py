@@ -1,21 +1,36 @@
 """The tap's streams: what each one reads, and how its records are keyed.
 
-Each stream's fields are its schema (``schemas/<stream>.json``); a field's
-raw values are converted as its schema type says, unless ``conversions``
-names another way.
+Each stream's fields are its schema (``schemas/<stream>.json``, at the top of
+the repository); a field's raw values are converted as its schema type says,
+unless ``conversions`` names another way.
 """
 
 from __future__ import annotations
 
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import ClassVar
 
 from singer_sdk import SchemaDirectory, StreamSchema
 
-from tap_optico import schemas
 from tap_optico.normalize import DURATION, PAGE_LIST, RAW, CallNormalizer, Conversion, Normalizer
 from tap_optico.reading import OpticoStream
 
-SCHEMAS = SchemaDirectory(schemas)
+
+def schema_directory() -> Traversable:
+    """Where the stream schemas are: the top-level ``schemas/`` of the repository.
+
+    The wheel carries that directory as ``tap_optico/schemas`` (pyproject.toml's
+    force-include); an editable install (a clone) reads the repository's own.
+    """
+    packaged = resources.files("tap_optico").joinpath("schemas")
+    if packaged.is_dir() and any(entry.name.endswith(".json") for entry in packaged.iterdir()):
+        return packaged
+    return Path(__file__).resolve().parent.parent / "schemas"
+
+
+SCHEMAS = SchemaDirectory(schema_directory())
 
 
 class CallsStream(OpticoStream):

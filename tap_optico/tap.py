@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from typing import IO, Any, ClassVar, NoReturn
 
 from singer_sdk import Stream, Tap
@@ -20,7 +22,7 @@ from tap_optico.api import DEFAULT_URL, FILTERS, MAX_PAGE_SIZE, MIN_PAGE_SIZE
 from tap_optico.errors import OpticoError, SettingsError, StateError
 from tap_optico.reading import OpticoStream, bookmark_problem
 from tap_optico.sdk_seam import TapSeam
-from tap_optico.settings import DATE_FORMS, clear_text_host, problems
+from tap_optico.settings import DATE_FORMS, Settings, clear_text_host, environment_problems, problems
 from tap_optico.streams import CallsStream, DailyCallsStream
 from tap_optico.writer import OpticoWriter
 
@@ -140,6 +142,18 @@ class TapOptico(TapSeam):
     ]
 
     @override
+    def __init__(self, *args: Any, parse_env_config: bool = False, **kwargs: Any) -> None:
+        """As singer-sdk's, with settings from environment variables (``--config ENV``) checked
+        first: the SDK ends on a traceback for a number or a JSON value it cannot read."""
+        if parse_env_config:
+            schema = copy.deepcopy(self.config_jsonschema)
+            self.append_builtin_config(schema)
+            prefix = self.name.upper().replace("-", "_") + "_"  # singer-sdk's TAP_OPTICO_<SETTING>
+            if errors := environment_problems(os.environ, schema, prefix):
+                raise SettingsError(errors)
+        super().__init__(*args, parse_env_config=parse_env_config, **kwargs)
+
+    @override
     def discover_streams(self) -> list[Stream]:
         return [CallsStream(self), DailyCallsStream(self)]
 
@@ -168,7 +182,13 @@ class TapOptico(TapSeam):
         bookmarks = state.get("bookmarks", {})
         if not isinstance(bookmarks, dict) or not all(map(_is_stream_state, bookmarks.values())):
             msg = "State: 'bookmarks' is not as in a Singer state (objects, with lists of partitions)"
-            raise StateError(msg)
+            raise StateError(f"{msg}: fix it or clear it {state_hint()}")
+        for name, entry in bookmarks.items():
+            if twice := _partition_twice(entry):
+                msg = (
+                    f"State: stream '{name}' lists the partition {twice} twice: keep one, the later bookmark"
+                )
+                raise StateError(f"{msg} {state_hint()}")
         super().load_state(state)
         if not bookmarks or problems(self.config, self.config_jsonschema):
             return  # nothing to check, or settings that are wrong (discovery runs them unchecked)
@@ -177,7 +197,11 @@ class TapOptico(TapSeam):
                 for account in stream.settings.accounts:
                     where = f"'{stream.name}' for account {account.name!r}"
                     if problem := bookmark_problem(where, stream.bookmark(account), stream.settings):
-                        raise StateError(problem)
+                        raise StateError(f"{problem} {state_hint()}")
+
+    @override
+    def account_count(self) -> int:
+        return len(Settings.from_config(self.config).accounts)
 
     @override
     def setting_problems(self) -> list[str]:
@@ -193,7 +217,31 @@ class TapOptico(TapSeam):
         errors = problems(self.config, self.config_jsonschema)
         if "batch_config" in self.config:
             errors.append("Setting 'batch_config' is not supported: tap-optico writes RECORD messages")
+        if not errors:
+            for warning in start_after_last_day(Settings.from_config(self.config), self.config):
+                self.logger.warning("%s", warning)
         return errors
+
+
+def start_after_last_day(settings: Settings, config: Mapping[str, Any]) -> list[str]:
+    """A warning per start_date (the setting's, or an account's own) after the last day to read."""
+    if settings.end_date is None:
+        last = f"today ({settings.last_day} in {settings.timezone}; 'end_date' is not set)"
+    else:
+        last = f"'end_date' ({settings.end_date})"
+    warnings: dict[str, None] = {}
+    for account in settings.accounts:
+        if account.start_date > settings.last_day:
+            own: Mapping[str, Any] = next(
+                (e for e in config.get("accounts") or () if e.get("name") == account.name), {}
+            )
+            setting = (
+                f"Setting 'accounts': the start_date of account {account.name!r}"
+                if own.get("start_date")
+                else "Setting 'start_date'"
+            )
+            warnings[f"{setting} ({account.start_date}) is after {last}: nothing is read"] = None
+    return list(warnings)
 
 
 def _is_stream_state(entry: object) -> bool:
@@ -201,10 +249,56 @@ def _is_stream_state(entry: object) -> bool:
     return isinstance(partitions, list) and all(isinstance(partition, dict) for partition in partitions)
 
 
+def _partition_twice(entry: dict[str, Any]) -> str | None:
+    """The context of a partition a stream's state lists twice (the SDK fails at its first STATE)."""
+    contexts = [
+        json.dumps(partition.get("context"), sort_keys=True) for partition in entry.get("partitions", [])
+    ]
+    return next((context for context in contexts if contexts.count(context) > 1), None)
+
+
+def state_hint() -> str:
+    """Where to act on a state: the command for the Meltano state id of this run, or the state file."""
+    state_id = os.environ.get("MELTANO_STATE_ID")  # meltano el --state-id, given in the environment
+    extractor = os.environ.get("MELTANO_EXTRACTOR_NAME")  # set by Meltano for its extractor
+    if not (state_id or extractor):
+        return "(in the state file given with --state)"
+    listing = ""
+    if not state_id:
+        environment = os.environ.get("MELTANO_ENVIRONMENT")
+        prefix = f"{environment}:{extractor}" if environment else str(extractor)
+        state_id = f"{prefix}-to-<loader>"
+        listing = (
+            f"; `meltano state list --pattern '{prefix}-*'` lists the state ids of `meltano run`,"
+            " `meltano el` uses its --state-id"
+        )
+    return (
+        f"(with Meltano: `meltano state clear --force {state_id}`, or "
+        f"`meltano state set --force {state_id} '<state>'`{listing})"
+    )
+
+
+#: singer-sdk's line when settings come from a file: nothing to act on, and in a Meltano run it
+#: shows twice (discovery's and the run's).
+SDK_SKIPS_ENV = "Skipping parse of env var settings..."
+
+
+def _debug_only(message: str) -> logging.Filter:
+    """A filter that lets ``message`` through only when its logger shows DEBUG."""
+
+    class DebugOnly(logging.Filter):
+        @override
+        def filter(self, record: logging.LogRecord) -> bool:
+            return record.msg != message or logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+    return DebugOnly()
+
+
 def main() -> None:
     """Run the tap; a failure the tap understands ends with one line, not a traceback."""
     secrets.install()
     logger = logging.getLogger("tap-optico")
+    logger.addFilter(_debug_only(SDK_SKIPS_ENV))
     try:
         TapOptico.cli()
     except SystemExit as done:  # click ends every run this way, a successful one too
@@ -217,6 +311,11 @@ def main() -> None:
         if stop.signum != signal.SIGPIPE:
             logger.error("tap-optico %s: a run resumed from the last STATE written loses nothing", stop)  # noqa: TRY400
         _exit(stop.exit_code, flush_stdout=stop.signum != signal.SIGPIPE)
+    except Exception as error:  # anything else: one line too, the traceback at DEBUG only
+        logger.debug("Where it failed:", exc_info=True)
+        what = " ".join(str(error).split())
+        logger.error("tap-optico failed: %s: %s", type(error).__name__, what)  # noqa: TRY400
+        _exit(1)
 
 
 def _exit(code: int, *, flush_stdout: bool = True) -> NoReturn:

@@ -35,12 +35,12 @@ def sandbox(make_sandbox: SandboxFactory) -> SandboxServer:
 
 
 @pytest.fixture
-def canned() -> Iterator[Callable[[list[Any]], CannedApi]]:
+def canned() -> Iterator[Callable[..., CannedApi]]:
     """Start canned APIs (each answers request N with body N, then the last body again)."""
     servers: list[CannedApi] = []
 
-    def make(bodies: list[Any]) -> CannedApi:
-        servers.append(CannedApi(bodies))
+    def make(bodies: list[Any], status: int = 200) -> CannedApi:
+        servers.append(CannedApi(bodies, status))
         return servers[-1]
 
     yield make

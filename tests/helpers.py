@@ -178,9 +178,10 @@ def plain_struct(normalizer: Normalizer) -> type[msgspec.Struct]:
 
 
 class CannedApi:
-    """An HTTP server that answers each request with the next canned JSON body."""
+    """An HTTP server that answers each request with the next canned JSON body (a string: that
+    text as it is), with HTTP ``status``."""
 
-    def __init__(self, bodies: list[Any]) -> None:
+    def __init__(self, bodies: list[Any], status: int = 200) -> None:
         self.bodies = bodies
         self.served = 0
         canned = self
@@ -189,8 +190,8 @@ class CannedApi:
             def do_GET(self) -> None:
                 body = canned.bodies[min(canned.served, len(canned.bodies) - 1)]
                 canned.served += 1
-                data = json.dumps(body).encode()
-                self.send_response(200)
+                data = (body if isinstance(body, str) else json.dumps(body)).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -1,10 +1,11 @@
 """Helpers for the README tests: its blocks, a throw-away copy of the project, running shell.
 
-A shell block of the README may carry a marker on the line right before its fence,
-`<!-- readme-test: KIND text -->`, that says how the tests run it:
+tests/test_readme.py runs the blocks in the README's order, after `make demo`'s script, all
+in one copy of the project. A shell block of the README may carry a marker on the line right
+before its fence, `<!-- readme-test: KIND text -->`, that says how the tests run it:
 
-- no marker: run once, in a fresh copy of the project, with the sandbox running;
-- `repeat`: the same, three times in the same copy (a first run, then later ones);
+- no marker: run once, in its turn, with the sandbox running (its own, or else the README's first);
+- `repeat`: the same, three times (a first run, then later ones that start from its state);
 - `server`: a command that serves until stopped: started, checked to answer, stopped;
 - `new-project`: run by tests/test_install.py, in a new Meltano project;
 - `skip: why`: not run (production credentials, `make test` itself); the reason is required.
@@ -175,15 +176,18 @@ class ShellRun:
     output: str
 
 
-def run_shell(script: str, cwd: Path, env: dict[str, str], timeout: float = 180) -> ShellRun:
-    """Run a block with bash (stop at the first failure); what it left running is stopped.
+def run_shell(
+    script: str, cwd: Path, env: dict[str, str], timeout: float = 180, *, strict: bool = True
+) -> ShellRun:
+    """Run a block with bash (``strict``: stop at the first failure; else as typed in a terminal,
+    where the status is the last command's); what it left running is stopped.
 
     The output goes to a file: a server the block left in the background would keep a
     pipe open, and reading it to the end would wait for that server.
     """
     with tempfile.TemporaryFile("w+", encoding="utf-8") as log:
         process = subprocess.Popen(
-            ["bash", "-e", "-o", "pipefail", "-c", script],
+            ["bash", *(("-e", "-o", "pipefail") if strict else ()), "-c", script],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,

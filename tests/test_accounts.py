@@ -130,7 +130,9 @@ def test_an_account_whose_key_is_refused_fails_alone(make_sandbox: SandboxFactor
     assert run.returncode == 1
     errors = [line for line in run.stderr.splitlines() if " ERROR " in line]
     assert any(
-        "calls: account marseille failed, its bookmark stays: Optico API error: Clef API" in e for e in errors
+        "calls: account marseille failed, its bookmark stays: Optico API error: Clef API invalide "
+        "(the API refused the key: check the api_key of account 'marseille' in the setting 'accounts')" in e
+        for e in errors
     )
     assert any("daily_calls: account marseille is skipped" in e for e in errors)
     assert errors[-1].endswith("1 account(s) failed, the others were read: marseille")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -12,9 +13,17 @@ from tap_optico.api import FILTERS
 from tap_optico.normalize import EXTRA_FIELDS, INTEGER, decode_plain_page
 from tap_optico.sandbox.api import MATCHERS
 from tap_optico.sandbox.data import SandboxData
-from tap_optico.streams import SCHEMAS
+from tap_optico.streams import SCHEMAS, schema_directory
 from tap_optico.tap import TapOptico
 from tests.helpers import normalizer_for, plain_struct
+from tests.helpers_readme import ROOT
+
+
+def test_the_schemas_are_read_from_the_top_level_directory() -> None:
+    """The one copy: a clone's (editable) install reads schemas/ itself, nothing inside the package."""
+    assert Path(str(schema_directory())) == ROOT / "schemas"
+    assert sorted(path.stem for path in (ROOT / "schemas").glob("*.json")) == ["calls", "daily_calls"]
+    assert list((ROOT / "tap_optico").rglob("*.json")) == []
 
 
 @pytest.mark.parametrize("name", ["calls", "daily_calls"])

@@ -8,9 +8,12 @@ commands are the README's block that follows it.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import subprocess
 import sys
+import sysconfig
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +96,54 @@ def test_readme_definition_and_commands_in_a_new_project(
     assert f"TAP_OPTICO_API_KEY='{SANDBOX_API_KEY}'" in (project / ".env").read_text(encoding="utf-8")
     assert SANDBOX_API_KEY not in (project / "meltano.yml").read_text(encoding="utf-8")
     assert "[error" not in run.output
+
+
+def test_the_wheel_alone_carries_the_schemas(wheel: Path, tmp_path: Path) -> None:
+    """The top-level schemas/ is in the wheel (one copy), and a tap installed from the wheel alone
+    discovers both streams with their fields, far from this checkout."""
+    schemas = {path.name: path.read_bytes() for path in (ROOT / "schemas").glob("*.json")}
+    with zipfile.ZipFile(wheel) as archive:
+        carried = {name: archive.read(name) for name in archive.namelist() if name.endswith(".json")}
+    assert carried == {f"tap_optico/schemas/{name}": text for name, text in schemas.items()}
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # The tap's dependencies from the test venv, but not its editable tap_optico (a plain path
+    # line: the .pth files of that directory are not read).
+    (Path(site) / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n", encoding="utf-8")
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--quiet"]
+    subprocess.run([*install, str(wheel)], check=True, timeout=300, capture_output=True)
+    config = tmp_path / "empty.json"
+    config.write_text("{}", encoding="utf-8")
+    env = user_env()
+    where = subprocess.run(
+        [python, "-c", "import tap_optico.streams as s; print(s.__file__, s.schema_directory())"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert where.returncode == 0, where.stderr
+    assert all(part.startswith(site) for part in where.stdout.split()), where.stdout
+    discover = subprocess.run(
+        [venv / "bin" / "tap-optico", "--config", str(config), "--discover"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert discover.returncode == 0, discover.stderr[-3000:]
+    streams = {entry["stream"]: entry["schema"] for entry in json.loads(discover.stdout)["streams"]}
+    assert set(streams) == {"calls", "daily_calls"}
+    for name, schema in streams.items():
+        declared = json.loads(schemas[f"{name}.json"])["properties"]
+        assert set(schema["properties"]) == set(declared), name

@@ -76,6 +76,34 @@ def test_meltano_run_into_jsonl_then_incremental(make_sandbox: SandboxFactory, t
     assert {request.params["start_date"] for request in server.requests} == {"2026-04-07"}
 
 
+def test_a_refused_state_names_the_meltano_command_that_fixes_it(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    server = make_sandbox()
+    first = meltano_run("target-jsonl", server, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Skipping parse of env var settings" not in first.stderr  # neither discovery's nor the run's
+    # The state reaches 2026-04-08; a run that ends earlier is refused, and says how to clear it.
+    refused = meltano_run("target-jsonl", server, tmp_path, TAP_OPTICO_END_DATE="2026-03-31")
+    assert refused.returncode != 0
+    command = "meltano state clear --force sandbox:tap-optico-to-<loader>"
+    assert command in refused.stderr, refused.stderr[-3000:]
+    assert "Traceback" not in refused.stderr
+    clear = subprocess.run(
+        [MELTANO, *command.replace("<loader>", "target-jsonl").split()[1:]],
+        cwd=ROOT,
+        env={**os.environ, "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert clear.returncode == 0, clear.stderr[-3000:]
+    again = meltano_run("target-jsonl", server, tmp_path, TAP_OPTICO_END_DATE="2026-03-31")
+    assert again.returncode == 0, again.stderr[-3000:]
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

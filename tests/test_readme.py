@@ -1,8 +1,9 @@
 """Every command of the README works as written (see tests/helpers_readme.py for the markers).
 
-Each runnable shell block runs with bash in a fresh copy of the project, in a shell like
-a user's (no venv on PATH), against the sandbox; a block that runs a pipeline must
-write every call the sandbox serves.
+The runnable shell blocks run with bash, in the order the README gives them, after `make demo`
+(its script), all in one copy of the project: as a person meets them, in the same clone. Each
+runs in a shell like a user's (no venv on PATH), against the sandbox; a block that runs a
+pipeline must write every call the sandbox serves.
 """
 
 from __future__ import annotations
@@ -130,50 +131,47 @@ def written(work: Path, stream: str) -> list[Path]:
     return sorted(work.glob(f"{stream}-*.jsonl")) + sorted((work / "output").rglob(f"{stream}-*.jsonl"))
 
 
-def check_outputs(block: Block, work: Path, sandbox: list[str]) -> None:
-    calls, daily = written(work, "calls"), written(work, "daily_calls")
+def check_outputs(block: Block, work: Path, sandbox: list[str], before: set[Path]) -> None:
+    """What the block wrote (files that were not in ``before``) is every call the sandbox serves."""
+    calls = sorted(set(written(work, "calls")) - before)
+    daily = sorted(set(written(work, "daily_calls")) - before)
     if PIPELINE.search(block.text):
-        assert calls, "the block runs the tap but wrote no calls"
+        assert calls, f"{block.id}: the block runs the tap but wrote no calls"
     if not calls:
         return
     count, days = served(sandbox)
     records = jsonl_records(calls)
-    assert len({(record["account"], record["call_id"]) for record in records}) == count
-    assert {record["start_date"][:10] for record in records} == days
-    assert {record["date"] for record in jsonl_records(daily)} == days
+    assert len({(record["account"], record["call_id"]) for record in records}) == count, block.id
+    assert {record["start_date"][:10] for record in records} == days, block.id
+    assert {record["date"] for record in jsonl_records(daily)} == days, block.id
 
 
-@pytest.mark.e2e
-@pytest.mark.parametrize("block", RUNNABLE, ids=lambda block: block.id)
-def test_readme_block_runs(block: Block, tmp_path: Path) -> None:
-    port = free_port()
-    work = make_project_copy(tmp_path / "project", port)
+def run_block(block: Block, work: Path, port: int) -> None:
+    """Run a block as a person would, in ``work``, with the sandbox running (its own, or else the
+    one the README starts first)."""
     env = user_env()
     script = block.text.replace(SANDBOX_PORT, str(port))
     own = sandbox_commands([block])
-    # The sandbox the block starts, or else the one the README starts first.
     sandbox = own[0] if own else sandbox_commands(BLOCKS)[0]
+    before = {*written(work, "calls"), *written(work, "daily_calls")}
     with contextlib.ExitStack() as stack:
         if not own:
             command = shlex.join([".venv/bin/tap-optico-sandbox", *sandbox]).replace(SANDBOX_PORT, str(port))
             stack.enter_context(background(command, work, env, port))
         for number in range(3 if block.kind == "repeat" else 1):
-            before = set(written(work, "calls"))
+            earlier = set(written(work, "calls"))
             run = run_shell(script, work, env)
-            assert run.returncode == 0, run.output[-5000:]
+            assert run.returncode == 0, f"{block.id} (README line {block.line}):\n{run.output[-5000:]}"
             if own:
                 wait_until_free(port)
             if number:  # a later run reads from the state the one before saved, not everything again
-                again = jsonl_records(sorted(set(written(work, "calls")) - before))
-                assert len(again) < served(sandbox)[0], f"run {number + 1} read everything again"
-    check_outputs(block, work, sandbox)
+                again = jsonl_records(sorted(set(written(work, "calls")) - earlier))
+                assert len(again) < served(sandbox)[0], f"{block.id}: run {number + 1} read everything again"
+    check_outputs(block, work, sandbox, before)
 
 
-@pytest.mark.e2e
-@pytest.mark.parametrize("block", SERVERS, ids=lambda block: block.id)
-def test_readme_server_block_serves(block: Block, tmp_path: Path) -> None:
-    port = free_port()
-    work = make_project_copy(tmp_path / "project", port)
+def check_server_block(block: Block, work: Path, port: int) -> None:
+    """A server block: started, checked to answer, stopped."""
     [command] = [line for line in block.text.splitlines() if line.strip()]
     [arguments] = sandbox_commands([block])
     options = sandbox_options(arguments)
@@ -182,14 +180,13 @@ def test_readme_server_block_serves(block: Block, tmp_path: Path) -> None:
         query = f"api_key={SANDBOX_API_KEY}&type=calls&start_date={day}&end_date={day}&limit=10"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/data-api?{query}", timeout=30) as answer:
             body = json.load(answer)
-    assert body["status"] == "OK"
-    assert body["total_results"] == options.calls_per_day
+    assert body["status"] == "OK", block.id
+    assert body["total_results"] == options.calls_per_day, block.id
+    wait_until_free(port)
 
 
-@pytest.mark.e2e
-def test_demo_script(tmp_path: Path) -> None:
-    """`make demo` is make install plugins, then scripts/demo.py: run the script in a copy."""
-    work = make_project_copy(tmp_path / "project", free_port())
+def run_demo(work: Path) -> None:
+    """`make demo` is make install plugins, then scripts/demo.py: run the script in the copy."""
     demo = subprocess.run(
         [str(work / ".venv" / "bin" / "python"), "scripts/demo.py"],
         cwd=work,
@@ -206,3 +203,67 @@ def test_demo_script(tmp_path: Path) -> None:
     records = jsonl_records(sorted((work / "output").glob("calls-*.jsonl")))
     assert len({record["call_id"] for record in records}) == expected_call_count(server)
     assert "This run wrote:" in demo.stdout
+
+
+def untracked(work: Path) -> set[str]:
+    """The files of ``work`` that `git add .` would add (.gitignore applied)."""
+    listing = subprocess.run(
+        ["git", "ls-files", "--others", "--exclude-standard"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(listing.stdout.splitlines())
+
+
+@pytest.mark.e2e
+def test_readme_in_order_after_make_demo(tmp_path: Path) -> None:
+    """A person's path through the README: `make demo`, then every block in the README's order, in
+    the same clone (one copy of the project, with one system database and one output/); every block
+    runs (or says why not), and the files they leave are all ignored by git."""
+    port = free_port()
+    work = make_project_copy(tmp_path / "project", port)
+    (work / ".gitignore").write_bytes((ROOT / ".gitignore").read_bytes())
+    subprocess.run(["git", "init", "--quiet"], cwd=work, check=True)
+    before = untracked(work)
+    run_demo(work)
+    ran = []
+    for block in BLOCKS:
+        if block.kind == "server":
+            check_server_block(block, work, port)
+        elif block.kind in ("run", "repeat"):
+            run_block(block, work, port)
+        else:  # skip: says why; new-project: tests/test_install.py runs it in a project of its own
+            continue
+        ran.append(block.id)
+    assert set(ran) == {block.id for block in RUNNABLE + SERVERS}
+    assert untracked(work) - before == set(), "files the README's commands create that git would add"
+
+
+@pytest.mark.e2e
+def test_the_account_groups_loop_fails_when_any_group_fails(tmp_path: Path) -> None:
+    """The README's account-groups loop, with a key the sandbox refuses in the first group only:
+    the loop still waits for every group, and fails."""
+    [block] = [block for block in RUNNABLE if "for group in" in block.text]
+    fetch = re.compile(r"^(?P<indent> *)accounts=\"\$\(.*--print-accounts.*$", re.MULTILINE)
+    wrong_key = """sed 's/"api_key": "[^"]*"/"api_key": "0000refused0000"/'"""
+    refuse = (
+        r"\g<0>"
+        + "\n"
+        + r"\g<indent>"
+        + f"""[ "$group" != 1/2 ] || accounts="$(printf '%s' "$accounts" | {wrong_key})\""""
+    )
+    changed, count = fetch.subn(refuse, block.text)
+    assert count == 1, block.text
+    port = free_port()
+    work = make_project_copy(tmp_path / "project", port)
+    # As typed in a terminal: no `set -e` to stop at the first group that failed.
+    run = run_shell(changed.replace(SANDBOX_PORT, str(port)), work, user_env(), strict=False)
+    assert run.returncode != 0, run.output[-3000:]
+    assert "Clef API invalide" in run.output
+    # The other group was read in full, and the failing one read its other account.
+    groups = {path.parent.name for path in (work / "output").rglob("calls-*.jsonl")}
+    assert groups == {"agency-group-1", "agency-group-2"}
+    records = jsonl_records(sorted((work / "output").rglob("calls-*.jsonl")))
+    assert {record["account"] for record in records} == {"account-2", "account-3", "account-4"}

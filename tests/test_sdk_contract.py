@@ -42,6 +42,11 @@ METHODS: dict[str, tuple[type[Any], list[tuple[str, inspect._ParameterKind]], An
         Stream._sync_records,
     ),
     "_write_state_message": (Stream, [], Stream._sync_records),
+    "_write_starting_replication_value": (
+        Stream,
+        [("context", inspect.Parameter.POSITIONAL_OR_KEYWORD)],
+        Stream._sync_records,
+    ),
     "_handle_termination": (
         PluginBase,
         [

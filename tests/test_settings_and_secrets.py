@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import html
+import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus, unquote_plus
 
 import pytest
 
+from tap_optico import secrets
 from tap_optico.errors import SettingsError
 from tap_optico.sandbox import Faults
 from tap_optico.tap import TapOptico
-from tests.helpers import SandboxFactory, run_tap, tap_config
+from tests.helpers import CannedApi, SandboxFactory, run_tap, tap_config
 
 SECRET = "s3cr3t-K3y-0f-A-Cust0mer"
 DEBUG = {"TAP_OPTICO_LOGLEVEL": "DEBUG"}
@@ -140,3 +146,84 @@ def test_the_key_is_never_printed_even_at_debug_level(
         assert run.returncode != 0
     if scenario in ("transient_faults", "lasting_503"):
         assert "api_key=***" in run.stderr  # urllib3 logged the URLs at DEBUG, masked
+
+
+#: 38 characters, with what JSON, URLs and HTML escape: a slash, an accented letter, a space, an ampersand.
+ODD_KEY = "Zx9/Kq2éLm4 Np6&Rs8Tv0Wy3Ab5Cd7Ef1Gh2J"
+
+
+def _encodings(key: str) -> dict[str, str]:
+    php = json.dumps(key).replace("/", "\\/")[1:-1]  # PHP's json_encode: \/ and \u00e9
+    return {
+        "raw": key,
+        "json": json.dumps(key, ensure_ascii=False)[1:-1],
+        "php json": php,
+        "php json, upper hex": php.replace("\\u00e9", "\\u00E9"),
+        "every character \\u-escaped": "".join(f"\\u{ord(char):04x}" for char in key),
+        "percent": quote(key, safe=""),
+        "percent, lower hex": quote(key, safe="").lower(),
+        "form (+ for space)": quote_plus(key),
+        "html": html.escape(key),
+        "html, named é": html.escape(key).replace("é", "&eacute;"),
+        "html decimal": "".join(f"&#{ord(char)};" for char in key),
+        "html hex": "".join(f"&#X{ord(char):x};" for char in key),
+        "upper case": key.upper(),
+        "lower case": key.lower(),
+    }
+
+
+@pytest.fixture
+def only_odd_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mask ODD_KEY only (not the keys other tests of this process registered)."""
+    monkeypatch.setattr(secrets, "_pieces", set())
+    monkeypatch.setattr(secrets, "_lengths", ())
+
+
+@pytest.mark.usefixtures("only_odd_key")
+@pytest.mark.parametrize("encoding", sorted(_encodings(ODD_KEY)))
+def test_the_key_is_masked_in_every_encoding(encoding: str) -> None:
+    secrets.register(ODD_KEY)
+    form = _encodings(ODD_KEY)[encoding]
+    assert secrets.redact(f'{{"error": "clef {form} invalide"}}') == '{"error": "clef *** invalide"}'
+    # A piece of it too, in the same encoding.
+    piece = _encodings(ODD_KEY[5:19])[encoding]
+    assert secrets.redact(f"clef {piece}…") == "clef ***…"
+
+
+@pytest.mark.usefixtures("only_odd_key")
+def test_text_without_a_key_is_left_as_it_is() -> None:
+    secrets.register(ODD_KEY)
+    text = "%2F &amp; &nosuch; \\/ \\u00e9 + Zx9/Kq2 Rs8Tv0W a 1000-char line" * 3
+    assert secrets.redact(text) == text
+
+
+def _pieces_left(text: str, key: str, size: int = 5) -> list[str]:
+    """The runs of ``size`` characters of the key in ``text``, once its escapes are read (by the
+    standard library, not by the tap's own decoder) and case is ignored."""
+    text = re.sub(r"\\u([0-9a-fA-F]{4})", lambda match: chr(int(match[1], 16)), text).replace("\\/", "/")
+    readable = unquote_plus(html.unescape(text)).lower()
+    return [key[i : i + size] for i in range(len(key) - size + 1) if key[i : i + size].lower() in readable]
+
+
+@pytest.mark.parametrize("status", [401, 403, 500, 200])
+def test_an_answer_echoing_the_key_php_style_prints_no_piece_of_it(
+    canned: Callable[..., CannedApi], tmp_path: Path, status: int
+) -> None:
+    # PHP's json_encode writes / as \/ and é as \u00e9, cutting the key in pieces.
+    body = json.dumps({"status": "ERROR", "errors": [f"Clef {ODD_KEY} invalide"]}).replace("/", "\\/")
+    api = canned([body], status)
+    config = {"api_key": ODD_KEY, "api_url": api.url, "start_date": "2026-03-20", "end_date": "2026-03-20"}
+    run = run_tap({**config, "max_tries": 2, "max_wait_seconds": 1}, tmp_path, env=DEBUG)
+    assert run.returncode == 1
+    assert "Clef *** invalide" in run.stderr
+    assert _pieces_left(run.stderr + run.stdout, ODD_KEY) == []
+
+
+def test_a_key_given_as_a_number_is_its_digits(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    server = make_sandbox(api_key="4815162342")
+    run = run_tap(tap_config(server, api_key=4815162342, end_date="2026-03-21"), tmp_path, env=DEBUG)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.records("calls")
+    assert {request.params["api_key"] for request in server.requests} == {"4815162342"}
+    assert "4815162342" not in run.stderr
+    assert "api_key=***" in run.stderr

@@ -1,0 +1,228 @@
+"""What an operator meets: odd settings and states end on one line, never a traceback; the log
+says what the run really did."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tap_optico.tap import state_hint
+from tests.helpers import TAP, SandboxFactory, TapRun, run_tap, tap_config
+
+DEBUG = {"TAP_OPTICO_LOGLEVEL": "DEBUG"}
+
+
+def run_with_env(env: dict[str, str], *args: str) -> TapRun:
+    """The tap with its settings in environment variables (`--config ENV`), as orchestrators run it."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("TAP_OPTICO_")}
+    run = subprocess.run(
+        [TAP, "--config", "ENV", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    return TapRun(run.returncode, run.stdout, run.stderr)
+
+
+def metrics(run: TapRun, name: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(line.split("METRIC: ", 1)[1])
+        for line in run.stderr.splitlines()
+        if "METRIC: " in line and f'"metric":"{name}"' in line
+    ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "TAP_OPTICO_PAGE_SIZE",
+            "abc",
+            "Setting 'page_size' must be a whole number from 10 to 5000, got 'abc'",
+        ),
+        ("TAP_OPTICO_MAX_TRIES", "6.5", "Setting 'max_tries' must be a whole number at least 1, got '6.5'"),
+        ("TAP_OPTICO_ACCOUNTS", '[{"name": "lyon", "api_key": "s3cr3t-k3y-0f-lyon"', "must be a JSON list"),
+        (
+            "TAP_OPTICO_ACCOUNTS",
+            "[{'name': 'lyon', 'api_key': 's3cr3t-k3y-0f-lyon'}]",
+            "must be a JSON list: Expecting property name enclosed in double quotes at character 3 "
+            "(JSON quotes with \", not ')",
+        ),
+    ],
+)
+def test_a_setting_from_the_environment_of_the_wrong_type_is_one_line(
+    make_sandbox: SandboxFactory, variable: str, value: str, message: str
+) -> None:
+    server = make_sandbox()
+    env = {f"TAP_OPTICO_{name.upper()}": str(v) for name, v in tap_config(server).items()}
+    if variable == "TAP_OPTICO_ACCOUNTS":
+        del env["TAP_OPTICO_API_KEY"]
+    run = run_with_env({**env, variable: value})
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    last = run.stderr.splitlines()[-1]
+    assert message in last
+    assert f"(from {variable})" in last
+    assert "s3cr3t" not in run.stderr
+    assert server.requests == []
+    # --discover reads the environment too.
+    assert "Traceback" not in run_with_env({**env, variable: value}, "--discover").stderr
+
+
+def test_a_state_listing_a_partition_twice_stops_before_any_request(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    server = make_sandbox()
+    partition = {"context": {"account": "default"}, "replication_key": "date"}
+    state = {
+        "bookmarks": {
+            "daily_calls": {
+                "partitions": [
+                    {**partition, "replication_key_value": "2026-03-25"},
+                    {**partition, "replication_key_value": "2026-03-28"},
+                ]
+            }
+        }
+    }
+    run = run_tap(tap_config(server), tmp_path, state=state)
+    assert run.returncode == 1
+    assert run.stdout == ""
+    assert server.requests == []
+    assert "Traceback" not in run.stderr
+    last = run.stderr.splitlines()[-1]
+    assert """State: stream 'daily_calls' lists the partition {"account": "default"} twice""" in last
+    assert "(in the state file given with --state)" in last
+
+
+def test_any_other_failure_is_one_line_with_its_traceback_at_debug_only(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text("{not a catalog", encoding="utf-8")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tap_config(make_sandbox())), encoding="utf-8")
+    for env in ({}, DEBUG):
+        run = subprocess.run(
+            [TAP, "--config", str(config), "--catalog", str(catalog)],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert run.returncode == 1
+        assert "tap-optico failed: JSONDecodeError: Expecting property name" in run.stderr.splitlines()[-1]
+        assert ("Traceback" in run.stderr) == (env == DEBUG)
+
+
+def test_an_incremental_run_says_where_it_really_starts(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    server = make_sandbox()
+    first = run_tap(tap_config(server), tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = run_tap(tap_config(server), tmp_path, state=first.final_state)
+    assert again.returncode == 0, again.stderr
+    assert "Starting incremental sync" not in again.stderr
+    assert "starting_replication_value" not in again.stdout
+    # The bookmark is 2026-04-08, minus lookback_days: the run reads two days, and says so.
+    assert "calls: reading 2026-04-07..2026-04-08 in 1 window(s)" in again.stderr
+    assert "Skipping parse of env var settings" not in again.stderr
+
+
+def test_a_refused_key_of_the_only_account_is_said_plainly(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    server = make_sandbox(api_key="the-right-key")
+    run = run_tap(tap_config(server), tmp_path)
+    assert run.returncode == 1
+    assert run.stderr.splitlines()[-1].endswith(
+        "The run failed: account default could not be read: Optico API error: Clef API invalide "
+        "(the API refused the key: check the setting 'api_key')"
+    )
+    assert "the others were read" not in run.stderr
+    timers = metrics(run, "sync_duration")
+    assert [timer["tags"]["status"] for timer in timers] == ["failed", "failed"]
+
+
+def test_a_clean_run_s_streams_succeed(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    run = run_tap(tap_config(make_sandbox(), end_date="2026-03-21"), tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert [timer["tags"]["status"] for timer in metrics(run, "sync_duration")] == ["succeeded"] * 2
+
+
+@pytest.mark.parametrize(
+    ("change", "warning"),
+    [
+        (
+            {"start_date": "2099-01-01", "end_date": None},
+            "Setting 'start_date' (2099-01-01) is after today (",
+        ),
+        (
+            {
+                "api_key": None,
+                "accounts": [{"name": "lyon", "api_key": "k", "start_date": "2026-05-01"}],
+            },
+            "Setting 'accounts': the start_date of account 'lyon' (2026-05-01) is after 'end_date'",
+        ),
+    ],
+)
+def test_a_start_date_after_the_last_day_names_the_settings(
+    make_sandbox: SandboxFactory, tmp_path: Path, change: dict[str, Any], warning: str
+) -> None:
+    server = make_sandbox()
+    config = {k: v for k, v in {**tap_config(server), **change}.items() if v is not None}
+    run = run_tap(config, tmp_path)
+    assert run.returncode == 0, run.stderr
+    [line] = [line for line in run.stderr.splitlines() if warning in line]
+    assert " WARNING " in line
+    assert ("'end_date' is not set" in line) == ("end_date" not in config)
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("env", "hint"),
+    [
+        ({}, "(in the state file given with --state)"),
+        (
+            {"MELTANO_ENVIRONMENT": "sandbox", "MELTANO_EXTRACTOR_NAME": "tap-optico"},
+            "`meltano state clear --force sandbox:tap-optico-to-<loader>`",
+        ),
+        (
+            {"MELTANO_EXTRACTOR_NAME": "tap-optico", "MELTANO_STATE_ID": "agency-group-1"},
+            "`meltano state clear --force agency-group-1`",
+        ),
+    ],
+)
+def test_a_refused_state_names_where_to_fix_it(
+    make_sandbox: SandboxFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    hint: str,
+) -> None:
+    for name in ("MELTANO_ENVIRONMENT", "MELTANO_EXTRACTOR_NAME", "MELTANO_STATE_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert hint in state_hint()
+    server = make_sandbox()
+    state = {
+        "bookmarks": {
+            "calls": {
+                "partitions": [{"context": {"account": "default"}, "replication_key_value": "2026-11-30"}]
+            }
+        }
+    }
+    run = run_tap(tap_config(server), tmp_path, state=state, env=env)
+    assert run.returncode == 1
+    last = run.stderr.splitlines()[-1]
+    assert "after the last day to read (2026-04-08)" in last
+    assert hint in last
+    assert server.requests == []
