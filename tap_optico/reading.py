@@ -159,11 +159,13 @@ class WindowReader:
         *,
         identity_fields: tuple[str, ...],
         replication_key: str,
+        day_key: str,
         logger: logging.Logger,
     ) -> None:
         self.normalize = normalize
         self.identity = operator.itemgetter(*identity_fields)
         self.replication_key = replication_key
+        self.day_key = day_key
         self.logger = logger
         self._plans: dict[str, Plan] = {}
         # Window index -> identities that window returned, and the newest replication value among them.
@@ -247,6 +249,7 @@ class WindowReader:
         claimed = self._claimed.get(window.index, ())
         newest = self._newest.get(window.index)
         normalize, identity, replication_key = self.normalize, self.identity, self.replication_key
+        day_key = self.day_key
         lookalike = normalize.lookalike_key
         try:
             for raw in page.results:
@@ -267,7 +270,7 @@ class WindowReader:
                 seen.add(key)
                 value = record[replication_key]
                 if value is not None:
-                    day = str(value)[:10]
+                    day = str(record[day_key])[:10]
                     if not first <= day <= last:
                         if self._first_time_stray(key, day, account):
                             yield record
@@ -344,6 +347,9 @@ class OpticoStream(WindowedStream, OpticoClient):
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
     #: Fields that tell two records apart when a window is read again.
     identity_fields: ClassVar[tuple[str, ...]]
+    #: The field whose first ten characters are a record's day as the API counts days (in
+    #: ``timezone``, the days a window asks for), when the replication key's are not.
+    day_key: ClassVar[str | None] = None
 
     def bookmark(self, account: Account) -> Any:
         """The account's bookmark: its partition's, or, with one account, the stream's own from before
@@ -383,6 +389,7 @@ class OpticoStream(WindowedStream, OpticoClient):
             self.normalizer,
             identity_fields=self.identity_fields,
             replication_key=str(self.replication_key),
+            day_key=self.day_key or str(self.replication_key),
             logger=self.logger,
         )
         pager = WindowPager(

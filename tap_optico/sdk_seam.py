@@ -24,6 +24,7 @@ from typing_extensions import override
 
 from tap_optico import stopping
 from tap_optico.errors import AccountsFailedError, SettingsError
+from tap_optico.normalize import is_later
 from tap_optico.writer import OpticoWriter
 
 
@@ -47,7 +48,7 @@ class WindowedStream(Stream):
         """Move the bookmark forward to ``bookmark`` (if it is further) and emit STATE."""
         state = self.get_context_state(context)
         current = state.get("replication_key_value")
-        if bookmark is not None and (current is None or bookmark > current):
+        if bookmark is not None and (current is None or is_later(bookmark, current)):
             state["replication_key"] = self.replication_key
             state["replication_key_value"] = bookmark
             self.state_manager.is_flushed = False

@@ -12,7 +12,15 @@ from typing import ClassVar
 from singer_sdk import SchemaDirectory, StreamSchema
 
 from tap_optico import schemas
-from tap_optico.normalize import DURATION, PAGE_LIST, RAW, CallNormalizer, Conversion, Normalizer
+from tap_optico.normalize import (
+    DURATION,
+    LOCAL_START,
+    PAGE_LIST,
+    RAW,
+    CallNormalizer,
+    Conversion,
+    Normalizer,
+)
 from tap_optico.reading import OpticoStream
 
 SCHEMAS = SchemaDirectory(schemas)
@@ -32,6 +40,7 @@ class CallsStream(OpticoStream):
         "call_path": PAGE_LIST,
     }
     identity_fields = ("call_id",)
+    day_key = LOCAL_START  # start_date is in UTC: its day is not always the API's
 
 
 class DailyCallsStream(OpticoStream):

@@ -139,7 +139,7 @@ def check_outputs(block: Block, work: Path, sandbox: list[str]) -> None:
     count, days = served(sandbox)
     records = jsonl_records(calls)
     assert len({(record["account"], record["call_id"]) for record in records}) == count
-    assert {record["start_date"][:10] for record in records} == days
+    assert {record["start_date_local"][:10] for record in records} == days
     assert {record["date"] for record in jsonl_records(daily)} == days
 
 
