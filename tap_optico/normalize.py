@@ -197,7 +197,7 @@ class LocalTime:
 
     def _naive(self, naive: dt.datetime) -> tuple[str, str, str]:
         local = naive.isoformat()
-        wall = f"{local[:10]} {local[11:]}"
+        wall = local.replace("T", " ")
         utc_hour = self._utc_hours.get(local[:13])
         if utc_hour is not None:
             return local, wall, f"{utc_hour}{local[13:]}+00:00"
@@ -214,7 +214,7 @@ class LocalTime:
         local = moment.astimezone(self.zone).replace(microsecond=0)
         naive = local.replace(tzinfo=None).isoformat()
         identity = local.isoformat() if local.fold else naive
-        return identity, f"{naive[:10]} {naive[11:]}", local.astimezone(dt.timezone.utc).isoformat()
+        return identity, naive.replace("T", " "), local.astimezone(dt.timezone.utc).isoformat()
 
     def _single_offset(self, naive: dt.datetime) -> bool:
         """Whether every time of ``naive``'s hour has one and the same UTC offset."""
