@@ -7,9 +7,10 @@ table from it (and the versions from meltano.yml), so the README says what the t
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,11 +113,9 @@ BROKEN = (
 
 def pip_url(loader: str, meltano_yml: Path = ROOT / "meltano.yml") -> str:
     """The loader's pinned ``pip_url`` in meltano.yml."""
-    text = meltano_yml.read_text(encoding="utf-8")
-    found = re.search(rf"- name: {re.escape(loader)}\n(?:\s+\S.*\n)*?\s+pip_url: (.+)\n", text)
-    if found is None:
-        raise ValueError(f"meltano.yml: no pip_url for {loader}")
-    return found.group(1).strip()
+    project = YAML(typ="safe").load(meltano_yml.read_text(encoding="utf-8"))
+    [plugin] = [plugin for plugin in project["plugins"]["loaders"] if plugin["name"] == loader]
+    return str(plugin["pip_url"])
 
 
 def table(meltano_yml: Path = ROOT / "meltano.yml") -> str:

@@ -22,17 +22,19 @@ import pytest
 from tap_optico.normalize import canonical_key
 from tap_optico.sandbox import SandboxServer
 from tap_optico.streams import SCHEMAS
+from tests import test_meltano
 from tests.helpers import SandboxFactory, sandbox_calls_by_id
 from tests.targets import TARGETS, Target
-from tests.test_meltano import ROOT, meltano_run, postgres, psql
+from tests.test_meltano import ROOT, meltano_run, psql
 
-__all__ = ["postgres"]  # the PostgreSQL server fixture of tests/test_meltano.py
 pytestmark = pytest.mark.e2e
+postgres = test_meltano.postgres  # the fixture: a throw-away PostgreSQL server
 
 PARIS = ZoneInfo("Europe/Paris")
 # 2026-03-29: in Paris the clock goes from 02:00 to 03:00 (UTC+1 to UTC+2).
 FIRST_DAY, LAST_DAY = dt.date(2026, 3, 28), dt.date(2026, 3, 30)
-CALL_COLUMNS = ("account", "call_id", "start_date", "start_date_local", "call_path", "extra_fields")
+# The columns of calls whose type tests/targets.py gives (and daily_calls.date).
+TYPED = ("start_date", "start_date_local", "call_path", "extra_fields")
 
 
 @dataclass
@@ -116,7 +118,7 @@ def postgres_loaded(pg: dict[str, Any]) -> Loaded:
     for row in calls:
         row["start_date"] = float(row["start_date"])
     dates = psql(pg, "select date::text from optico.daily_calls order by 1").splitlines()
-    types = json.loads(psql(pg, POSTGRES_TYPES.format(calls=",".join(CALL_COLUMNS[2:]))))
+    types = json.loads(psql(pg, POSTGRES_TYPES.format(calls=",".join(TYPED))))
     return Loaded(calls, dates, types)
 
 
@@ -148,7 +150,7 @@ print(json.dumps({"calls": calls, "dates": dates, "types": types}))
 def duckdb_loaded(path: Path) -> Loaded:
     python = ROOT / ".meltano" / "loaders" / "target-duckdb" / "venv" / "bin" / "python"
     read = subprocess.run(
-        [str(python), "-c", DUCKDB_READ, str(path), ",".join(CALL_COLUMNS[2:])],
+        [str(python), "-c", DUCKDB_READ, str(path), ",".join(TYPED)],
         capture_output=True,
         text=True,
         check=False,
