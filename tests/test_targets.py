@@ -72,7 +72,7 @@ def check(target: Target, server: SandboxServer, loaded: Loaded) -> None:
         instant = local.replace(tzinfo=PARIS)
         assert row["account"] == "default"
         assert row["start_date"] == instant.timestamp(), (call.start_date, row)
-        assert row["start_date_local"] == local.isoformat(sep=" ")
+        assert row["start_date_local"] == local.isoformat(sep=" ")  # as sent, or with " " for "T"
         pages = call.profile.fields["call_path"]
         assert row["call_path"] == (pages.split("\n") if pages else None)
         unlisted = {
@@ -81,7 +81,7 @@ def check(target: Target, server: SandboxServer, loaded: Loaded) -> None:
         assert row["extra_fields"] == (unlisted or None)
         # Absent from the record: SQL NULL, unless the target binds a missing value as JSON null.
         assert row["extra_fields_is_null"] is (not unlisted and target.sql_null_without_extra_fields)
-    # Both sides of the clock change, and the calls the extra fields come with.
+    # Days on both sides of the clock change, and calls with unlisted fields, were loaded.
     days = ["2026-03-28", "2026-03-29", "2026-03-30"]
     assert sorted({row["start_date_local"][:10] for row in loaded.calls}) == days
     assert any(row["extra_fields"] for row in loaded.calls)
