@@ -409,8 +409,8 @@ def report(
         "",
         "Where the difference goes: the tap starts slower (importing singer-sdk and its "
         "dependencies, validating settings, writing schemas), then does per record what the "
-        "script does not: it types every field, hashes the call_id, writes the time in RFC 3339 "
-        "with its offset, drops duplicates, tracks the bookmark, and goes through singer-sdk's "
+        "script does not: it types every field, hashes the call_id, writes the time in UTC and "
+        "as local wall time, drops duplicates, tracks the bookmark, and goes through singer-sdk's "
         "per-record sync loop. What it no longer does: conform types a second time, build a "
         "message object per record, or flush stdout per record (see README, Performance).",
         "",

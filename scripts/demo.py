@@ -64,7 +64,7 @@ def main() -> int:
         print("meltano run failed; see the log above", file=sys.stderr)
         return run.returncode
     print("\nThis run wrote:")
-    print(summarise("calls", newest_file("calls", before), "start_date"))
+    print(summarise("calls", newest_file("calls", before), "start_date_local"))
     print(summarise("daily_calls", newest_file("daily_calls", before), "date"))
     print(
         "\nRun `make demo` again: Meltano passes the saved state, so the next run reads only\n"

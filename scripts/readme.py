@@ -2,9 +2,11 @@
 
 - the settings table, from `tap-optico --about --format=markdown` (the tap's own list);
 - the extractor definition to paste into another Meltano project, from this project's
-  meltano.yml (only `pip_url` differs: a project elsewhere cannot install `-e .`).
+  meltano.yml (only `pip_url` differs: a project elsewhere cannot install `-e .`);
+- the Targets table, from the targets tests/test_targets.py checks (tests/targets.py) and
+  their pinned `pip_url`s in meltano.yml.
 
-Both sit between `<!-- BEGIN generated: NAME -->` and `<!-- END generated: NAME -->`.
+Each sits between `<!-- BEGIN generated: NAME -->` and `<!-- END generated: NAME -->`.
 `--check` changes nothing and fails when the README is stale (the tests run it).
 """
 
@@ -50,6 +52,14 @@ def extractor_definition(meltano_yml: Path) -> str:
     return "\n".join(["```yaml", "plugins:", "  extractors:", *body, "```"])
 
 
+def targets_table(meltano_yml: Path) -> str:
+    """What the end-to-end tests check of each target, as a table."""
+    sys.path.insert(0, str(ROOT))
+    from tests.targets import table
+
+    return table(meltano_yml)
+
+
 def generated(name: str) -> re.Pattern[str]:
     quoted = re.escape(name)
     return re.compile(
@@ -58,7 +68,11 @@ def generated(name: str) -> re.Pattern[str]:
 
 
 def render(readme: str, meltano_yml: Path) -> str:
-    parts = {"settings": settings_table(), "extractor definition": extractor_definition(meltano_yml)}
+    parts = {
+        "settings": settings_table(),
+        "extractor definition": extractor_definition(meltano_yml),
+        "targets": targets_table(meltano_yml),
+    }
     for name, text in parts.items():
         found = list(generated(name).finditer(readme))
         if len(found) != 1:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tap_optico.normalize import is_later
 from tap_optico.settings import read_day
 
 #: Runs a bookmark stays before a window read short, the last of which moves it past the window.
@@ -111,7 +112,7 @@ def after_window(
         warning = f"{short} for {HELD_RUNS} runs: the bookmark moves past it; those rows are given up"
     newest = window.newest
     value = newest if newest is not None and days(newest) == window.end else day_value(window.end)
-    if mark.value is None or window.end > days(mark.value):
+    if mark.value is None or is_later(value, mark.value):
         return Mark(value), warning
     # Not past the bookmark: it stays, and so does the count of runs held there (unless moved past).
     return replace(mark, held_runs=0 if warning else mark.held_runs), warning

@@ -35,6 +35,8 @@ BOOLEAN_WORDS = dict.fromkeys(("1", "true", "t", "yes", "y", "oui", "vrai"), Tru
 _CLOCK = re.compile(r"^(\d+):([0-5]?\d)(?::([0-5]?\d))?$")
 _SPACES = re.compile(r"[\s\u00a0\u202f']")
 EXTRA_FIELDS = "extra_fields"
+#: The call's start as local wall time, next to ``start_date`` (the instant, in UTC).
+LOCAL_START = "start_date_local"
 #: The field that names a record's account: set by the reader, never read from the API.
 ACCOUNT = "account"
 UNREADABLE = (ValueError, TypeError, OverflowError, OSError, AttributeError)
@@ -43,7 +45,8 @@ UNREADABLE = (ValueError, TypeError, OverflowError, OSError, AttributeError)
 MEMO_SIZE = 4096
 MEMOIZABLE = frozenset({int, float, bool, str})
 _UNSEEN = object()
-HOUR_OFFSETS_KEPT = 4096
+HOURS_KEPT = 4096
+_HOUR = dt.timedelta(hours=1)
 _Plan = tuple[str | None, Converter | None, dict[str, Any] | None]
 _UNKNOWN: _Plan = (None, None, None)
 
@@ -161,14 +164,18 @@ class LocalTime:
 
     def __init__(self, zone: ZoneInfo) -> None:
         self.zone = zone
-        # "YYYY-MM-DDTHH" -> UTC offset, for local hours that have one offset only.
-        self._hour_offsets: dict[str, str] = {}
+        # "YYYY-MM-DDTHH" local -> the same hour in UTC, for local hours with one
+        # offset only, a whole number of hours (minutes and seconds then carry over).
+        self._utc_hours: dict[str, str] = {}
 
-    def read(self, value: Any) -> tuple[str, str]:
-        """What identifies the call's time (naive local ISO text), and the time as RFC 3339.
+    def read(self, value: Any) -> tuple[str, str, str]:
+        """What identifies the call's time, its local wall time and its instant in UTC.
 
-        The identity of a time in the repeated hour's second occurrence also
-        holds its offset, so that it differs from the first one's.
+        The identity (the input of ``call_id``, unchanged since the first
+        release) is the naive local ISO text; a time in the repeated hour's
+        second occurrence also holds its offset, so that it differs from the
+        first one's. The wall time is ``YYYY-MM-DD HH:MM:SS``, the instant
+        RFC 3339 in UTC (``+00:00``).
         """
         if value.__class__ is str:
             try:
@@ -188,22 +195,26 @@ class LocalTime:
         moment = dt.datetime.fromisoformat(text).replace(microsecond=0)
         return self._naive(moment) if moment.tzinfo is None else self._aware(moment)
 
-    def _naive(self, naive: dt.datetime) -> tuple[str, str]:
+    def _naive(self, naive: dt.datetime) -> tuple[str, str, str]:
         local = naive.isoformat()
-        offset = self._hour_offsets.get(local[:13])
-        if offset is None:
-            offset = naive.replace(tzinfo=self.zone).isoformat()[len(local) :]
-            if self._single_offset(naive):
-                if len(self._hour_offsets) >= HOUR_OFFSETS_KEPT:
-                    self._hour_offsets.clear()
-                self._hour_offsets[local[:13]] = offset
-        return local, local + offset
+        wall = local.replace("T", " ")
+        utc_hour = self._utc_hours.get(local[:13])
+        if utc_hour is not None:
+            return local, wall, f"{utc_hour}{local[13:]}+00:00"
+        moment = naive.replace(tzinfo=self.zone)
+        utc = moment.astimezone(dt.timezone.utc).isoformat()
+        offset = moment.utcoffset()
+        if offset is not None and not offset % _HOUR and self._single_offset(naive):
+            if len(self._utc_hours) >= HOURS_KEPT:
+                self._utc_hours.clear()
+            self._utc_hours[local[:13]] = utc[:13]
+        return local, wall, utc
 
-    def _aware(self, moment: dt.datetime) -> tuple[str, str]:
+    def _aware(self, moment: dt.datetime) -> tuple[str, str, str]:
         local = moment.astimezone(self.zone).replace(microsecond=0)
-        text = local.isoformat()
-        naive = text[: len("YYYY-MM-DDTHH:MM:SS")]
-        return (text if local.fold else naive), text
+        naive = local.replace(tzinfo=None).isoformat()
+        identity = local.isoformat() if local.fold else naive
+        return identity, naive.replace("T", " "), local.astimezone(dt.timezone.utc).isoformat()
 
     def _single_offset(self, naive: dt.datetime) -> bool:
         """Whether every time of ``naive``'s hour has one and the same UTC offset."""
@@ -213,6 +224,26 @@ class LocalTime:
             for fold in (0, 1)
         }
         return len(offsets) == 1
+
+
+def is_later(value: Any, than: Any) -> bool:
+    """Whether the replication value ``value`` comes after ``than``.
+
+    Date-times compare as instants, whatever their offsets: a bookmark written
+    before ``start_date`` was in UTC carries the offset of ``timezone``, and
+    is read as before. Dates compare as dates, anything else as text.
+    """
+    try:
+        return _moment(value) > _moment(than)
+    except (TypeError, ValueError):
+        return bool(value > than)
+
+
+def _moment(value: Any) -> dt.datetime:
+    if not isinstance(value, str):
+        raise TypeError("not a date-time")
+    text = value.strip()
+    return dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
 
 
 @dataclass(frozen=True)
@@ -283,8 +314,10 @@ class Normalizer:
         self.unreadable: Counter[str] = Counter()
         self.unknown_fields: set[str] = set()
         properties = schema["properties"]
-        #: Every field of a record, in schema order.
-        self.properties = tuple(properties)
+        #: The fields every record holds, in schema order. ``extra_fields`` is only there when
+        #: the API sent unlisted fields, so that targets store SQL NULL, not a JSON null.
+        self.properties = tuple(name for name in properties if name != EXTRA_FIELDS)
+        self._keeps_extra = EXTRA_FIELDS in properties
         unknown = set(conversions) - set(properties)
         if unknown:
             msg = f"{stream_name}: conversions for fields the schema lacks: {sorted(unknown)}"
@@ -370,7 +403,7 @@ class Normalizer:
                 and len(memo) < MEMO_SIZE
             ):
                 memo[value] = converted
-        if EXTRA_FIELDS in record:
+        if extra is not None and self._keeps_extra:
             record[EXTRA_FIELDS] = extra
         self.finish(record)
         return record
@@ -472,9 +505,10 @@ def decode_plain_page(plain: type[msgspec.Struct], content: bytes) -> dict[str, 
 
 
 class CallNormalizer(Normalizer):
-    """Calls: ``start_date`` read in the time zone, and the ``call_id`` that keys a call."""
+    """Calls: ``start_date`` as an instant in UTC and as local wall time, and the ``call_id``
+    that keys a call (from the local time, as it always was: keys never change)."""
 
-    derived = ("call_id",)
+    derived = ("call_id", LOCAL_START)
     lookalike_key = "call_id"
 
     @override
@@ -483,7 +517,7 @@ class CallNormalizer(Normalizer):
         identity = None if start is None else to_text(start)
         if start is not None:
             try:
-                identity, record["start_date"] = self.local_time.read(start)
+                identity, record[LOCAL_START], record["start_date"] = self.local_time.read(start)
             except UNREADABLE:
                 record["start_date"] = None
                 self._warn_unreadable("start_date", start)

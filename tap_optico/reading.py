@@ -428,10 +428,12 @@ class OpticoStream(WindowedStream, OpticoClient):
                     return
 
     def day_value(self, day: dt.date) -> Any:
-        """``day`` as a value of the replication key: the day, or its first instant in ``timezone``."""
+        """``day`` as a value of the replication key: the day, or its first instant in ``timezone``,
+        written in UTC as every instant the tap writes."""
         if self.schema["properties"][self.replication_key].get("format") == "date":
             return day.isoformat()
-        return dt.datetime.combine(day, dt.time(), self.settings.timezone).isoformat()
+        midnight = dt.datetime.combine(day, dt.time(), self.settings.timezone)
+        return midnight.astimezone(dt.timezone.utc).isoformat()
 
     @override
     def get_batch_config(self, config: Mapping[str, Any]) -> None:

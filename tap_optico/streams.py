@@ -14,7 +14,14 @@ from typing import ClassVar
 
 from singer_sdk import SchemaDirectory, StreamSchema
 
-from tap_optico.normalize import DURATION, PAGE_LIST, RAW, CallNormalizer, Conversion, Normalizer
+from tap_optico.normalize import (
+    DURATION,
+    PAGE_LIST,
+    RAW,
+    CallNormalizer,
+    Conversion,
+    Normalizer,
+)
 from tap_optico.reading import OpticoStream
 
 

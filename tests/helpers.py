@@ -122,19 +122,26 @@ def sandbox_call_id(call: SandboxCall) -> str:
     return call_id(start_time, call.profile.tracking_number, call.caller, call.profile.phone)
 
 
-def sandbox_call_ids(
+def sandbox_calls_by_id(
     server: SandboxServer, start: dt.date | None = None, end: dt.date | None = None
-) -> set[str]:
-    """The call_ids of every call the sandbox holds, look-alikes keyed by their rank."""
+) -> dict[str, SandboxCall]:
+    """Every call the sandbox holds by the call_id the tap must give it, look-alikes keyed by their rank."""
     data = server.api.data
-    ids = set()
+    calls = {}
     for day in data.days(start or data.first_day, end or data.last_day):
         ranks: Counter[str] = Counter()
         for call in server.api.visible_calls(day):
             first = sandbox_call_id(call)
-            ids.add(lookalike_call_id(first, ranks[first]) if ranks[first] else first)
+            calls[lookalike_call_id(first, ranks[first]) if ranks[first] else first] = call
             ranks[first] += 1
-    return ids
+    return calls
+
+
+def sandbox_call_ids(
+    server: SandboxServer, start: dt.date | None = None, end: dt.date | None = None
+) -> set[str]:
+    """The call_ids of every call the sandbox holds, look-alikes keyed by their rank."""
+    return set(sandbox_calls_by_id(server, start, end))
 
 
 def canonical_json(record: dict[str, Any]) -> str:

@@ -171,7 +171,7 @@ def test_an_account_can_have_its_own_start_date_and_filters(
     assert run.returncode == 0, run.stderr
     marseille = [r for r in run.records("calls") if r["account"] == "marseille"]
     assert marseille
-    assert min(r["start_date"] for r in marseille) >= "2026-04-01"
+    assert min(r["start_date_local"] for r in marseille) >= "2026-04-01"
     assert {r["tracking_number"] for r in marseille} == {"0182880190"}
     assert len([r for r in run.records("calls") if r["account"] == "lyon"]) == 1000
 

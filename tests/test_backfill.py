@@ -65,7 +65,7 @@ def test_two_ranges_side_by_side_then_the_daily_job(make_sandbox: SandboxFactory
     assert {r.params["start_date"] for r in server.requests} == {lookback}
     recent = jsonl_records(sorted((work / "daily").glob("calls-*.jsonl")))
     assert recent
-    assert {r["start_date"][:10] for r in recent} == {lookback, last.isoformat()}
+    assert {r["start_date_local"][:10] for r in recent} == {lookback, last.isoformat()}
 
 
 def test_overlapping_ranges_are_refused(tmp_path: Path) -> None:

@@ -109,7 +109,7 @@ def test_a_row_repeated_on_the_next_page_while_data_shifts_is_emitted_once(canne
     # A call arrived between the two requests: row 9 is handed again at the top of page 2.
     api = canned([_page(rows[:10], 20, 2), _page(rows[9:19], 21, 3), _page(rows[19:], 21, None)])
     records = read_calls(_canned_config(api.url))
-    assert [r["start_date"][11:19] for r in records] == [r["start_date"][11:] for r in rows]
+    assert [r["start_date_local"] for r in records] == [r["start_date"] for r in rows]
     assert api.served == 3  # 21 distinct calls for 21 results: no read again
 
 
@@ -134,7 +134,7 @@ def test_calls_dated_outside_the_days_asked_are_emitted_once_and_move_no_bookmar
     assert run.returncode == 0, run.stderr
     ids = [r["call_id"] for r in run.records("calls")]
     assert len(ids) == len(set(ids)) == 3
-    assert run.bookmark("calls") == "2026-01-02T09:00:00+01:00"
+    assert run.bookmark("calls") == "2026-01-02T08:00:00+00:00"
     warnings = [line for line in run.stderr.splitlines() if "outside the days requested" in line]
     assert len(warnings) == 1
     assert "2031-01-05" in warnings[0]
@@ -226,8 +226,11 @@ def test_the_repeated_hour_keeps_both_calls_and_reads_naive_times_as_summer_time
     second = normalize({"start_date": "2026-10-25T02:30:00+01:00", "caller": "0612345678"})
     naive = normalize({"start_date": "2026-10-25 02:30:00", "caller": "0612345678"})
     assert first["call_id"] != second["call_id"]
-    assert naive["start_date"] == first["start_date"] == "2026-10-25T02:30:00+02:00"
+    assert naive["start_date"] == first["start_date"] == "2026-10-25T00:30:00+00:00"
+    assert second["start_date"] == "2026-10-25T01:30:00+00:00"
     assert naive["call_id"] == first["call_id"]
+    # One wall time for both: start_date tells them apart.
+    assert {r["start_date_local"] for r in (first, second, naive)} == {"2026-10-25 02:30:00"}
 
 
 KEY = "9f3c1e7a5b2d4f6e8a0c1b3d5f7e9a2c"

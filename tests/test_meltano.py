@@ -72,7 +72,7 @@ def test_meltano_run_into_jsonl_then_incremental(make_sandbox: SandboxFactory, t
     second = meltano_run("target-jsonl", server, tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     _, recent = read_jsonl(str(tmp_path / "output" / "calls-*.jsonl"))
-    assert {r["start_date"][:10] for r in recent} == {"2026-04-07", "2026-04-08"}
+    assert {r["start_date_local"][:10] for r in recent} == {"2026-04-07", "2026-04-08"}
     assert {request.params["start_date"] for request in server.requests} == {"2026-04-07"}
 
 

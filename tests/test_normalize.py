@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tap_optico.normalize import call_id, decode_plain_page
+from tap_optico.normalize import call_id, decode_plain_page, is_later
 from tests.helpers import normalizer_for, plain_struct
 
 RAW = {
@@ -47,17 +49,68 @@ def test_raw_forms(field: str, raw: Any, typed: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "rfc3339"),
+    ("raw", "utc", "local"),
     [
-        ("2026-01-15 09:30:00", "2026-01-15T09:30:00+01:00"),
-        ("2026-07-15 09:30:00", "2026-07-15T09:30:00+02:00"),
-        ("2026-07-15T09:30:00", "2026-07-15T09:30:00+02:00"),
-        ("2026-07-15T07:30:00Z", "2026-07-15T09:30:00+02:00"),
-        ("2026-07-15T09:30:00+02:00", "2026-07-15T09:30:00+02:00"),
+        ("2026-01-15 09:30:00", "2026-01-15T08:30:00+00:00", "2026-01-15 09:30:00"),
+        ("2026-07-15 09:30:00", "2026-07-15T07:30:00+00:00", "2026-07-15 09:30:00"),
+        ("2026-07-15T09:30:00", "2026-07-15T07:30:00+00:00", "2026-07-15 09:30:00"),
+        ("2026-07-15T07:30:00Z", "2026-07-15T07:30:00+00:00", "2026-07-15 09:30:00"),
+        ("2026-07-15T09:30:00+02:00", "2026-07-15T07:30:00+00:00", "2026-07-15 09:30:00"),
+        ("2026-07-15T12:00:00-05:00", "2026-07-15T17:00:00+00:00", "2026-07-15 19:00:00"),
+        ("2026-01-01 00:30:00", "2025-12-31T23:30:00+00:00", "2026-01-01 00:30:00"),
+        (1784100600, "2026-07-15T07:30:00+00:00", "2026-07-15 09:30:00"),
+        # A time the spring clock change skips is read with the offset before it, as zoneinfo does.
+        ("2026-03-29 02:30:00", "2026-03-29T01:30:00+00:00", "2026-03-29 02:30:00"),
     ],
 )
-def test_times_are_read_in_the_timezone(raw: str, rfc3339: str) -> None:
-    assert normalize(start_date=raw)["start_date"] == rfc3339
+def test_start_date_is_the_instant_in_utc_and_the_wall_time_is_kept(
+    raw: str | int, utc: str, local: str
+) -> None:
+    record = normalize(start_date=raw)
+    assert (record["start_date"], record["start_date_local"]) == (utc, local)
+
+
+ZONES = ["Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "UTC"]
+# Hours around both clock changes of 2026 in Paris and New York, at any minute and second.
+NAIVE_TIMES = st.datetimes(min_value=dt.datetime(2026, 3, 7), max_value=dt.datetime(2026, 11, 2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(ZONES), st.lists(NAIVE_TIMES, min_size=1, max_size=20))
+def test_naive_times_give_the_instant_zoneinfo_gives(zone: str, naive: list[dt.datetime]) -> None:
+    """The per-hour cache of UTC hours gives what a reading of each time on its own gives."""
+    normalizer = normalizer_for("calls", zone)
+    for moment in naive:
+        moment = moment.replace(microsecond=0, fold=0)  # naive text reads as the first occurrence
+        expected = moment.replace(tzinfo=ZoneInfo(zone)).astimezone(dt.timezone.utc)
+        for _ in range(2):  # read again: from the cache, where the hour has one offset
+            record = normalizer({**RAW, "start_date": moment.isoformat(sep=" ")})
+            assert dt.datetime.fromisoformat(record["start_date"]) == expected
+            assert record["start_date"].endswith("+00:00")
+            assert record["start_date_local"] == moment.isoformat(sep=" ")
+
+
+@pytest.mark.parametrize(
+    ("later", "earlier"),
+    [
+        # The same kind of value: dates, and instants in UTC.
+        ("2026-04-08", "2026-04-07"),
+        ("2026-04-08T21:45:00+00:00", "2026-04-08T21:44:59+00:00"),
+        # A bookmark written with the offset of `timezone` (before start_date was UTC).
+        ("2026-04-08T21:45:00+00:00", "2026-04-08T23:30:00+02:00"),
+        ("2026-04-08T21:45:00Z", "2026-04-08T23:30:00+02:00"),
+        ("2026-04-09T02:00:00-05:00", "2026-04-09T06:30:00+00:00"),
+    ],
+)
+def test_bookmarks_compare_as_instants_whatever_their_offsets(later: str, earlier: str) -> None:
+    assert is_later(later, earlier)
+    assert not is_later(earlier, later)
+    assert not is_later(later, later)
+
+
+def test_a_bookmark_of_the_old_format_and_its_utc_form_are_the_same_moment() -> None:
+    assert not is_later("2026-04-08T21:30:00+00:00", "2026-04-08T23:30:00+02:00")
+    assert not is_later("2026-04-08T23:30:00+02:00", "2026-04-08T21:30:00+00:00")
 
 
 def test_call_id_is_stable_across_raw_forms() -> None:
@@ -70,6 +123,22 @@ def test_call_id_is_stable_across_raw_forms() -> None:
     assert spaced["call_id"] == plain["call_id"]
     assert normalize(caller="0699999999")["call_id"] != plain["call_id"]
     assert plain["call_id"] == call_id("2026-01-15T09:30:00", "0182880101", "0612345678", "0142685300")
+
+
+@pytest.mark.parametrize(
+    ("start", "key"),
+    [
+        ("2026-01-15 09:30:00", "74601efcdb7aff5cc65142ed3169b6f6"),
+        ("2026-07-15T07:30:00Z", "6a67dfdb8dd9ab3c29d8822e7718ab76"),
+        (1784100600, "6a67dfdb8dd9ab3c29d8822e7718ab76"),
+        ("2026-10-25 02:30:00", "6865cd775d1fc64f19dc905662d72952"),
+        ("2026-10-25T02:30:00+01:00", "53aa546834da9884b55f1e84350eba7f"),
+        ("2026-03-29 02:30:00", "8292e6c86632579a2e71706f61477ba6"),
+    ],
+)
+def test_call_ids_are_those_of_earlier_releases(start: str | int, key: str) -> None:
+    """start_date became UTC; the keys warehouses already hold did not change."""
+    assert normalize(start_date=start)["call_id"] == key
 
 
 def test_unreadable_values_become_null_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -102,7 +171,6 @@ def test_daily_rows() -> None:
         "calls": 12,
         "duration": 3600,
         "revenue": 99.9,
-        "extra_fields": None,
     }
 
 
@@ -120,7 +188,8 @@ FIELDS = [*CALLS.fields, "tracking number", "unlisted"]
 @given(st.dictionaries(st.sampled_from(FIELDS), JSON))
 def test_any_json_in_any_field_never_raises_nor_drops(raw: dict[str, Any]) -> None:
     record = normalizer_for("calls")(raw)
-    assert set(CALLS.properties) == set(record)
+    unlisted = "unlisted" in raw
+    assert set(record) == {*CALLS.properties, *(["extra_fields"] if unlisted else [])}
     assert isinstance(record["call_id"], str)
     assert len(record["call_id"]) == 32
     for field in ("trigger_type", "duration"):

@@ -142,7 +142,7 @@ def check_outputs(block: Block, work: Path, sandbox: list[str], before: set[Path
     count, days = served(sandbox)
     records = jsonl_records(calls)
     assert len({(record["account"], record["call_id"]) for record in records}) == count, block.id
-    assert {record["start_date"][:10] for record in records} == days, block.id
+    assert {record["start_date_local"][:10] for record in records} == days, block.id
     assert {record["date"] for record in jsonl_records(daily)} == days, block.id
 
 

@@ -8,10 +8,12 @@ import json
 import subprocess
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from tap_optico.sandbox import Faults, SandboxServer
+from tap_optico.settings import read_day
 from tests.helpers import (
     TAP,
     SandboxFactory,
@@ -52,10 +54,11 @@ def test_records_are_typed(make_sandbox: SandboxFactory, tmp_path: Path) -> None
     server = make_sandbox(style="mixed")
     run = run_tap(tap_config(server, timezone="Europe/Paris"), tmp_path)
     calls = run.records("calls")
-    winter = next(r for r in calls if r["start_date"].startswith("2026-03-20"))
-    summer = next(r for r in calls if r["start_date"].startswith("2026-04-01"))
-    assert winter["start_date"].endswith("+01:00")
-    assert summer["start_date"].endswith("+02:00")  # daylight saving time since 2026-03-29
+    winter = next(r for r in calls if r["start_date_local"].startswith("2026-03-20 12"))
+    summer = next(r for r in calls if r["start_date_local"].startswith("2026-04-01 12"))
+    # Instants in UTC: an hour behind Paris in winter, two in summer (since 2026-03-29).
+    assert winter["start_date"] == f"2026-03-20T11{winter['start_date_local'][13:]}+00:00"
+    assert summer["start_date"] == f"2026-04-01T10{summer['start_date_local'][13:]}+00:00"
     for record in calls:
         assert isinstance(record["trigger_type"], int)
         assert isinstance(record["duration"], int)
@@ -64,11 +67,10 @@ def test_records_are_typed(make_sandbox: SandboxFactory, tmp_path: Path) -> None
         assert record["tracking_number"]  # also when the API spells it "tracking number"
         assert record["call_path"] is None or all(isinstance(page, str) for page in record["call_path"])
         assert "" not in record.values()
-    assert any(
-        r["extra_fields"] == {"campaign_id": r["extra_fields"]["campaign_id"]}
-        for r in calls
-        if r["extra_fields"]
-    )
+    # Present only when the API sent an unlisted field: targets store SQL NULL otherwise.
+    extras = [r["extra_fields"] for r in calls if "extra_fields" in r]
+    assert 0 < len(extras) < len(calls)
+    assert all(extra == {"campaign_id": extra["campaign_id"]} for extra in extras)
     assert "campaign_id" in run.stderr  # an unlisted field is named in a warning
 
 
@@ -81,7 +83,7 @@ def test_second_run_reads_from_bookmark_minus_lookback(make_sandbox: SandboxFact
     assert second.returncode == 0, second.stderr
     starts = {request.params["start_date"] for request in server.requests}
     assert starts == {"2026-04-06"}  # bookmark 2026-04-08 minus two days
-    assert {r["start_date"][:10] for r in second.records("calls")} == {
+    assert {r["start_date_local"][:10] for r in second.records("calls")} == {
         "2026-04-06",
         "2026-04-07",
         "2026-04-08",
@@ -176,11 +178,11 @@ def test_bookmarks_only_cover_complete_windows(make_sandbox: SandboxFactory, tmp
     seen: list[str] = []
     for message in run.messages:
         if message["type"] == "RECORD" and message["stream"] == "calls":
-            seen.append(message["record"]["start_date"][:10])
+            seen.append(message["record"]["start_date_local"][:10])
         if message["type"] == "STATE":
             value = bookmark(message["value"], "calls")
             if value:
-                day = value[:10]
+                day = read_day(value, ZoneInfo("Europe/Paris")).isoformat()
                 expected = {
                     d.isoformat() for d in server.api.data.days(dt.date.min, dt.date.fromisoformat(day))
                 }
