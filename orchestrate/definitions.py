@@ -1,0 +1,225 @@
+"""tap-optico's pipelines as a Dagster code location: account groups and backfill ranges as partitions.
+
+- `optico_daily`, partitioned by account group: `meltano el tap-optico <loader>` with the
+  group's accounts, under the state id `<environment>:tap-optico-to-<loader>:<group>`; the
+  `daily` schedule runs every group.
+- `optico_backfill`, partitioned by group and month: the same for one month of one group,
+  under a state id of its own. When a Dagster backfill of it has succeeded, the
+  `hand_over_after_backfill` sensor copies each group's last month's state to the group's
+  daily state id (unless the daily job already has state).
+
+Settings, read from the environment where Dagster loads this module:
+- `OPTICO_GROUP_<NAME>`: the accounts of group `<name>` (lowercase, `_` read as `-`), JSON as
+  the tap's `accounts` setting; one variable per group, filled from a secret store;
+- `OPTICO_LOADER` (default `target-jsonl`), `MELTANO_ENVIRONMENT` (default: meltano.yml's);
+- `OPTICO_BACKFILL_START` (a month, default January of last year), `OPTICO_BACKFILL_END`
+  (default: the last complete month);
+- `OPTICO_EXECUTOR`: `in_process` (default: each run is one step) or `multiprocess`.
+
+At most one run per partition, hence per state id, runs at a time: the instance's
+`dagster.yaml` limits runs per `dagster/partition` tag (see orchestrate/dagster.yaml).
+No `from __future__ import annotations` here: Dagster reads the `context` annotations.
+"""
+
+import datetime as dt
+import os
+from collections.abc import Iterator, Mapping, Sequence
+
+import dagster as dg
+
+from orchestrate import meltano
+
+GROUP_VARIABLE = "OPTICO_GROUP_"
+#: Loaders that write files: each partition writes into a folder of its own.
+FILE_LOADERS = {"target-jsonl": "TARGET_JSONL_DESTINATION_PATH"}
+EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
+
+
+def account_groups(environ: Mapping[str, str]) -> dict[str, str]:
+    """Each group's name and accounts (JSON), from the `OPTICO_GROUP_<NAME>` variables."""
+    return {
+        name.removeprefix(GROUP_VARIABLE).lower().replace("_", "-"): value
+        for name, value in sorted(environ.items())
+        if name.startswith(GROUP_VARIABLE) and name != GROUP_VARIABLE
+    }
+
+
+def setting(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+GROUP_NAMES = list(account_groups(os.environ))
+if not GROUP_NAMES:
+    raise dg.DagsterInvariantViolationError(
+        f"no account group: set {GROUP_VARIABLE}<NAME> to each group's accounts, as JSON "
+        f'([{{"name": ..., "api_key": ...}}, ...]), where Dagster loads orchestrate.definitions'
+    )
+if setting("OPTICO_EXECUTOR", "in_process") not in EXECUTORS:
+    raise dg.DagsterInvariantViolationError(f"OPTICO_EXECUTOR must be one of {', '.join(EXECUTORS)}")
+ENVIRONMENT = meltano.default_environment()
+LOADER = setting("OPTICO_LOADER", "target-jsonl")
+LAST_YEAR = dt.date.today().year - 1
+
+groups = dg.StaticPartitionsDefinition(GROUP_NAMES)
+months = dg.MonthlyPartitionsDefinition(
+    start_date=setting("OPTICO_BACKFILL_START", f"{LAST_YEAR}-01-01"),
+    end_date=os.environ.get("OPTICO_BACKFILL_END") or None,
+)
+group_months = dg.MultiPartitionsDefinition({"group": groups, "month": months})
+
+
+def month_days(month: str) -> tuple[dt.date, dt.date]:
+    """The first and last day of a month partition."""
+    window = months.time_window_for_partition_key(month)
+    return window.start.date(), window.end.date() - dt.timedelta(days=1)
+
+
+def run_environment(group: str, folder: str) -> dict[str, str]:
+    """The Meltano run's environment: the group's accounts only, its own output folder."""
+    accounts = account_groups(os.environ).get(group)
+    if accounts is None:
+        raise dg.Failure(f"{GROUP_VARIABLE}{group.upper().replace('-', '_')} is not set where the run runs")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(GROUP_VARIABLE)}
+    env["TAP_OPTICO_ACCOUNTS"] = accounts
+    if LOADER in FILE_LOADERS:
+        variable = FILE_LOADERS[LOADER]
+        output = meltano.PROJECT / os.environ.get(variable, "output") / group / folder
+        output.mkdir(parents=True, exist_ok=True)
+        env[variable] = str(output)
+    return env
+
+
+def extract_load(
+    context: dg.AssetExecutionContext, state: str, env: dict[str, str]
+) -> dg.MaterializeResult[None]:
+    """Run the pipeline, the tap's and Meltano's log lines in the run's log; fail on failure."""
+    levels = {
+        "debug": context.log.debug,
+        "warning": context.log.warning,
+        "error": context.log.error,
+        "critical": context.log.error,
+    }
+
+    def log(line: meltano.LogLine) -> None:
+        levels.get(line.level, context.log.info)(line.text)
+
+    context.log.info(f"meltano el {meltano.EXTRACTOR} {LOADER} --state-id {state}")
+    try:
+        meltano.prepare(env)
+        meltano.run_el(ENVIRONMENT, LOADER, state, env, log)
+    except meltano.MeltanoError as error:
+        raise dg.Failure(str(error), metadata={"state_id": state}) from None
+    return dg.MaterializeResult(metadata={"state_id": state})
+
+
+@dg.asset(partitions_def=groups, kinds={"meltano"}, group_name="optico")
+def optico_daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult[None]:
+    """The calls and daily totals of one account group, from its state to today."""
+    group = context.partition_key
+    env = run_environment(group, "daily")
+    return extract_load(context, meltano.state_id(ENVIRONMENT, LOADER, group), env)
+
+
+@dg.asset(partitions_def=group_months, kinds={"meltano"}, group_name="optico")
+def optico_backfill(context: dg.AssetExecutionContext) -> dg.MaterializeResult[None]:
+    """One month of one account group, with a state id of its own."""
+    key = context.partition_key
+    assert isinstance(key, dg.MultiPartitionKey)
+    group, month = key.keys_by_dimension["group"], key.keys_by_dimension["month"]
+    first, last = month_days(month)
+    env = run_environment(group, f"backfill-{month}")
+    env.update(TAP_OPTICO_START_DATE=first.isoformat(), TAP_OPTICO_END_DATE=last.isoformat())
+    return extract_load(context, meltano.backfill_state_id(ENVIRONMENT, LOADER, first, last, group), env)
+
+
+class HandOver(dg.Config):
+    month: str
+    """The last month of the backfill: its state becomes the daily job's."""
+
+
+@dg.op
+def hand_over(context: dg.OpExecutionContext, config: HandOver) -> None:
+    """Copy the state of a group's last backfilled month to the group's daily state id."""
+    group = context.partition_key
+    daily = meltano.state_id(ENVIRONMENT, LOADER, group)
+    backfilled = meltano.backfill_state_id(ENVIRONMENT, LOADER, *month_days(config.month), group)
+    try:
+        if meltano.has_state(daily):
+            context.log.info(f"{daily} already has state: the daily job keeps it")
+            return
+        meltano.copy_state(backfilled, daily)
+    except meltano.MeltanoError as error:
+        raise dg.Failure(str(error)) from None
+    context.log.info(f"state of {backfilled} copied to {daily}: the daily job continues from it")
+
+
+daily = dg.define_asset_job("daily", selection=[optico_daily], partitions_def=groups)
+backfill = dg.define_asset_job("backfill", selection=[optico_backfill], partitions_def=group_months)
+
+
+@dg.job(partitions_def=groups)
+def hand_over_job() -> None:
+    hand_over()
+
+
+@dg.schedule(
+    job=daily,
+    cron_schedule="0 6 * * *",
+    execution_timezone="Europe/Paris",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def every_group_daily(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest]:
+    """Every group, every morning (yesterday is complete by then)."""
+    day = context.scheduled_execution_time.date()
+    for group in groups.get_partition_keys():
+        yield dg.RunRequest(run_key=f"{day}:{group}", partition_key=group)
+
+
+#: A backfill in these states has requested all its runs (`COMPLETED`: by `dagster job backfill`).
+BACKFILL_REQUESTED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED"}
+
+
+def backfilled_months(runs: Sequence[dg.DagsterRun]) -> dict[str, str]:
+    """Each group's last month, once the latest run of every partition has succeeded; else nothing.
+
+    `runs` are a backfill's runs, newest first: a partition run again after a failure counts
+    by its latest run.
+    """
+    latest: dict[str, dg.DagsterRun] = {}
+    for run in runs:
+        latest.setdefault(run.tags.get("dagster/partition", ""), run)
+    if not latest or not all(run.is_success for run in latest.values()):
+        return {}
+    months: dict[str, str] = {}
+    for run in latest.values():
+        group, month = run.tags["dagster/partition/group"], run.tags["dagster/partition/month"]
+        months[group] = max(month, months.get(group, month))
+    return months
+
+
+@dg.sensor(job=hand_over_job, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
+def hand_over_after_backfill(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest]:
+    """When a backfill of `optico_backfill` has succeeded, hand each of its groups to the daily job.
+
+    Once per backfill and group: Dagster skips a run key this sensor has already requested.
+    """
+    for requested in context.instance.get_backfills(limit=20):
+        if requested.status.value not in BACKFILL_REQUESTED:
+            continue
+        runs = context.instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": requested.backfill_id}))
+        ours = [
+            r for r in runs if r.job_name == backfill.name or optico_backfill.key in (r.asset_selection or ())
+        ]
+        for group, month in backfilled_months(ours).items():
+            config = {"ops": {"hand_over": {"config": {"month": month}}}}
+            key = f"{requested.backfill_id}:{group}"
+            yield dg.RunRequest(run_key=key, partition_key=group, run_config=config)
+
+
+defs = dg.Definitions(
+    assets=[optico_daily, optico_backfill],
+    jobs=[daily, backfill, hand_over_job],
+    schedules=[every_group_daily],
+    sensors=[hand_over_after_backfill],
+    executor=EXECUTORS[setting("OPTICO_EXECUTOR", "in_process")],
+)
