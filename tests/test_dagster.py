@@ -62,8 +62,12 @@ def dagster_copy(dest: Path, port: int) -> Path:
     work = make_project_copy(dest, port)
     shutil.copytree(ROOT / "orchestrate", work / "orchestrate", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("Makefile", "pyproject.toml"):
-        shutil.copy2(ROOT / name, work / name)  # times kept: make finds the venv up to date
-    (work / ".meltano" / ".installed-stamp").touch()  # and the plugins, which are the checkout's
+        shutil.copyfile(ROOT / name, work / name)
+    # `make` must find the venv and the plugins (the checkout's, linked) up to date: older
+    # prerequisites than their stamps, so that it never installs anything through the links.
+    installed = (VENV / ".installed-stamp").stat().st_mtime
+    os.utime(work / "pyproject.toml", (installed - 1, installed - 1))
+    (work / ".meltano" / ".installed-stamp").touch()
     return work
 
 
@@ -301,13 +305,13 @@ def test_definitions_load_with_each_executor_and_the_cluster_instance(
     for executor in ("in_process", "multiprocess"):
         done = validate(work, {**env, "DAGSTER_HOME": str(local), "OPTICO_EXECUTOR": executor})
         assert done.returncode == 0, done.stderr[-3000:]
-        assert "All code locations passed validation" in done.stderr
+        assert "All code locations passed validation" in done.stdout + done.stderr
     wrong = validate(work, {**env, "DAGSTER_HOME": str(local), "OPTICO_EXECUTOR": "threads"})
     assert wrong.returncode == 1
-    assert "OPTICO_EXECUTOR must be one of in_process, multiprocess" in wrong.stderr
+    assert "OPTICO_EXECUTOR must be one of in_process, multiprocess" in wrong.stdout + wrong.stderr
     alone = validate(work, {**user_env(MELTANO_ENVIRONMENT=ENVIRONMENT), "DAGSTER_HOME": str(local)})
     assert alone.returncode == 1
-    assert "no account group: set OPTICO_GROUP_<NAME>" in alone.stderr
+    assert "no account group: set OPTICO_GROUP_<NAME>" in alone.stdout + alone.stderr
 
     # The cluster's instance: PostgreSQL storage (a real server) and the K8sRunLauncher.
     cluster = tmp_path / "cluster"
