@@ -144,6 +144,7 @@ def hand_over(context: dg.OpExecutionContext, config: HandOver) -> None:
     daily = meltano.state_id(ENVIRONMENT, LOADER, group)
     backfilled = meltano.backfill_state_id(ENVIRONMENT, LOADER, *month_days(config.month), group)
     try:
+        meltano.prepare(os.environ)
         if meltano.has_state(daily):
             context.log.info(f"{daily} already has state: the daily job keeps it")
             return
@@ -153,8 +154,8 @@ def hand_over(context: dg.OpExecutionContext, config: HandOver) -> None:
     context.log.info(f"state of {backfilled} copied to {daily}: the daily job continues from it")
 
 
-daily = dg.define_asset_job("daily", selection=[optico_daily], partitions_def=groups)
-backfill = dg.define_asset_job("backfill", selection=[optico_backfill], partitions_def=group_months)
+daily = dg.define_asset_job("daily", selection=[optico_daily])
+backfill = dg.define_asset_job("backfill", selection=[optico_backfill])
 
 
 @dg.job(partitions_def=groups)
