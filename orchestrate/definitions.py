@@ -5,15 +5,15 @@
   `daily` schedule runs every group.
 - `optico_backfill`, partitioned by group and month: the same for one month of one group,
   under a state id of its own. When a Dagster backfill of it has succeeded, the
-  `hand_over_after_backfill` sensor copies each group's last month's state to the group's
-  daily state id (unless the daily job already has state).
+  `hand_over_after_backfill` sensor copies the state of each group's range that ends last
+  to the group's daily state id (unless the daily job already has state).
 
 Settings, read from the environment where Dagster loads this module:
 - `OPTICO_GROUP_<NAME>`: the accounts of group `<name>` (lowercase, `_` read as `-`), JSON as
   the tap's `accounts` setting; one variable per group, filled from a secret store;
 - `OPTICO_LOADER` (default `target-jsonl`), `MELTANO_ENVIRONMENT` (default: meltano.yml's);
-- `OPTICO_BACKFILL_START` (a month, default January of last year), `OPTICO_BACKFILL_END`
-  (default: the last complete month);
+- `OPTICO_BACKFILL_START` (the first month, default January of last year) and
+  `OPTICO_BACKFILL_END` (the month after the last; default: up to the last complete month);
 - `OPTICO_EXECUTOR`: `in_process` (default: each run is one step) or `multiprocess`.
 
 At most one run per partition, hence per state id, runs at a time: the instance's
@@ -132,26 +132,37 @@ def optico_backfill(context: dg.AssetExecutionContext) -> dg.MaterializeResult[N
     return extract_load(context, meltano.backfill_state_id(ENVIRONMENT, LOADER, first, last, group), env)
 
 
-class HandOver(dg.Config):
-    month: str
-    """The last month of the backfill: its state becomes the daily job's."""
-
-
 @dg.op
-def hand_over(context: dg.OpExecutionContext, config: HandOver) -> None:
-    """Copy the state of a group's last backfilled month to the group's daily state id."""
+def hand_over(context: dg.OpExecutionContext) -> None:
+    """Copy the state of the group's backfill range that ends last to the group's daily state id.
+
+    That range's state is where the daily job must start: its bookmarks, or, if it stopped
+    short, the days it has read (the daily job then reads the rest). Launched by the sensor
+    below when a backfill has succeeded, or by hand for a group.
+    """
     group = context.partition_key
     daily = meltano.state_id(ENVIRONMENT, LOADER, group)
-    backfilled = meltano.backfill_state_id(ENVIRONMENT, LOADER, *month_days(config.month), group)
     try:
         meltano.prepare(os.environ)
         if meltano.has_state(daily):
             context.log.info(f"{daily} already has state: the daily job keeps it")
             return
-        meltano.copy_state(backfilled, daily)
+        backfilled = set(meltano.state_ids(f"{daily}:backfill-*"))
+        ranges = [
+            meltano.backfill_state_id(ENVIRONMENT, LOADER, *month_days(m), group)
+            for m in months_newest_first()
+        ]
+        last = next((state for state in ranges if state in backfilled), None)
+        if last is None:
+            raise dg.Failure(f"no backfill state for group {group}: nothing to hand over")
+        meltano.copy_state(last, daily)
+        context.log.info(f"state of {last} copied to {daily}: the daily job continues from it")
     except meltano.MeltanoError as error:
         raise dg.Failure(str(error)) from None
-    context.log.info(f"state of {backfilled} copied to {daily}: the daily job continues from it")
+
+
+def months_newest_first() -> list[str]:
+    return list(reversed(months.get_partition_keys()))
 
 
 daily = dg.define_asset_job("daily", selection=[optico_daily])
@@ -180,22 +191,18 @@ def every_group_daily(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunR
 BACKFILL_REQUESTED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED"}
 
 
-def backfilled_months(runs: Sequence[dg.DagsterRun]) -> dict[str, str]:
-    """Each group's last month, once the latest run of every partition has succeeded; else nothing.
+def backfilled_groups(runs: Sequence[dg.DagsterRun]) -> set[str]:
+    """The groups of a backfill, once the latest run of every partition has succeeded; else none.
 
-    `runs` are a backfill's runs, newest first: a partition run again after a failure counts
+    `runs` are the backfill's runs, newest first: a partition run again after a failure counts
     by its latest run.
     """
     latest: dict[str, dg.DagsterRun] = {}
     for run in runs:
         latest.setdefault(run.tags.get("dagster/partition", ""), run)
-    if not latest or not all(run.is_success for run in latest.values()):
-        return {}
-    months: dict[str, str] = {}
-    for run in latest.values():
-        group, month = run.tags["dagster/partition/group"], run.tags["dagster/partition/month"]
-        months[group] = max(month, months.get(group, month))
-    return months
+    if not all(run.is_success for run in latest.values()):
+        return set()
+    return {run.tags["dagster/partition/group"] for run in latest.values()}
 
 
 @dg.sensor(job=hand_over_job, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -211,10 +218,8 @@ def hand_over_after_backfill(context: dg.SensorEvaluationContext) -> Iterator[dg
         ours = [
             r for r in runs if r.job_name == backfill.name or optico_backfill.key in (r.asset_selection or ())
         ]
-        for group, month in backfilled_months(ours).items():
-            config = {"ops": {"hand_over": {"config": {"month": month}}}}
-            key = f"{requested.backfill_id}:{group}"
-            yield dg.RunRequest(run_key=key, partition_key=group, run_config=config)
+        for group in sorted(backfilled_groups(ours)):
+            yield dg.RunRequest(run_key=f"{requested.backfill_id}:{group}", partition_key=group)
 
 
 defs = dg.Definitions(

@@ -86,6 +86,11 @@ def has_state(state: str, env: Mapping[str, str] | None = None) -> bool:
     return bool(json.loads(meltano("state", "get", state, env=env) or "{}"))
 
 
+def state_ids(pattern: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """The state ids that match a glob-style pattern."""
+    return meltano("state", "list", "--pattern", pattern, env=env).split()
+
+
 def copy_state(source: str, destination: str, env: Mapping[str, str] | None = None) -> None:
     meltano("state", "copy", "--force", source, destination, env=env)
 

@@ -80,28 +80,20 @@ def backfill_run(group: str, month: str, status: dg.DagsterRunStatus) -> dg.Dags
 SUCCESS, FAILURE = dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE
 
 
-def test_hand_over_takes_each_groups_last_month(definitions: ModuleType) -> None:
+def test_hand_over_follows_a_backfill_whose_every_partition_succeeded(definitions: ModuleType) -> None:
     runs = [
         backfill_run("a", "2025-02-01", SUCCESS),
         backfill_run("b", "2025-01-01", SUCCESS),
-        backfill_run("a", "2025-03-01", SUCCESS),
         backfill_run("a", "2025-01-01", SUCCESS),
     ]
-    assert definitions.backfilled_months(runs) == {"a": "2025-03-01", "b": "2025-01-01"}
-
-
-def test_hand_over_waits_until_every_partition_has_succeeded(definitions: ModuleType) -> None:
-    running = [
-        backfill_run("a", "2025-02-01", dg.DagsterRunStatus.STARTED),
-        backfill_run("a", "2025-01-01", SUCCESS),
-    ]
-    assert definitions.backfilled_months(running) == {}
-    failed = [backfill_run("a", "2025-02-01", SUCCESS), backfill_run("a", "2025-01-01", FAILURE)]
-    assert definitions.backfilled_months(failed) == {}
-    assert definitions.backfilled_months([]) == {}
+    assert definitions.backfilled_groups(runs) == {"a", "b"}
+    running = [backfill_run("a", "2025-02-01", dg.DagsterRunStatus.STARTED), *runs]
+    assert definitions.backfilled_groups(running) == set()
+    failed = [backfill_run("b", "2025-01-01", FAILURE), *runs]
+    assert definitions.backfilled_groups(failed) == set()
+    assert definitions.backfilled_groups([]) == set()
     # Runs come newest first: a partition that failed, then succeeded when run again, counts.
-    again = [backfill_run("a", "2025-01-01", SUCCESS), *failed]
-    assert definitions.backfilled_months(again) == {"a": "2025-02-01"}
+    assert definitions.backfilled_groups([backfill_run("b", "2025-01-01", SUCCESS), *failed]) == {"a", "b"}
 
 
 def test_meltano_log_lines() -> None:
