@@ -80,6 +80,7 @@ def run_environment(group: str, folder: str) -> dict[str, str]:
     if accounts is None:
         raise dg.Failure(f"{GROUP_VARIABLE}{group.upper().replace('-', '_')} is not set where the run runs")
     env = {key: value for key, value in os.environ.items() if not key.startswith(GROUP_VARIABLE)}
+    env.pop("TAP_OPTICO_API_KEY", None)  # the keys are the group's
     env["TAP_OPTICO_ACCOUNTS"] = accounts
     if LOADER in FILE_LOADERS:
         variable = FILE_LOADERS[LOADER]

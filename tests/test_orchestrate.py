@@ -53,8 +53,10 @@ def test_a_run_receives_its_own_group_only(
     monkeypatch.setattr(meltano, "PROJECT", tmp_path)
     monkeypatch.setenv("OPTICO_GROUP_ONE", '[{"name": "a", "api_key": "key-one"}]')
     monkeypatch.setenv("OPTICO_GROUP_TWO", '[{"name": "b", "api_key": "key-two"}]')
+    monkeypatch.setenv("TAP_OPTICO_API_KEY", "key-of-the-environment")
     monkeypatch.delenv("TARGET_JSONL_DESTINATION_PATH", raising=False)
     env = definitions.run_environment("one", "daily")
+    assert "TAP_OPTICO_API_KEY" not in env
     assert json.loads(env["TAP_OPTICO_ACCOUNTS"]) == [{"name": "a", "api_key": "key-one"}]
     assert "key-two" not in json.dumps(env)
     assert env["TARGET_JSONL_DESTINATION_PATH"] == str(tmp_path / "output" / "one" / "daily")
