@@ -357,6 +357,19 @@ current-context: test
 """
 
 
+def asset_nodes(port: int, timeout: float = 120) -> list[dict[str, Any]]:
+    """The assets the UI shows, once it has loaded the code location."""
+    query = urllib.parse.urlencode({"query": "{ assetNodes { assetKey { path } partitionKeys } }"})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/graphql?{query}", timeout=60) as answer:
+            nodes: list[dict[str, Any]] = (json.load(answer).get("data") or {}).get("assetNodes") or []
+        if nodes:
+            return nodes
+        time.sleep(0.5)
+    raise AssertionError(f"the UI shows no asset after {timeout} s")
+
+
 @pytest.mark.parametrize("block", SERVED, ids=lambda block: block.id)
 def test_readme_make_dagster_serves_the_ui(block: Block, tmp_path: Path) -> None:
     work = dagster_copy(tmp_path / "project", free_port())
@@ -365,9 +378,7 @@ def test_readme_make_dagster_serves_the_ui(block: Block, tmp_path: Path) -> None
     with background(command, work, user_env(DAGSTER_PORT=str(port)), port):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=30) as answer:
             assert json.load(answer)["dagster_version"] == dg.__version__
-        query = urllib.parse.urlencode({"query": "{ assetNodes { assetKey { path } partitionKeys } }"})
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/graphql?{query}", timeout=60) as answer:
-            nodes = json.load(answer)["data"]["assetNodes"]
+        nodes = asset_nodes(port)
     partitions = {node["assetKey"]["path"][-1]: node["partitionKeys"] for node in nodes}
     assert partitions["optico_daily"] == ["agency-group-1", "agency-group-2"]
     assert len(partitions["optico_backfill"]) == 2 * 3  # two groups, January to March
