@@ -71,6 +71,20 @@ def dagster_copy(dest: Path, port: int) -> Path:
     return work
 
 
+def run(work: Path, env: dict[str, str], command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A command of the venv, in the project, to its end."""
+    return subprocess.run(
+        [str(BIN / command), *args],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
 def accounts(*numbers: int) -> str:
     return json.dumps([{"name": f"account-{n}", "api_key": account_key(n)} for n in numbers])
 
@@ -89,17 +103,8 @@ class Deployment:
         shutil.copyfile(ROOT / "orchestrate" / "dagster.yaml", self.home / "dagster.yaml")
         self.instance = dg.DagsterInstance.from_config(str(self.home))
 
-    def run(self, command: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BIN / command), *args],
-            cwd=self.work,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
+    def run(self, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return run(self.work, self.env, command, *args)
 
     def dagster(self, *args: str) -> subprocess.CompletedProcess[str]:
         done = self.run("dagster", *args, *LOCATION)
@@ -282,16 +287,7 @@ def test_backfill_of_three_months_hands_over_to_the_daily_job(
 
 
 def validate(work: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "dagster"), "definitions", "validate", *LOCATION],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return run(work, env, "dagster", "definitions", "validate", *LOCATION)
 
 
 def test_definitions_load_with_each_executor_and_the_cluster_instance(
@@ -357,17 +353,28 @@ current-context: test
 """
 
 
+LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+  locationOrLoadError { __typename ... on PythonError { message } } } } } }"""
+
+
+def graphql(port: int, query: str) -> dict[str, Any]:
+    text = urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/graphql?{text}", timeout=60) as answer:
+        data: dict[str, Any] = json.load(answer).get("data") or {}
+    return data
+
+
 def asset_nodes(port: int, timeout: float = 120) -> list[dict[str, Any]]:
     """The assets the UI shows, once it has loaded the code location."""
-    query = urllib.parse.urlencode({"query": "{ assetNodes { assetKey { path } partitionKeys } }"})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/graphql?{query}", timeout=60) as answer:
-            nodes: list[dict[str, Any]] = (json.load(answer).get("data") or {}).get("assetNodes") or []
+        nodes: list[dict[str, Any]] = (
+            graphql(port, "{ assetNodes { assetKey { path } partitionKeys } }").get("assetNodes") or []
+        )
         if nodes:
             return nodes
         time.sleep(0.5)
-    raise AssertionError(f"the UI shows no asset after {timeout} s")
+    raise AssertionError(f"the UI shows no asset after {timeout} s: {graphql(port, LOCATIONS)}")
 
 
 @pytest.mark.parametrize("block", SERVED, ids=lambda block: block.id)
