@@ -23,6 +23,7 @@ No `from __future__ import annotations` here: Dagster reads the `context` annota
 
 import datetime as dt
 import os
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
@@ -93,7 +94,10 @@ def run_environment(group: str, folder: str) -> dict[str, str]:
 def extract_load(
     context: dg.AssetExecutionContext, state: str, env: dict[str, str]
 ) -> dg.MaterializeResult[None]:
-    """Run the pipeline, the tap's and Meltano's log lines in the run's log; fail on failure."""
+    """Run the pipeline, the tap's and Meltano's log lines in the run's log; fail on failure.
+
+    The materialisation carries the state id and the records of each stream.
+    """
     levels = {
         "debug": context.log.debug,
         "warning": context.log.warning,
@@ -101,8 +105,13 @@ def extract_load(
         "critical": context.log.error,
     }
 
+    records: Counter[str] = Counter()
+
     def log(line: meltano.LogLine) -> None:
         levels.get(line.level, context.log.info)(line.text)
+        counted = line.records()
+        if counted:
+            records[counted[0]] += counted[1]
 
     context.log.info(f"meltano el {meltano.EXTRACTOR} {LOADER} --state-id {state}")
     try:
@@ -110,7 +119,8 @@ def extract_load(
         meltano.run_el(ENVIRONMENT, LOADER, state, env, log)
     except meltano.MeltanoError as error:
         raise dg.Failure(str(error), metadata={"state_id": state}) from None
-    return dg.MaterializeResult(metadata={"state_id": state})
+    counts = {f"{stream} records": count for stream, count in sorted(records.items())}
+    return dg.MaterializeResult(metadata={"state_id": state, **counts})
 
 
 @dg.asset(partitions_def=groups, kinds={"meltano"}, group_name="optico")

@@ -113,6 +113,19 @@ class LogLine:
         source = entry.get("name") or "meltano"
         return cls(str(entry.get("level", "info")), f"{source}: {entry.get('event', '')}".rstrip())
 
+    def records(self) -> tuple[str, int] | None:
+        """A stream and a number of its records, when the line is the tap's `record_count` metric."""
+        metric = self.text.removeprefix(f"{EXTRACTOR}: METRIC: ")
+        if metric == self.text:
+            return None
+        try:
+            counter = json.loads(metric)
+            if counter["metric"] == "record_count":
+                return str(counter["tags"]["stream"]), int(counter["value"])
+        except (ValueError, TypeError, KeyError):
+            pass
+        return None
+
 
 def run_el(
     environment: str, loader: str, state: str, env: Mapping[str, str], log: Callable[[LogLine], None]

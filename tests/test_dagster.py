@@ -234,6 +234,15 @@ def test_groups_side_by_side_a_refused_key_fails_alone_a_second_run_waits(
     assert any("Clef API invalide" in line for line in tap_errors), errors
     assert "0123456789abcdef" not in "\n".join(errors)
 
+    # The materialisation says what was loaded, and where the next run starts.
+    [materialized] = deployment.instance.all_logs(
+        two.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    )
+    assert materialized.asset_materialization is not None
+    metadata = {key: value.value for key, value in materialized.asset_materialization.metadata.items()}
+    state_two = state_id(ENVIRONMENT, LOADER, "two")
+    assert metadata == {"state_id": state_two, "calls records": 31 * 10, "daily_calls records": 31}
+
     # Each group: its own records in its own folder, its own state id.
     for group, account in (("one", "account-1"), ("two", "account-2")):
         records_written = calls(deployment.work / "output" / group)

@@ -115,3 +115,13 @@ def test_the_daily_schedule_runs_every_group(definitions: ModuleType) -> None:
     with dg.build_schedule_context(scheduled_execution_time=morning) as context:
         requests = list(definitions.every_group_daily(context))
     assert [(r.partition_key, r.run_key) for r in requests] == [("loaded", "2026-04-02:loaded")]
+
+
+def test_record_counts_from_the_taps_metrics() -> None:
+    counter = {"type": "counter", "metric": "record_count", "value": 62, "tags": {"stream": "daily_calls"}}
+    metric = LogLine("info", f"tap-optico: METRIC: {json.dumps(counter)}")
+    assert metric.records() == ("daily_calls", 62)
+    timer = {**counter, "type": "timer", "metric": "sync_duration", "value": 0.1}
+    assert LogLine("info", f"tap-optico: METRIC: {json.dumps(timer)}").records() is None
+    assert LogLine("info", "tap-optico: METRIC: {not json").records() is None
+    assert LogLine("info", f"meltano: METRIC: {json.dumps(counter)}").records() is None
