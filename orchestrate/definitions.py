@@ -213,7 +213,7 @@ def backfilled_groups(runs: Sequence[dg.DagsterRun]) -> set[str]:
         latest.setdefault(run.tags.get("dagster/partition", ""), run)
     if not all(run.is_success for run in latest.values()):
         return set()
-    return {run.tags["dagster/partition/group"] for run in latest.values()}
+    return {run.tags.get("dagster/partition/group", "") for run in latest.values()} - {""}
 
 
 @dg.sensor(job=hand_over_job, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
