@@ -3,12 +3,15 @@
 Shared by the Dagster definitions and `scripts/backfill.py`: a state id is built here only.
 """
 
+import contextlib
 import datetime as dt
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,7 +138,8 @@ def run_el(
     `meltano el --state-id` gives the run a directory of its own, so that runs of one
     extractor can go side by side (`meltano run` shares `.meltano/run/tap-optico/`).
     Raises MeltanoError with the tap's last error line when the run fails. Stopped
-    (the orchestrator terminates the run), it stops Meltano, which stops the tap.
+    (the orchestrator cancels the run), it stops Meltano and its plugins, and returns
+    once none of them runs: nothing writes the state id after its run has ended.
     """
     command = [MELTANO, "--log-format=json", "--environment", environment, "el", EXTRACTOR, loader]
     process = subprocess.Popen(
@@ -146,6 +150,7 @@ def run_el(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # Meltano, the tap and the target: one group, stopped as one
     )
     last_error, read_to_the_end = "", False
     try:
@@ -158,7 +163,23 @@ def run_el(
         read_to_the_end = True
     finally:
         if not read_to_the_end:
-            process.terminate()
+            _stop_group(process)
         process.wait()
     if process.returncode:
         raise MeltanoError(last_error or f"meltano el exited with {process.returncode}")
+
+
+def _stop_group(process: subprocess.Popen[str], timeout: float = 30) -> None:
+    """SIGTERM to the process's group, then wait until the group is gone (SIGKILL after `timeout`)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.poll()  # Meltano reaped, else it would stay in the group
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)

@@ -28,7 +28,7 @@ import pytest
 from dagster_k8s import K8sRunLauncher
 
 from orchestrate.meltano import backfill_state_id, state_id
-from tap_optico.sandbox import SandboxServer, account_key
+from tap_optico.sandbox import Faults, SandboxServer, account_key
 from tests.helpers import SandboxFactory, bookmark
 from tests.helpers_readme import (
     ROOT,
@@ -293,6 +293,39 @@ def test_backfill_of_three_months_hands_over_to_the_daily_job(
     assert {r.params["start_date"] for r in server.requests} == {"2026-03-30"}
     recent = calls(deployment.work / "output" / "history" / "daily")
     assert {r["start_date"][:10] for r in recent} == {"2026-03-30", "2026-03-31"}
+
+
+def test_a_cancelled_run_stops_meltano_and_the_tap(
+    make_sandbox: SandboxFactory, deploy: Callable[..., Deployment]
+) -> None:
+    """Cancelled, a run ends its pipeline: the partition is free only once nothing writes its state."""
+    server = make_sandbox(first_day=MARCH_1, last_day=MARCH_31, calls_per_day=10, faults=Faults(latency=0.3))
+    deployment = deploy(server, "in_process", one=accounts(1))
+    deployment.env.update(TAP_OPTICO_MAX_CONCURRENCY="1", TAP_OPTICO_PAGE_SIZE="10")  # a minute of requests
+    deployment.dagster("job", "backfill", "-j", "daily", "--partitions", "one", "--noprompt")
+    with deployment.daemon():
+        [record] = deployment.wait_for(lambda records: len(records) == 1 and len(server.requests) > 3, 120)
+        assert any("tap-optico --config" in command for command in pipeline_processes(deployment.work))
+        assert deployment.instance.run_launcher.terminate(record.dagster_run.run_id)
+        deployment.wait_for(finished, timeout=60)
+        stopped = len(server.requests)
+        time.sleep(3)
+        assert len(server.requests) == stopped, "the tap kept reading after its run was cancelled"
+        assert pipeline_processes(deployment.work) == []
+    [record] = deployment.instance.get_run_records()
+    assert record.dagster_run.status == dg.DagsterRunStatus.CANCELED
+
+
+def pipeline_processes(work: Path) -> list[str]:
+    """The command lines of Meltano and its plugins running in the project at `work`."""
+    found = []
+    for process in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if process.name.isdigit() and os.readlink(process / "cwd") == str(work):
+                command = (process / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if "meltano" in command or "tap-optico" in command:
+                    found.append(command)
+    return found
 
 
 def validate(work: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
