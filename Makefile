@@ -8,13 +8,13 @@ PLUGINS_STAMP := .meltano/.installed-stamp
 BENCH_VENV := bench/out/venv
 BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 
-.PHONY: install plugins postgres demo test lint bench clean
+.PHONY: install plugins postgres demo dagster test lint bench clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	$(BIN)/pip install --quiet -e ".[dev,bench,orchestrate,cluster]"
 	touch $@
 
 plugins: $(PLUGINS_STAMP)
@@ -31,6 +31,11 @@ postgres:
 
 demo: plugins
 	$(BIN)/python scripts/demo.py
+
+# The Dagster UI on this project (orchestrate/), against the sandbox: http://127.0.0.1:$(DAGSTER_PORT)
+DAGSTER_PORT ?= 3000
+dagster: plugins
+	$(BIN)/python -m orchestrate.local --port $(DAGSTER_PORT)
 
 test: plugins postgres
 	$(BIN)/python -m pytest
@@ -50,7 +55,7 @@ bench: install $(BENCH_STAMP)
 	$(BIN)/python bench/run.py --venv $(BENCH_VENV)
 
 clean:
-	rm -rf $(VENV) .meltano output bench/out
+	rm -rf $(VENV) .meltano .dagster output bench/out
 
 # The README's generated parts: the settings table (from `tap-optico --about`) and the
 # extractor definition to paste into another project (from meltano.yml).

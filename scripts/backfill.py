@@ -1,5 +1,9 @@
 """Backfill date ranges side by side with Meltano, then hand over to the daily job.
 
+For a machine with Meltano and no orchestrator; with Dagster, each month of each account
+group is a partition of `optico_backfill` instead (orchestrate/, the README's "Orchestrating
+with Dagster"), with the same state ids (orchestrate/meltano.py).
+
     .venv/bin/python scripts/backfill.py --loader target-postgres \\
         2024-01-01..2024-12-31 2025-01-01..2025-11-25
 
@@ -32,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from ruamel.yaml import YAML
+# The project root is importable through the editable install (`make install`).
+from orchestrate.meltano import backfill_state_id, default_environment, state_id
 
 MELTANO = str(Path(sys.executable).parent / "meltano")
 EXTRACTOR = "tap-optico"
@@ -48,7 +53,7 @@ class Range:
         return f"{self.first}..{self.last}"
 
     def state_id(self, environment: str, loader: str) -> str:
-        return f"{environment}:{EXTRACTOR}-to-{loader}:backfill-{self.first}-{self.last}"
+        return backfill_state_id(environment, loader, self.first, self.last)
 
 
 def parse_range(text: str) -> Range:
@@ -60,17 +65,6 @@ def parse_range(text: str) -> Range:
     if last < first:
         raise argparse.ArgumentTypeError(f"{text!r}: the last day is before the first")
     return Range(first, last)
-
-
-def default_environment(project: Path) -> str:
-    """The environment `meltano` itself would use: MELTANO_ENVIRONMENT, else the project's default."""
-    if os.environ.get("MELTANO_ENVIRONMENT"):
-        return os.environ["MELTANO_ENVIRONMENT"]
-    config = YAML(typ="safe").load((project / "meltano.yml").read_text(encoding="utf-8"))
-    environment = config.get("default_environment")
-    if not environment:
-        raise SystemExit("no environment: pass --environment or set default_environment in meltano.yml")
-    return str(environment)
 
 
 def meltano(*args: str) -> str:
@@ -120,7 +114,7 @@ def run_all(ranges: list[Range], environment: str, loader: str, parallel: int, l
 
 
 def hand_over(ranges: list[Range], environment: str, loader: str) -> None:
-    daily = f"{environment}:{EXTRACTOR}-to-{loader}"
+    daily = state_id(environment, loader)
     if json.loads(meltano("state", "get", daily) or "{}"):
         print(f"{daily} already has state: the daily job keeps it")
         return

@@ -8,6 +8,7 @@ before its fence, `<!-- readme-test: KIND text -->`, that says how the tests run
 - `repeat`: the same, three times (a first run, then later ones that start from its state);
 - `server`: a command that serves until stopped: started, checked to answer, stopped;
 - `new-project`: run by tests/test_install.py, in a new Meltano project;
+- `dagster`: run by tests/test_dagster.py, with Dagster (`dagster server`: served until stopped);
 - `skip: why`: not run (production credentials, `make test` itself); the reason is required.
 """
 
@@ -38,7 +39,7 @@ VENV = Path(sys.executable).parent.parent
 README = ROOT / "README.md"
 SANDBOX_PORT = "8765"  # the port the README and meltano.yml use; tests replace it with a free one
 SHELLS = ("sh", "bash", "shell", "console")
-KINDS = ("run", "repeat", "server", "new-project", "skip")
+KINDS = ("run", "repeat", "server", "new-project", "dagster", "skip")
 MARKER = re.compile(r"^<!-- readme-test: (?P<kind>[a-z-]+)(?P<text>.*?)-->$")
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)\s*$")
 

@@ -1,0 +1,90 @@
+"""`make dagster`: the Dagster UI on this project, local SQLite storage, against the sandbox.
+
+Starts the sandbox (4 accounts, January to March 2026) on a free port, then Dagster's
+daemon (the run queue, backfills, the schedule and the hand-over sensor) and its web
+server, with the instance in DAGSTER_HOME (default `.dagster/`, configured by
+orchestrate/dagster.yaml). Two account groups of two accounts each, `agency-group-1` and
+`agency-group-2`; months January to March 2026 to backfill. Stops everything on Ctrl-C or
+SIGTERM.
+"""
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from orchestrate.meltano import PROJECT
+from tap_optico.sandbox import build_server
+
+BIN = Path(sys.executable).parent
+FIRST_DAY, LAST_DAY, END = dt.date(2026, 1, 1), dt.date(2026, 3, 31), dt.date(2026, 4, 1)
+ACCOUNTS, GROUPS = 4, 2
+
+
+def sandbox_group(number: int) -> str:
+    """The accounts of group `number`, as the sandbox's CLI prints them."""
+    command = [str(BIN / "tap-optico-sandbox"), "--accounts", str(ACCOUNTS), "--print-accounts"]
+    return subprocess.run(
+        [*command, "--group", f"{number}/{GROUPS}"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, default=3000, help="the web server's port (default 3000)")
+    args = parser.parse_args(argv)
+    home = Path(os.environ.get("DAGSTER_HOME") or PROJECT / ".dagster").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(__file__).with_name("dagster.yaml"), home / "dagster.yaml")
+    server = build_server(first_day=FIRST_DAY, last_day=LAST_DAY, accounts=ACCOUNTS, calls_per_day=50).start()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "MELTANO_ENVIRONMENT": "sandbox-accounts",
+        "TAP_OPTICO_API_URL": server.url,
+        "OPTICO_BACKFILL_START": FIRST_DAY.isoformat(),
+        "OPTICO_BACKFILL_END": END.isoformat(),
+        **{f"OPTICO_GROUP_AGENCY_GROUP_{n}": sandbox_group(n) for n in range(1, GROUPS + 1)},
+    }
+    location = ["-m", "orchestrate.definitions"]
+    commands = [
+        [str(BIN / "dagster-daemon"), "run", *location],
+        [str(BIN / "dagster-webserver"), *location, "--host", "127.0.0.1", "--port", str(args.port)],
+    ]
+    processes = [
+        subprocess.Popen(command, cwd=PROJECT, env=env, stdin=subprocess.DEVNULL) for command in commands
+    ]
+    print(f"Dagster: http://127.0.0.1:{args.port} (instance in {home}); sandbox: {server.url}", flush=True)
+
+    stopping: list[int] = []
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping and all(process.poll() is None for process in processes):
+        time.sleep(0.5)
+    for command, process in zip(commands, processes, strict=True):
+        if process.poll() is None:
+            process.terminate()
+        elif not stopping:
+            print(f"{Path(command[0]).name} stopped (exit {process.returncode}): stopping", file=sys.stderr)
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    server.stop()
+    return 0 if stopping else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
