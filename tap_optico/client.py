@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 import backoff
 import msgspec
 import requests
-import urllib3
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers.types import Context
@@ -28,6 +27,7 @@ from singer_sdk.streams.rest import PageContext
 from typing_extensions import override
 
 from tap_optico.api import DATA_TYPE, FIRST_PAGE, LAST_PAGE_MARKERS
+from tap_optico.deadline import DeadlineAdapter, bounded
 from tap_optico.normalize import ACCOUNT, Conversion, Normalizer, decode_plain_page
 from tap_optico.paging import Page, Window
 from tap_optico.secrets import redact, shorten
@@ -44,7 +44,6 @@ RETRIABLE_ERRORS = (
     requests.exceptions.ContentDecodingError,
 )
 MAX_REPORTED_BODY_CHARS = 200
-BODY_PIECE_BYTES = 1 << 16
 #: An API error that speaks of the key ("Clef API invalide"); HTTP 401 and 403 refuse it too.
 KEY_WORDS = re.compile(r"\bcl(?:ef|é|e)\b|\bapi[ _-]?key\b|\bkey\b", re.IGNORECASE)
 
@@ -75,34 +74,6 @@ def read_next_page(value: Any, current: int) -> int | None:
         msg = f"Optico API answered next_page={page} on page {current}: paging does not move forward"
         raise FatalAPIError(msg)
     return page
-
-
-def read_body(response: requests.Response, deadline: float, timeout: float) -> bytes:
-    """The body of ``response``, read by pieces as they arrive, whole before ``deadline``.
-
-    ``requests`` bounds only the silence between two pieces: an answer that
-    trickles would never time out. Each piece is awaited at most until the
-    deadline; past it the try fails as a time-out (retried like any other).
-    """
-    raw = response.raw
-    too_slow = f"the answer took more than request_timeout ({timeout:g} s) to arrive"
-    pieces: list[bytes] = []
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise requests.exceptions.ReadTimeout(too_slow)
-        sock = getattr(getattr(raw, "connection", None), "sock", None)
-        if sock is not None:  # a silence is cut at the deadline too, not request_timeout later
-            sock.settimeout(left)
-        try:
-            piece = raw.read1(BODY_PIECE_BYTES)
-        except urllib3.exceptions.ReadTimeoutError:
-            raise requests.exceptions.ReadTimeout(too_slow) from None
-        except urllib3.exceptions.HTTPError as error:
-            raise requests.exceptions.ChunkedEncodingError(str(error)) from None
-        if not piece:
-            return b"".join(pieces)
-        pieces.append(piece)
 
 
 class OpticoPaginator(BaseAPIPaginator[int]):
@@ -183,6 +154,16 @@ class OpticoClient(RESTStream[int]):
     @override
     def timeout(self) -> int:
         return self.settings.request_timeout
+
+    @property
+    @override
+    def requests_session(self) -> requests.Session:
+        """The SDK's session, whose connections each try's deadline can cut (deadline.py)."""
+        session = super().requests_session
+        if not isinstance(session.get_adapter(self.url_base), DeadlineAdapter):
+            for prefix in ("http://", "https://"):
+                session.mount(prefix, DeadlineAdapter())
+        return session
 
     @override
     def get_url_params(self, context: Context | None, next_page_token: int | None) -> dict[str, Any]:
@@ -325,14 +306,18 @@ class OpticoClient(RESTStream[int]):
         self, prepared: requests.PreparedRequest, number: int, window: Window
     ) -> tuple[requests.Response, dict[str, Any]]:
         deadline = time.monotonic() + self.timeout
-        response = self.requests_session.send(
-            prepared, timeout=self.timeout, allow_redirects=self.allow_redirects, stream=True
-        )
-        try:
-            response._content = read_body(response, deadline, self.timeout)
-            response._content_consumed = True  # type: ignore[attr-defined]
-        finally:
-            response.close()  # back to the pool when read in full, else the connection is dropped
+        too_slow = f"the answer took more than request_timeout ({self.timeout:g} s) to arrive"
+        with bounded(deadline):
+            try:
+                response = self.requests_session.send(
+                    prepared, timeout=self.timeout, allow_redirects=self.allow_redirects
+                )
+            except requests.RequestException:
+                if time.monotonic() >= deadline:  # the watchdog cut it
+                    raise requests.exceptions.ReadTimeout(too_slow) from None
+                raise
+        if time.monotonic() >= deadline:  # cut at the deadline, an answer may look whole but be short
+            raise requests.exceptions.ReadTimeout(too_slow)
         self.validate_response(response)
         return response, self.decode(response, number)
 

@@ -151,10 +151,17 @@ def test_a_count_that_is_never_met_holds_the_bookmark_for_some_runs_then_moves_p
             assert run.bookmark("daily_calls") == end.isoformat()
 
 
+# At 64 bytes/s the headers arrive within the deadline and the body does not; at 8 bytes/s not
+# even the status line and headers do.
+@pytest.mark.parametrize("rate", [64.0, 8.0], ids=["body", "headers"])
 def test_an_answer_that_trickles_is_cut_at_request_timeout_and_fails_its_account_only(
-    make_sandbox: SandboxFactory, tmp_path: Path
+    make_sandbox: SandboxFactory, tmp_path: Path, rate: float
 ) -> None:
-    server = make_sandbox(accounts=2, last_day=THIRD_DAY, misbehaviour=misbehaving("trickle", accounts=(2,)))
+    server = make_sandbox(
+        accounts=2,
+        last_day=THIRD_DAY,
+        misbehaviour=misbehaving("trickle", accounts=(2,), trickle_bytes_per_second=rate),
+    )
     config = accounts_config(server, 1, 2, request_timeout=2, max_tries=2, max_wait_seconds=1)
     started = time.monotonic()
     run = run_tap(config, tmp_path, timeout=60)
@@ -194,12 +201,12 @@ def test_an_account_without_calls_lately_moves_its_bookmark_like_a_busy_one(
     first = run_tap(tap_config(server, end_date="2026-03-27"), tmp_path)
     assert first.returncode == 0, first.stderr
     assert first.bookmark("daily_calls") == "2026-03-27"
-    assert first.bookmark("calls") == "2026-03-27T00:00:00+01:00"
+    assert first.bookmark("calls") == "2026-03-26T23:00:00+00:00"  # the day's first instant, in UTC
     server.requests.clear()
     second = run_tap(tap_config(server, end_date="2026-03-28"), tmp_path, state=first.final_state)
     assert second.returncode == 0, second.stderr
     assert {r.params["start_date"] for r in server.requests} == {"2026-03-26"}
-    assert second.bookmark("calls") == "2026-03-28T00:00:00+01:00"
+    assert second.bookmark("calls") == "2026-03-27T23:00:00+00:00"
 
 
 def state_and_record_bytes(run: TapRun) -> tuple[int, int]:

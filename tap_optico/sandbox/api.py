@@ -29,7 +29,7 @@ MISBEHAVIOURS: dict[MisbehaviourKind, str] = {
     "repeat-last-row": "each page starts with the last row of the page before (an off-by-one offset)",
     "phantom-call": "total_results counts a call more than it returns, when the days asked include the first",
     "null-row": "the first row of each answer's first page is null (and counted)",
-    "trickle": "the body is sent at trickle_bytes_per_second",
+    "trickle": "the whole answer, headers included, is sent at trickle_bytes_per_second",
 }
 # How the last page says there is no next one (None: no next_page key); the mixed style cycles them all.
 _NO_NEXT_PAGE_FORMS: tuple[bytes | None, ...] = (None, *map(msgspec.json.encode, LAST_PAGE_MARKERS))

@@ -184,22 +184,26 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             *,
             trickle: bool = False,
         ) -> None:
+            fields = {"Content-Type": content_type, "Content-Length": str(len(body)), **(headers or {})}
             try:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.end_headers()
                 if not trickle:
+                    self.send_response(status)
+                    for name, value in fields.items():
+                        self.send_header(name, value)
+                    self.end_headers()
                     self.wfile.write(body)
                     return
-                # A few bytes at a time, each piece flushed: the answer never stalls, it crawls.
+                # The whole answer, status line and headers included, a few bytes at a time, each
+                # piece flushed: the answer never stalls, it crawls.
+                head = f"{self.protocol_version} {status.value} {status.phrase}\r\n" + "".join(
+                    f"{name}: {value}\r\n" for name, value in fields.items()
+                )
+                answer = (head + "\r\n").encode("latin-1") + body
                 piece = max(
                     1, round(server.api.misbehaviour.trickle_bytes_per_second / TRICKLE_PIECES_PER_SECOND)
                 )
-                for start in range(0, len(body), piece):
-                    self.wfile.write(body[start : start + piece])
+                for start in range(0, len(answer), piece):
+                    self.wfile.write(answer[start : start + piece])
                     self.wfile.flush()
                     time.sleep(1 / TRICKLE_PIECES_PER_SECOND)
             except (BrokenPipeError, ConnectionResetError):

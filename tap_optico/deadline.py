@@ -1,0 +1,124 @@
+"""A deadline for one whole HTTP try: the status line, the headers and the body.
+
+``requests`` bounds only the silence between two bytes (its read timeout), so
+an answer that trickles, a byte at a time, never times out, headers included.
+Within :func:`bounded`, a connection of :class:`DeadlineAdapter` that has not
+answered in full by the deadline has its socket shut by one watchdog thread
+(shared by every request, so a try costs no thread of its own); the blocked
+read ends at once and the caller reports the try as too slow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from requests.adapters import HTTPAdapter
+from typing_extensions import override
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+
+class _Watchdog:
+    """Shuts a socket at its deadline unless the try it belongs to ended first."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, socket.socket]] = []
+        self._armed: set[int] = set()
+        self._numbers = itertools.count()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, when: float, sock: socket.socket) -> int:
+        with self._changed:
+            number = next(self._numbers)
+            heapq.heappush(self._due, (when, number, sock))
+            self._armed.add(number)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="optico-deadline", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+            return number
+
+    def disarm(self, number: int) -> None:
+        with self._changed:
+            self._armed.discard(number)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while self._due and self._due[0][1] not in self._armed:
+                    heapq.heappop(self._due)
+                if not self._due:
+                    self._changed.wait()
+                    continue
+                when, number, sock = self._due[0]
+                left = when - time.monotonic()
+                if left > 0:
+                    self._changed.wait(left)
+                    continue
+                heapq.heappop(self._due)
+                self._armed.discard(number)
+            with contextlib.suppress(OSError):  # already closed: the try ended on its own
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+_watchdog = _Watchdog()
+_try = threading.local()
+
+
+@contextmanager
+def bounded(deadline: float) -> Iterator[None]:
+    """Requests of :class:`DeadlineAdapter` made in this thread end by ``deadline`` (time.monotonic)."""
+    _try.deadline, _try.armed = deadline, None
+    try:
+        yield
+    finally:
+        if _try.armed is not None:
+            _watchdog.disarm(_try.armed)
+        _try.deadline = _try.armed = None
+
+
+class _Bounded:
+    """An HTTP connection whose answer is watched from the moment the request is sent."""
+
+    sock: socket.socket | None
+
+    def getresponse(self) -> Any:
+        deadline = getattr(_try, "deadline", None)
+        if deadline is not None and self.sock is not None and getattr(_try, "armed", None) is None:
+            # Armed until the try ends (bounded() disarms it), so the body is watched too.
+            _try.armed = _watchdog.arm(deadline, self.sock)
+        return super().getresponse()  # type: ignore[misc]
+
+
+class _HTTPConnection(_Bounded, HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Bounded, HTTPSConnection):
+    pass
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class DeadlineAdapter(HTTPAdapter):
+    """requests' adapter, with connections that :func:`bounded` can cut at a deadline."""
+
+    @override
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
