@@ -18,6 +18,8 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from tap_optico.state_ids import meltano_state_id
+
 EXTRACTOR = "tap-optico"
 MELTANO = str(Path(sys.executable).parent / "meltano")
 #: The Meltano project: MELTANO_PROJECT_ROOT (as Meltano reads it), else this repository.
@@ -26,8 +28,7 @@ PROJECT = Path(os.environ.get("MELTANO_PROJECT_ROOT") or Path(__file__).resolve(
 
 def state_id(environment: str, loader: str, group: str | None = None) -> str:
     """The daily job's state id: `meltano run tap-optico <loader>`'s own, or one group's."""
-    job = f"{environment}:{EXTRACTOR}-to-{loader}"
-    return job if group is None else f"{job}:{group}"
+    return meltano_state_id(environment, EXTRACTOR, loader, *([] if group is None else [group]))
 
 
 def backfill_state_id(

@@ -23,6 +23,7 @@ from tap_optico.errors import OpticoError, SettingsError, StateError
 from tap_optico.reading import OpticoStream, bookmark_problem
 from tap_optico.sdk_seam import TapSeam
 from tap_optico.settings import DATE_FORMS, Settings, clear_text_host, environment_problems, problems
+from tap_optico.state_ids import meltano_state_id
 from tap_optico.streams import CallsStream, DailyCallsStream
 from tap_optico.writer import OpticoWriter
 
@@ -266,11 +267,10 @@ def state_hint() -> str:
     listing = ""
     if not state_id:
         environment = os.environ.get("MELTANO_ENVIRONMENT")
-        prefix = f"{environment}:{extractor}" if environment else str(extractor)
-        state_id = f"{prefix}-to-<loader>"
+        state_id = meltano_state_id(environment, str(extractor), "<loader>")
         listing = (
-            f"; `meltano state list --pattern '{prefix}-*'` lists the state ids of `meltano run`,"
-            " `meltano el` uses its --state-id"
+            f"; `meltano state list --pattern '{meltano_state_id(environment, str(extractor), '*')}'` "
+            "lists the state ids of `meltano run`, `meltano el` uses its --state-id"
         )
     return (
         f"(with Meltano: `meltano state clear --force {state_id}`, or "
