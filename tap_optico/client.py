@@ -23,7 +23,6 @@ import urllib3
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers.types import Context
-from singer_sdk.pagination import BaseAPIPaginator
 from singer_sdk.streams.rest import PageContext
 from typing_extensions import override
 
@@ -51,12 +50,6 @@ KEY_WORDS = re.compile(r"\bcl(?:ef|é|e)\b|\bapi[ _-]?key\b|\bkey\b", re.IGNOREC
 
 class RefusedKeyError(FatalAPIError):
     """The API refused an account's key."""
-
-
-class _PageHeader(msgspec.Struct):
-    """The paging fields of an answer; msgspec skips ``results`` without building it."""
-
-    next_page: Any = None
 
 
 def read_next_page(value: Any, current: int) -> int | None:
@@ -103,21 +96,6 @@ def read_body(response: requests.Response, deadline: float, timeout: float) -> b
         if not piece:
             return b"".join(pieces)
         pieces.append(piece)
-
-
-class OpticoPaginator(BaseAPIPaginator[int]):
-    """Follows ``next_page``; stops when it is absent, null, 0 or empty."""
-
-    def __init__(self, start_value: int = FIRST_PAGE) -> None:
-        super().__init__(start_value)
-
-    @override
-    def get_next(self, response: requests.Response) -> int | None:
-        try:
-            header = msgspec.json.decode(response.content, type=_PageHeader)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None  # the body is judged (and reported) by OpticoStream.decode
-        return read_next_page(header.next_page, self.current_value)
 
 
 def _count(value: Any) -> int | None:
@@ -357,7 +335,7 @@ class OpticoClient(RESTStream[int]):
                 params=request.encode_params(),
                 headers=request.headers,
             )
-            response, body = self._send_with_retries(prepared, number, window)
+            _, body = self._send_with_retries(prepared, number, window)
         except RefusedKeyError as error:
             account = window.account.name
             setting = (
@@ -372,9 +350,8 @@ class OpticoClient(RESTStream[int]):
                 f"after {self.backoff_max_tries()} tries: {redact(str(error) or type(error).__name__)}"
             )
             raise FatalAPIError(msg) from None
-        paginator = OpticoPaginator(number)
         try:
-            paginator.advance(response)
+            next_page = read_next_page(body.get("next_page"), number)
         except FatalAPIError as error:
             raise FatalAPIError(f"{self.describe(window)} cannot be read: {error}") from None
         return Page(
@@ -382,7 +359,7 @@ class OpticoClient(RESTStream[int]):
             number=number,
             results=body["results"],
             total_results=_count(body.get("total_results")),
-            next_page=None if paginator.finished else paginator.current_value,
+            next_page=next_page,
         )
 
     @cached_property

@@ -46,6 +46,9 @@ MEMO_SIZE = 4096
 MEMOIZABLE = frozenset({int, float, bool, str})
 _UNSEEN = object()
 HOURS_KEPT = 4096
+_DATE_TIME_SEPARATORS = frozenset(" T")
+#: Minutes and seconds as a plain local time writes them.
+_SIXTY = frozenset(f"{number:02d}" for number in range(60))
 _HOUR = dt.timedelta(hours=1)
 _Plan = tuple[str | None, Converter | None, dict[str, Any] | None]
 _UNKNOWN: _Plan = (None, None, None)
@@ -178,6 +181,17 @@ class LocalTime:
         RFC 3339 in UTC (``+00:00``).
         """
         if value.__class__ is str:
+            if len(value) == 19 and value[10] in _DATE_TIME_SEPARATORS:
+                # The API's plain form, "YYYY-MM-DD HH:MM:SS", in an hour read before: sliced.
+                utc_hour = self._utc_hours.get(f"{value[:10]}T{value[11:13]}")
+                if (
+                    utc_hour is not None
+                    and value[13] == value[16] == ":"
+                    and value[14:16] in _SIXTY
+                    and value[17:19] in _SIXTY
+                ):
+                    local = f"{value[:10]}T{value[11:]}"
+                    return local, f"{value[:10]} {value[11:]}", f"{utc_hour}{value[13:]}+00:00"
             try:
                 moment = dt.datetime.fromisoformat(value)
             except ValueError:
@@ -452,6 +466,21 @@ class Normalizer:
 
 # In JSON a quote inside a string is escaped, so ':""' can only be an empty value.
 _EMPTY_VALUE = re.compile(rb':\s*""')
+
+
+def empty_values_to_null(content: bytes) -> bytes:
+    """``content`` with every empty string value (``"key": ""``) a null.
+
+    A plain ``replace`` does it when no whitespace separates a colon from its
+    value (the API's compact JSON); any ``""`` left over then (an empty value
+    after a space, or an empty key or list item) leaves the rest to the regex.
+    """
+    if b'""' not in content:
+        return content
+    content = content.replace(b':""', b":null")
+    return _EMPTY_VALUE.sub(b":null", content) if b'""' in content else content
+
+
 PlainRecord = TypeVar("PlainRecord", bound=msgspec.Struct)
 
 
@@ -491,7 +520,7 @@ def _plain_page_decoder(plain: type[msgspec.Struct]) -> msgspec.json.Decoder[Any
 def decode_plain_page(plain: type[msgspec.Struct], content: bytes) -> dict[str, Any] | None:
     """An answer whose results are all plain, with them typed; None for any other answer."""
     try:
-        page = _plain_page_decoder(plain).decode(_EMPTY_VALUE.sub(b":null", content))
+        page = _plain_page_decoder(plain).decode(empty_values_to_null(content))
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     if str(page.status).upper() == "ERROR":

@@ -22,6 +22,7 @@ from typing import IO, Any
 from singer_sdk import Stream, Tap, metrics
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers.types import Context
+from singer_sdk.mapper import SameRecordTransform
 from typing_extensions import override
 
 from tap_optico import stopping
@@ -38,6 +39,8 @@ class WindowedStream(Stream):
 
     # Not every 10,000 records: a STATE holds every account's bookmark (see bookmarks.StateCadence).
     STATE_MSG_FREQUENCY = sys.maxsize
+    _record_counter: metrics.Counter | None = None
+    _syncing = False
 
     @property
     def failed_accounts(self) -> dict[str, str]:
@@ -76,6 +79,65 @@ class WindowedStream(Stream):
     @cached_property
     def _deselects_fields(self) -> bool:
         return not all(self.mask.values())
+
+    @override
+    def get_record_counter(
+        self, *, endpoint: str | None = None, log_interval: float = metrics.DEFAULT_LOG_INTERVAL
+    ) -> metrics.Counter:
+        """The SDK's record counter, kept so that :meth:`write_records` counts what it writes."""
+        self._record_counter = super().get_record_counter(endpoint=endpoint, log_interval=log_interval)
+        return self._record_counter
+
+    @cached_property
+    def fast_path(self) -> bool:
+        """Whether records may skip the SDK's per-record loop and be written a batch at a time
+        (:meth:`write_records`): only when that loop would do nothing but write them as they are.
+
+        Anything else takes the ordinary path, record by record: a stream map or
+        flattening (``stream_maps``, ``flattening_enabled``), deselected fields,
+        a stream that is not selected, the SDK's own writer, child streams, a
+        ``post_process`` override.
+        """
+        maps = self.stream_maps
+        return (
+            self._block_writer is not None
+            and self.selected
+            and not self._deselects_fields
+            and len(maps) == 1
+            and type(maps[0]) is SameRecordTransform
+            and maps[0].stream_alias == self.name
+            and not maps[0].flattening_enabled
+            and not self.child_streams
+            and type(self).post_process is Stream.post_process
+        )
+
+    @override
+    def sync(self, context: Context | None = None) -> None:
+        """As the SDK's; while it runs, :attr:`writes_batches` may say yes."""
+        self._syncing = True
+        try:
+            super().sync(context)
+        finally:
+            self._syncing = False
+
+    @property
+    def writes_batches(self) -> bool:
+        """Whether :meth:`get_records` writes its records itself, by :meth:`write_records`, instead
+        of yielding them: within the SDK's sync, on the fast path. Called from elsewhere (a
+        test, a parent stream), it always yields them."""
+        return self._syncing and self.fast_path
+
+    def write_records(self, records: list[dict[str, Any]]) -> None:
+        """Write ``records`` and count them, as the SDK's loop would one by one (only when
+        :attr:`writes_batches` says so)."""
+        writer = self._block_writer
+        assert writer is not None
+        assert self.writes_batches
+        writer.write_records(self.name, records, self._stream_version)
+        if self._record_counter is not None:
+            self._record_counter.increment(len(records))
+        # As the SDK's own path: the stream's last STATE then follows (and flushes) these records.
+        self.state_manager.is_flushed = False
 
     @override
     def _write_record_message(self, record: dict[str, Any]) -> None:

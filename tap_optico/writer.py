@@ -35,12 +35,16 @@ class OpticoWriter(MsgSpecWriter):
 
     def write_record(self, stream: str, record: dict[str, Any], version: int | None) -> None:
         """A RECORD message, as the SDK's RecordMessage would serialise it."""
-        message: dict[str, Any] = {"type": "RECORD", "stream": stream, "record": record}
-        if version is not None:
-            message["version"] = version
-        message["time_extracted"] = dt.datetime.now(dt.timezone.utc)
-        encoder.encode_into(message, self._pending, -1)
+        encoder.encode_into(_envelope(stream, record, version, _now()), self._pending, -1)
         self._pending += b"\n"
+        if len(self._pending) >= BLOCK_BYTES:
+            self.flush()
+
+    def write_records(self, stream: str, records: list[dict[str, Any]], version: int | None) -> None:
+        """The RECORD messages of ``records``, as :meth:`write_record` writes each, encoded in one
+        call; they share one ``time_extracted`` (the records of one page were extracted together)."""
+        now = _now()
+        self._pending += encoder.encode_lines([_envelope(stream, record, version, now) for record in records])
         if len(self._pending) >= BLOCK_BYTES:
             self.flush()
 
@@ -70,6 +74,17 @@ class OpticoWriter(MsgSpecWriter):
         except BrokenPipeError:
             # The reader is gone (`tap-optico ... | head`): stop as a shell does on SIGPIPE.
             raise stopping.Stopped(signal.SIGPIPE) from None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _envelope(stream: str, record: dict[str, Any], version: int | None, now: dt.datetime) -> dict[str, Any]:
+    """A RECORD message with the SDK's keys, in the SDK's order."""
+    if version is None:
+        return {"type": "RECORD", "stream": stream, "record": record, "time_extracted": now}
+    return {"type": "RECORD", "stream": stream, "record": record, "version": version, "time_extracted": now}
 
 
 def _write_all(data: memoryview) -> None:
