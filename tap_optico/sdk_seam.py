@@ -23,7 +23,7 @@ from singer_sdk import Stream, Tap, metrics
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers.types import Context
 from singer_sdk.mapper import SameRecordTransform
-from typing_extensions import override
+from typing_extensions import Self, override
 
 from tap_optico import stopping
 from tap_optico.errors import AccountsFailedError, SettingsError
@@ -111,20 +111,11 @@ class WindowedStream(Stream):
             and type(self).post_process is Stream.post_process
         )
 
-    @override
-    def sync(self, context: Context | None = None) -> None:
-        """As the SDK's; while it runs, :attr:`writes_batches` may say yes."""
-        self._syncing = True
-        try:
-            super().sync(context)
-        finally:
-            self._syncing = False
-
     @property
     def writes_batches(self) -> bool:
         """Whether :meth:`get_records` writes its records itself, by :meth:`write_records`, instead
-        of yielding them: within the SDK's sync, on the fast path. Called from elsewhere (a
-        test, a parent stream), it always yields them."""
+        of yielding them: within the SDK's sync loop (while its sync timer runs), on the fast
+        path. Called from elsewhere (a test, a parent stream), it always yields them."""
         return self._syncing and self.fast_path
 
     def write_records(self, records: list[dict[str, Any]]) -> None:
@@ -173,11 +164,17 @@ class WindowedStream(Stream):
 
 class _AccountsTimer(metrics.Timer):
     """A stream's sync_duration: failed when an account failed, in this stream or one before it
-    (this stream then skipped it), although no exception ended the stream."""
+    (this stream then skipped it), although no exception ended the stream. While it runs, the
+    SDK's sync loop runs: the stream may write its records by the batch."""
 
     def __init__(self, stream: WindowedStream) -> None:
         super().__init__(metrics.Metric.SYNC_DURATION, {metrics.Tag.STREAM: stream.name})
         self.stream = stream
+
+    @override
+    def __enter__(self) -> Self:
+        self.stream._syncing = True
+        return super().__enter__()
 
     @override
     def __exit__(
@@ -186,6 +183,7 @@ class _AccountsTimer(metrics.Timer):
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
+        self.stream._syncing = False
         if self.stream.failed_accounts:
             self.tags[metrics.Tag.STATUS] = metrics.Status.FAILED
         super().__exit__(exc_type, exc_val, exc_tb)
