@@ -71,6 +71,15 @@ class WindowedStream(Stream):
         """Emit a STATE message now (after the records written so far)."""
         self._write_state_message()
 
+    @override
+    def _write_state_message(self) -> None:
+        """The SDK's, then the records written so far are flushed even when the SDK's state writer
+        left out a STATE equal to the last one (the end of a ``--test`` run, for one): no record
+        waits in the writer's buffer for a STATE that does not come."""
+        super()._write_state_message()
+        if self._block_writer is not None:
+            self._block_writer.flush()
+
     @cached_property
     def _block_writer(self) -> OpticoWriter | None:
         writer = self._tap.message_writer
