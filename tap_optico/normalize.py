@@ -559,11 +559,12 @@ class CallNormalizer(Normalizer):
     @override
     def finish(self, record: dict[str, Any]) -> None:
         start = record["start_date"]
-        identity = None if start is None else to_text(start)
+        identity = None
         if start is not None:
             try:
                 identity, record[LOCAL_START], record["start_date"] = self.local_time.read(start)
             except UNREADABLE:
+                identity = to_text(start)
                 record["start_date"] = None
                 self._warn_unreadable("start_date", start)
         record["call_id"] = call_id(identity, record["tracking_number"], record["caller"], record["phone"])

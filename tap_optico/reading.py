@@ -399,7 +399,19 @@ class OpticoStream(WindowedStream, OpticoClient):
         # the ordinary path hands each record to the SDK's loop.
         batch: list[dict[str, Any]] | None = [] if self.writes_batches else None
         for item in reader.read(pager, plans):
-            if batch and (len(batch) >= BATCH_RECORDS or not isinstance(item, dict)):
+            if isinstance(item, dict):
+                emitted += 1
+                if batch is None:
+                    yield item
+                else:
+                    batch.append(item)
+                    if len(batch) >= BATCH_RECORDS:
+                        self.write_records(batch)
+                        batch = []
+                if emitted == limit:
+                    break
+                continue
+            if batch:  # the records before a STATE
                 self.write_records(batch)
                 batch = []
             if isinstance(item, WindowDone):
@@ -421,7 +433,7 @@ class OpticoStream(WindowedStream, OpticoClient):
                     self.set_bookmark({ACCOUNT: name}, mark.value, mark.held_runs)
                     if cadence.moved():
                         self.write_state()
-            elif isinstance(item, Failure):
+            else:
                 if limit is not None:  # a connection test (`--test`) fails on any account
                     raise item.error
                 name = item.window.account.name
@@ -429,14 +441,6 @@ class OpticoStream(WindowedStream, OpticoClient):
                 self.logger.error(
                     "%s: account %s failed, its bookmark stays: %s", self.name, name, item.error
                 )
-            else:
-                emitted += 1
-                if batch is None:
-                    yield item
-                else:
-                    batch.append(item)
-                if emitted == limit:
-                    break
         if batch:
             self.write_records(batch)
 
