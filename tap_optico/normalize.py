@@ -474,13 +474,13 @@ _EMPTY_VALUE = re.compile(rb':\s*""')
 def empty_values_to_null(content: bytes) -> bytes:
     """``content`` with every empty string value (``"key": ""``) a null.
 
-    A plain ``replace`` does it when no whitespace separates a colon from its
+    A plain replacement does it when no whitespace separates a colon from its
     value (the API's compact JSON); any ``""`` left over then (an empty value
     after a space, or an empty key or list item) leaves the rest to the regex.
     """
     if b'""' not in content:
         return content
-    content = content.replace(b':""', b":null")
+    content = b":null".join(content.split(b':""'))  # as replace() does, in less time with many
     return _EMPTY_VALUE.sub(b":null", content) if b'""' in content else content
 
 
