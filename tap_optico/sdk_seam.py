@@ -1,10 +1,13 @@
 """Every private singer-sdk name the tap relies on, and nothing else.
 
-singer-sdk offers no public hook for five things this tap must do: move a
+singer-sdk offers no public hook for six things this tap must do: move a
 bookmark per complete window instead of per record (and write STATE when
 the tap says), write records without the SDK's per-record message objects,
-word setting errors itself, stop on a signal without writing into the
-output, and not announce start_date as where an incremental run starts. The
+write a batch of records past the SDK's per-record loop when nothing of it
+applies (the fast path, with its records flushed at every STATE the SDK
+would write), word setting errors itself, stop on a signal without writing
+into the output, and not announce start_date as where an incremental run
+starts. The
 overrides that do it live here, together; ``tests/test_sdk_contract.py``
 checks on the installed singer-sdk that each name still exists with the
 signature used, so an SDK upgrade that changes one fails CI instead of
