@@ -499,8 +499,10 @@ def report(
         "",
         f"max_concurrency 4 / 1: {wall_ratio:.2f}× the wall time. At 4, the tap's own CPU "
         f"({cpu4:.2f} s, one core at a time under Python's GIL) fills {cpu4 / wall4:.0%} of the "
-        f"{wall4:.2f} s: with pages of {PAGE_SIZE} calls the run is bound by the tap's CPU, not "
-        "by the latency any more, so the ratio falls only as far as the CPU per record does.",
+        f"{wall4:.2f} s; the rest is waiting for answers, in rounds of at most 4 requests: a "
+        "window's later pages are requested once its first page says how many there are, and "
+        "singer-sdk reads the streams one after the other (the daily totals' small requests "
+        "after the calls).",
         "",
         f"## Many accounts: a daily run of {many.accounts} accounts, "
         f"{many.latency * 1000:.0f} ms per request",
