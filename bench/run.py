@@ -46,7 +46,13 @@ PAGE_SIZE = 5000
 LATENCY_SECONDS = 0.2
 MAX_PEAK_MB = 150
 MAX_GROWTH = 1.10
-MAX_CPU_RATIO = 1.0
+#: The tap's CPU against the script's: the whole process, and per record net of start-up.
+MAX_CPU_RATIO = 0.8
+MAX_NET_CPU_RATIO = 0.65
+#: Packages singer-sdk imports on every start, only for BATCH messages (fsspec, through upath)
+#: and for targets (joblib, which brings numpy when installed): an upstream lazy import saves them.
+LAZY_UPSTREAM = frozenset({"fsspec", "upath", "pathlib_abc", "joblib", "numpy"})
+IMPORT_ROUNDS = 5
 MAX_WALL_RATIO = 0.3
 ACCOUNTS = 200
 ACCOUNT_CALLS_PER_DAY = 100
@@ -314,6 +320,34 @@ def redaction_microseconds(keys: int) -> float:
     return float(done.stdout)
 
 
+def import_milliseconds(setup: Setup) -> tuple[float, float]:
+    """Milliseconds to import the tap (as its entry point does), and those of that spent on
+    :data:`LAZY_UPSTREAM` (``python -X importtime``, the median of a few runs)."""
+    totals, lazy = [], []
+    for _ in range(IMPORT_ROUNDS):
+        done = subprocess.run(
+            [str(setup.bin / "python"), "-X", "importtime", "-c", "import tap_optico.tap"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        # Lines come children first: read backwards, a module's parents come before it.
+        entries = re.findall(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", done.stderr)
+        parents: list[tuple[int, bool]] = []  # (indent, within a lazy package)
+        spent = 0
+        for cumulative, indent, name in reversed(entries):
+            while parents and parents[-1][0] >= len(indent):
+                parents.pop()
+            within = bool(parents) and parents[-1][1]
+            is_lazy = name.split(".")[0] in LAZY_UPSTREAM
+            if is_lazy and not within:
+                spent += int(cumulative)
+            parents.append((len(indent), within or is_lazy))
+        totals.append(int(entries[-1][0]) / 1000)
+        lazy.append(spent / 1000)
+    return statistics.median(totals), statistics.median(lazy)
+
+
 def median(runs: list[Run], contender: str, figure: str) -> float:
     return statistics.median(float(getattr(run, figure)) for run in runs if run.contender == contender)
 
@@ -333,10 +367,15 @@ def report(
     accounts: list[Run],
     many_run: Run,
     redaction: tuple[float, float],
+    imports: tuple[float, float],
     scenarios: dict[str, Scenario],
     results: Path,
 ) -> str:
     cpu_ratio = median(cpu, "tap", "cpu_seconds") / median(cpu, "baseline", "cpu_seconds")
+    startup = {name: median(cpu, f"{name} start-up", "cpu_seconds") for name in ("baseline", "tap")}
+    records = scenarios["cpu"].calls + scenarios["cpu"].days
+    net = {name: (median(cpu, name, "cpu_seconds") - startup[name]) / records * 1e6 for name in startup}
+    net_ratio = net["tap"] / net["baseline"]
     wall_ratio = median(latency, "concurrency 4", "wall_seconds") / median(
         latency, "concurrency 1", "wall_seconds"
     )
@@ -364,7 +403,10 @@ def report(
         "",
         "| target | result |",
         "|---|---|",
-        f"| tap CPU per record ≤ {MAX_CPU_RATIO:g}× baseline | {verdict(cpu_ratio, MAX_CPU_RATIO, '×')} |",
+        f"| tap CPU, whole process, ≤ {MAX_CPU_RATIO:g}× baseline "
+        f"| {verdict(cpu_ratio, MAX_CPU_RATIO, '×')} |",
+        f"| tap CPU per record, net of start-up, ≤ {MAX_NET_CPU_RATIO:g}× baseline "
+        f"| {verdict(net_ratio, MAX_NET_CPU_RATIO, '×')} |",
         f"| peak memory < {MAX_PEAK_MB} MB | {verdict(peak, MAX_PEAK_MB, ' MB')} |",
         f"| memory at {large.records - scenarios['large'].days:,} calls ≤ {MAX_GROWTH:g}× at "
         f"{small.records - scenarios['small'].days:,} | {verdict(growth, MAX_GROWTH, '×')} |",
@@ -394,9 +436,6 @@ def report(
             f"| {median(cpu, contender, 'records_per_second'):,.0f} "
             f"| {median(cpu, contender, 'peak_rss_mb'):.0f} |"
         )
-    startup = {name: median(cpu, f"{name} start-up", "cpu_seconds") for name in ("baseline", "tap")}
-    records = cpu_calls + cpu_days
-    net = {name: (median(cpu, name, "cpu_seconds") - startup[name]) / records * 1e6 for name in startup}
     cpu4, wall4 = (median(latency, "concurrency 4", figure) for figure in ("cpu_seconds", "wall_seconds"))
     lines += [
         f"| baseline, a day without data (start-up) | {startup['baseline']:.2f} | | | | |",
@@ -405,14 +444,25 @@ def report(
         f"Tap / baseline: CPU {cpu_ratio:.2f}×, wall "
         f"{median(cpu, 'tap', 'wall_seconds') / median(cpu, 'baseline', 'wall_seconds'):.2f}×. "
         f"Net of start-up, a record costs the tap {net['tap']:.1f} µs of CPU and the script "
-        f"{net['baseline']:.1f} µs ({net['tap'] / net['baseline']:.2f}×).",
+        f"{net['baseline']:.1f} µs ({net_ratio:.2f}×).",
         "",
-        "Where the difference goes: the tap starts slower (importing singer-sdk and its "
-        "dependencies, validating settings, writing schemas), then does per record what the "
-        "script does not: it types every field, hashes the call_id, writes the time in UTC and "
-        "as local wall time, drops duplicates, tracks the bookmark, and goes through singer-sdk's "
-        "per-record sync loop. What it no longer does: conform types a second time, build a "
-        "message object per record, or flush stdout per record (see README, Performance).",
+        "Per record the tap does what the script does not: it types every field, hashes the "
+        "call_id, writes the time in UTC and as local wall time, drops duplicates, tracks the "
+        "bookmark. It does it on a fast path (README, Performance): a page of plain results "
+        "decodes straight into typed records, and the records of a page skip singer-sdk's "
+        "per-record loop and are encoded in one call. What is left is Python's own cost per "
+        "record (a dict, the call_id's hash, the local time, the de-duplication's set) and "
+        "msgspec's decoding and encoding, which the script pays too, in `json`.",
+        "",
+        "### Start-up",
+        "",
+        f"Importing the tap takes {imports[0]:.0f} ms, of which {imports[1]:.0f} ms "
+        f"({imports[1] / imports[0]:.0%}) go to packages singer-sdk imports on every start but "
+        "uses only for BATCH messages (fsspec, through universal_pathlib) and in targets (joblib, "
+        "and numpy when it is installed): a lazy import of those in singer-sdk would save them, "
+        f"{imports[1] / 1000 / startup['tap']:.0%} of the tap's start-up CPU "
+        f"({startup['tap']:.2f} s, against the script's {startup['baseline']:.2f} s). A tap "
+        "cannot change what singer-sdk imports.",
         "",
         "## Memory (tap, max_concurrency 4; at 100,000 calls the highest peak of all its runs)",
         "",
@@ -449,8 +499,10 @@ def report(
         "",
         f"max_concurrency 4 / 1: {wall_ratio:.2f}× the wall time. At 4, the tap's own CPU "
         f"({cpu4:.2f} s, one core at a time under Python's GIL) fills {cpu4 / wall4:.0%} of the "
-        f"{wall4:.2f} s: with pages of {PAGE_SIZE} calls the run is bound by the tap's CPU, not "
-        "by the latency any more, so the ratio falls only as far as the CPU per record does.",
+        f"{wall4:.2f} s; the rest is waiting for answers, in rounds of at most 4 requests: a "
+        "window's later pages are requested once its first page says how many there are, and "
+        "singer-sdk reads the streams one after the other (the daily totals' small requests "
+        "after the calls).",
         "",
         f"## Many accounts: a daily run of {many.accounts} accounts, "
         f"{many.latency * 1000:.0f} ms per request",
@@ -544,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument(
         "--only",
-        choices=("cpu", "many-accounts"),
+        choices=("cpu", "latency", "many-accounts"),
         help="run one scenario and print its figures (RESULTS.md is left as it is)",
     )
     args = parser.parse_args(argv)
@@ -581,6 +633,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             net = (median(runs, name, "cpu_seconds") - startup) / scenarios["cpu"].records * 1e6
             per_record = median(runs, name, "cpu_us_per_record")
             print(f"{name}: {per_record:.1f} µs CPU / record, {net:.1f} net of start-up")
+        total, lazy = import_milliseconds(setup)
+        print(
+            f"Importing the tap: {total:.0f} ms, {lazy:.0f} ms of it for {', '.join(sorted(LAZY_UPSTREAM))}"
+        )
+        return
+    if args.only == "latency":
+        runs = latency_rounds(scenarios["latency"], 1 if args.quick else 2, setup)
+        one, four = (median(runs, f"concurrency {n}", "wall_seconds") for n in (1, 4))
+        print(f"max_concurrency 4 / 1: {four / one:.2f}x the wall time")
         return
     if args.only == "many-accounts":
         many_accounts_run(scenarios["many accounts"], setup)
@@ -604,7 +665,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     raw = [asdict(run) for run in (*cpu, small, large, wide, *latency, *accounts, many)]
     (setup.out / "runs.json").write_text(json.dumps(raw, indent=1), encoding="utf-8")
     print()
-    print(report(cpu, small, large, wide, latency, accounts, many, redaction, scenarios, results))
+    imports = import_milliseconds(setup)
+    print(report(cpu, small, large, wide, latency, accounts, many, redaction, imports, scenarios, results))
 
 
 if __name__ == "__main__":

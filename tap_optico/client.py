@@ -52,12 +52,6 @@ class RefusedKeyError(FatalAPIError):
     """The API refused an account's key."""
 
 
-class _PageHeader(msgspec.Struct):
-    """The paging fields of an answer; msgspec skips ``results`` without building it."""
-
-    next_page: Any = None
-
-
 def read_next_page(value: Any, current: int) -> int | None:
     """The page after ``current``, or None on the last page.
 
@@ -77,18 +71,26 @@ def read_next_page(value: Any, current: int) -> int | None:
 
 
 class OpticoPaginator(BaseAPIPaginator[int]):
-    """Follows ``next_page``; stops when it is absent, null, 0 or empty."""
+    """Follows ``next_page``; stops when it marks the last page (:func:`read_next_page`).
+
+    singer-sdk's paginators find the next page in the response; each body here is
+    decoded once already (:meth:`OpticoClient.decode`), so the paginator is handed
+    that body's ``next_page`` instead of parsing the body again.
+    """
 
     def __init__(self, start_value: int = FIRST_PAGE) -> None:
         super().__init__(start_value)
+        self._next_page: Any = None
+
+    def follow(self, response: requests.Response, body: Mapping[str, Any]) -> int | None:
+        """The page after ``response``, whose decoded body is ``body``; None on the last page."""
+        self._next_page = body.get("next_page")
+        self.advance(response)
+        return None if self.finished else self.current_value
 
     @override
     def get_next(self, response: requests.Response) -> int | None:
-        try:
-            header = msgspec.json.decode(response.content, type=_PageHeader)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None  # the body is judged (and reported) by OpticoStream.decode
-        return read_next_page(header.next_page, self.current_value)
+        return read_next_page(self._next_page, self.current_value)
 
 
 def _count(value: Any) -> int | None:
@@ -357,9 +359,8 @@ class OpticoClient(RESTStream[int]):
                 f"after {self.backoff_max_tries()} tries: {redact(str(error) or type(error).__name__)}"
             )
             raise FatalAPIError(msg) from None
-        paginator = OpticoPaginator(number)
         try:
-            paginator.advance(response)
+            next_page = OpticoPaginator(number).follow(response, body)
         except FatalAPIError as error:
             raise FatalAPIError(f"{self.describe(window)} cannot be read: {error}") from None
         return Page(
@@ -367,7 +368,7 @@ class OpticoClient(RESTStream[int]):
             number=number,
             results=body["results"],
             total_results=_count(body.get("total_results")),
-            next_page=None if paginator.finished else paginator.current_value,
+            next_page=next_page,
         )
 
     @cached_property

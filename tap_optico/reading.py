@@ -38,6 +38,8 @@ from tap_optico.settings import Account, Settings, read_day
 MAX_WINDOW_READS = 3
 #: Longest silence, in seconds, between two progress lines of a long read.
 PROGRESS_SECONDS = 10.0
+#: Records the fast path encodes in one call (a bound on what it holds: windows can be large).
+BATCH_RECORDS = 1000
 
 
 def plan_windows(
@@ -393,7 +395,25 @@ class OpticoStream(WindowedStream, OpticoClient):
         # A dry run (`--test`) takes this many records: stop there rather than be aborted with an ERROR.
         limit = self.ABORT_AT_RECORD_COUNT
         emitted = 0
+        # The fast path writes records a batch at a time, each batch before any STATE that follows it;
+        # the ordinary path hands each record to the SDK's loop.
+        batch: list[dict[str, Any]] | None = [] if self.writes_batches else None
         for item in reader.read(pager, plans):
+            if isinstance(item, dict):
+                emitted += 1
+                if batch is None:
+                    yield item
+                else:
+                    batch.append(item)
+                    if len(batch) >= BATCH_RECORDS:
+                        self.write_records(batch)
+                        batch = []
+                if emitted == limit:
+                    break
+                continue
+            if batch:  # the records before a STATE
+                self.write_records(batch)
+                batch = []
             if isinstance(item, WindowDone):
                 window = item.window
                 name = window.account.name
@@ -413,7 +433,7 @@ class OpticoStream(WindowedStream, OpticoClient):
                     self.set_bookmark({ACCOUNT: name}, mark.value, mark.held_runs)
                     if cadence.moved():
                         self.write_state()
-            elif isinstance(item, Failure):
+            else:
                 if limit is not None:  # a connection test (`--test`) fails on any account
                     raise item.error
                 name = item.window.account.name
@@ -421,11 +441,8 @@ class OpticoStream(WindowedStream, OpticoClient):
                 self.logger.error(
                     "%s: account %s failed, its bookmark stays: %s", self.name, name, item.error
                 )
-            else:
-                yield item
-                emitted += 1
-                if emitted == limit:
-                    return
+        if batch:
+            self.write_records(batch)
 
     def day_value(self, day: dt.date) -> Any:
         """``day`` as a value of the replication key: the day, or its first instant in ``timezone``,

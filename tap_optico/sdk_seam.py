@@ -1,10 +1,13 @@
 """Every private singer-sdk name the tap relies on, and nothing else.
 
-singer-sdk offers no public hook for five things this tap must do: move a
+singer-sdk offers no public hook for six things this tap must do: move a
 bookmark per complete window instead of per record (and write STATE when
 the tap says), write records without the SDK's per-record message objects,
-word setting errors itself, stop on a signal without writing into the
-output, and not announce start_date as where an incremental run starts. The
+write a batch of records past the SDK's per-record loop when nothing of it
+applies (the fast path, with its records flushed at every STATE the SDK
+would write), word setting errors itself, stop on a signal without writing
+into the output, and not announce start_date as where an incremental run
+starts. The
 overrides that do it live here, together; ``tests/test_sdk_contract.py``
 checks on the installed singer-sdk that each name still exists with the
 signature used, so an SDK upgrade that changes one fails CI instead of
@@ -22,7 +25,8 @@ from typing import IO, Any
 from singer_sdk import Stream, Tap, metrics
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
 from singer_sdk.helpers.types import Context
-from typing_extensions import override
+from singer_sdk.mapper import SameRecordTransform
+from typing_extensions import Self, override
 
 from tap_optico import stopping
 from tap_optico.errors import AccountsFailedError, SettingsError
@@ -38,6 +42,8 @@ class WindowedStream(Stream):
 
     # Not every 10,000 records: a STATE holds every account's bookmark (see bookmarks.StateCadence).
     STATE_MSG_FREQUENCY = sys.maxsize
+    _record_counter: metrics.Counter | None = None
+    _syncing = False
 
     @property
     def failed_accounts(self) -> dict[str, str]:
@@ -68,6 +74,15 @@ class WindowedStream(Stream):
         """Emit a STATE message now (after the records written so far)."""
         self._write_state_message()
 
+    @override
+    def _write_state_message(self) -> None:
+        """The SDK's, then the records written so far are flushed even when the SDK's state writer
+        left out a STATE equal to the last one (the end of a ``--test`` run, for one): no record
+        waits in the writer's buffer for a STATE that does not come."""
+        super()._write_state_message()
+        if self._block_writer is not None:
+            self._block_writer.flush()
+
     @cached_property
     def _block_writer(self) -> OpticoWriter | None:
         writer = self._tap.message_writer
@@ -76,6 +91,56 @@ class WindowedStream(Stream):
     @cached_property
     def _deselects_fields(self) -> bool:
         return not all(self.mask.values())
+
+    @override
+    def get_record_counter(
+        self, *, endpoint: str | None = None, log_interval: float = metrics.DEFAULT_LOG_INTERVAL
+    ) -> metrics.Counter:
+        """The SDK's record counter, kept so that :meth:`write_records` counts what it writes."""
+        self._record_counter = super().get_record_counter(endpoint=endpoint, log_interval=log_interval)
+        return self._record_counter
+
+    @cached_property
+    def fast_path(self) -> bool:
+        """Whether records may skip the SDK's per-record loop and be written a batch at a time
+        (:meth:`write_records`): only when that loop would do nothing but write them as they are.
+
+        Anything else takes the ordinary path, record by record: a stream map or
+        flattening (``stream_maps``, ``flattening_enabled``), deselected fields,
+        a stream that is not selected, the SDK's own writer, child streams, a
+        ``post_process`` override.
+        """
+        maps = self.stream_maps
+        return (
+            self._block_writer is not None
+            and self.selected
+            and not self._deselects_fields
+            and len(maps) == 1
+            and type(maps[0]) is SameRecordTransform
+            and maps[0].stream_alias == self.name
+            and not maps[0].flattening_enabled
+            and not self.child_streams
+            and type(self).post_process is Stream.post_process
+        )
+
+    @property
+    def writes_batches(self) -> bool:
+        """Whether :meth:`get_records` writes its records itself, by :meth:`write_records`, instead
+        of yielding them: within the SDK's sync loop (while its sync timer runs), on the fast
+        path. Called from elsewhere (a test, a parent stream), it always yields them."""
+        return self._syncing and self.fast_path
+
+    def write_records(self, records: list[dict[str, Any]]) -> None:
+        """Write ``records`` and count them, as the SDK's loop would one by one (only when
+        :attr:`writes_batches` says so)."""
+        writer = self._block_writer
+        assert writer is not None
+        assert self.writes_batches
+        writer.write_records(self.name, records, self._stream_version)
+        if self._record_counter is not None:
+            self._record_counter.increment(len(records))
+        # As the SDK's own path: the stream's last STATE then follows (and flushes) these records.
+        self.state_manager.is_flushed = False
 
     @override
     def _write_record_message(self, record: dict[str, Any]) -> None:
@@ -111,11 +176,17 @@ class WindowedStream(Stream):
 
 class _AccountsTimer(metrics.Timer):
     """A stream's sync_duration: failed when an account failed, in this stream or one before it
-    (this stream then skipped it), although no exception ended the stream."""
+    (this stream then skipped it), although no exception ended the stream. While it runs, the
+    SDK's sync loop runs: the stream may write its records by the batch."""
 
     def __init__(self, stream: WindowedStream) -> None:
         super().__init__(metrics.Metric.SYNC_DURATION, {metrics.Tag.STREAM: stream.name})
         self.stream = stream
+
+    @override
+    def __enter__(self) -> Self:
+        self.stream._syncing = True
+        return super().__enter__()
 
     @override
     def __exit__(
@@ -124,6 +195,7 @@ class _AccountsTimer(metrics.Timer):
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
+        self.stream._syncing = False
         if self.stream.failed_accounts:
             self.tags[metrics.Tag.STATUS] = metrics.Status.FAILED
         super().__exit__(exc_type, exc_val, exc_tb)

@@ -23,7 +23,7 @@ def test_quick_benchmark_writes_results() -> None:
     )
     assert run.returncode == 0, run.stderr[-2000:]
     text = (results / "RESULTS.md").read_text(encoding="utf-8")
-    for section in ("## Targets", "## CPU", "## Memory", "## Latency"):
+    for section in ("## Targets", "## CPU", "### Start-up", "## Memory", "## Latency"):
         assert section in text
     assert "same records and final state at 1 and 4 | met" in text
     assert (results / "results.png").stat().st_size > 10_000

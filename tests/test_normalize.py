@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tap_optico.normalize import call_id, decode_plain_page, is_later
+from tap_optico.normalize import LocalTime, call_id, decode_plain_page, empty_values_to_null, is_later
 from tests.helpers import normalizer_for, plain_struct
 
 RAW = {
@@ -240,3 +242,50 @@ def test_plain_path_takes_plain_pages_only() -> None:
         assert decode_plain_page(PLAIN_CALL, msgspec.json.encode({"results": [{**plain, **odd}]})) is None
     error = {"status": "ERROR", "errors": ["bad key"], "results": []}
     assert decode_plain_page(PLAIN_CALL, msgspec.json.encode(error)) is None
+
+
+JSON_TEXTS = st.recursive(
+    st.none() | st.sampled_from(["", "a", ":", '"', ' ""', "x:", 12]),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["", "a", "b:"]), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300)
+@given(value=JSON_TEXTS, spaced=st.booleans())
+def test_empty_values_become_null_as_the_regex_makes_them(value: Any, spaced: bool) -> None:
+    """Without the regex where no space follows a colon, with it where one does: the same text."""
+    text = json.dumps(value, separators=(", ", ": ") if spaced else (",", ":")).encode()
+    assert empty_values_to_null(text) == re.sub(rb':\s*""', b":null", text)
+
+
+PARIS = ZoneInfo("Europe/Paris")
+CLOCKS = st.sampled_from(["00", "07", "59", "60", "99", "5", "0a", "٣٣"])
+
+
+@settings(max_examples=300)
+@given(
+    hour=st.sampled_from(["2026-03-20 10", "2026-03-29T02", "2026-10-25 02", "2026-10-25T03"]),
+    minute=CLOCKS,
+    second=CLOCKS,
+    separator=st.sampled_from([":", "-"]),
+)
+def test_a_time_in_an_hour_read_before_reads_as_a_first_one(
+    hour: str, minute: str, second: str, separator: str
+) -> None:
+    """The sliced reading of a known hour gives what the full reading gives, or fails as it does."""
+    value = f"{hour}:{minute}{separator}{second}"
+    warm = LocalTime(PARIS)
+    for known in (f"{hour}:00:00", f"{hour[:10]} {hour[11:]}:30:00", f"{hour[:10]}T{hour[11:]}:30:00"):
+        warm.read(known)
+    try:
+        expected: Any = LocalTime(PARIS).read(value)
+    except ValueError as error:
+        expected = type(error)
+    try:
+        got: Any = warm.read(value)
+    except ValueError as error:
+        got = type(error)
+    assert got == expected

@@ -148,3 +148,29 @@ def test_the_cli_run_the_seam_repeats_is_still_the_sdks() -> None:
         assert piece in source, piece
     parameters = list(inspect.signature(Tap.invoke).parameters)
     assert parameters == ["about", "about_format", "config", "state", "catalog"]
+
+
+#: What singer-sdk's sync loop calls, and what of it the fast path (WindowedStream.fast_path) does
+#: itself or finds has nothing to do: a new call in an SDK upgrade must be looked at here.
+SYNC_LOOP_CALLS = {
+    "get_record_counter": "kept, to count the records written (write_records)",
+    "get_sync_timer": "while it runs, records are written by the batch",
+    "get_records": "writes the records itself",
+    "_check_max_record_limit": "get_records stops at the limit",
+    "post_process": "fast_path: only when not overridden",
+    "_process_record": "fast_path: no child streams; the context is None, nothing to add",
+    "_write_record_message": "write_records writes the same bytes",
+    "_increment_stream_state": "a no-op in the seam",
+    "_write_state_message": "called by the loop after the records as usual",
+    "_get_state_partition_context": "once per context",
+    "_write_starting_replication_value": "once per context, a no-op in the seam",
+    "get_context_state": "once per context",
+    "_finalize_state": "once per context",
+}
+
+
+def test_the_sdk_sync_loop_does_nothing_the_fast_path_leaves_out() -> None:
+    source = inspect.getsource(Stream._sync_records)
+    assert set(re.findall(r"self\.(\w+)\(", source)) == set(SYNC_LOOP_CALLS)
+    assert set(re.findall(r"record_counter\.(\w+)\(", source)) == {"with_context", "increment"}
+    assert "self.selected" in source  # fast_path requires a selected stream
