@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import backoff
 import msgspec
 import requests
+from requests.adapters import DEFAULT_POOLSIZE
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.helpers.types import Context
@@ -163,8 +164,10 @@ class OpticoClient(RESTStream[int]):
         """The SDK's session, whose connections each try's deadline can cut (deadline.py)."""
         session = super().requests_session
         if not isinstance(session.get_adapter(self.url_base), DeadlineAdapter):
+            # A connection kept for each request that may be in flight at once.
+            size = max(DEFAULT_POOLSIZE, self.settings.max_concurrency)
             for prefix in ("http://", "https://"):
-                session.mount(prefix, DeadlineAdapter())
+                session.mount(prefix, DeadlineAdapter(pool_connections=size, pool_maxsize=size))
         return session
 
     @override

@@ -66,8 +66,9 @@ class _Watchdog:
                     continue
                 heapq.heappop(self._due)
                 self._armed.discard(number)
-            with contextlib.suppress(OSError):  # already closed: the try ended on its own
-                sock.shutdown(socket.SHUT_RDWR)
+                # Under the lock: a connection disarmed on its way back to the pool is never cut.
+                with contextlib.suppress(OSError):  # already closed: the try ended on its own
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 _watchdog = _Watchdog()
@@ -76,27 +77,37 @@ _try = threading.local()
 
 @contextmanager
 def bounded(deadline: float) -> Iterator[None]:
-    """Requests of :class:`DeadlineAdapter` made in this thread end by ``deadline`` (time.monotonic)."""
-    _try.deadline, _try.armed = deadline, None
+    """Requests of :class:`DeadlineAdapter` made in this thread end by ``deadline`` (time.monotonic),
+    redirects included."""
+    _try.deadline = deadline
     try:
         yield
     finally:
-        if _try.armed is not None:
-            _watchdog.disarm(_try.armed)
-        _try.deadline = _try.armed = None
+        _try.deadline = None
 
 
 class _Bounded:
-    """An HTTP connection whose answer is watched from the moment the request is sent."""
+    """An HTTP connection whose answer is watched from the moment the request is sent until the
+    connection goes back to its pool (or is dropped)."""
 
     sock: socket.socket | None
+    _watched: int | None = None
 
     def getresponse(self) -> Any:
         deadline = getattr(_try, "deadline", None)
-        if deadline is not None and self.sock is not None and getattr(_try, "armed", None) is None:
-            # Armed until the try ends (bounded() disarms it), so the body is watched too.
-            _try.armed = _watchdog.arm(deadline, self.sock)
+        if deadline is not None and self.sock is not None:
+            self.unwatch()
+            self._watched = _watchdog.arm(deadline, self.sock)
         return super().getresponse()  # type: ignore[misc]
+
+    def unwatch(self) -> None:
+        if self._watched is not None:
+            _watchdog.disarm(self._watched)
+            self._watched = None
+
+    def close(self) -> None:
+        self.unwatch()
+        super().close()  # type: ignore[misc]
 
 
 class _HTTPConnection(_Bounded, HTTPConnection):
@@ -107,11 +118,20 @@ class _HTTPSConnection(_Bounded, HTTPSConnection):
     pass
 
 
-class _HTTPPool(HTTPConnectionPool):
+class _Returning:
+    """A pool that stops watching a connection before another try can take it from the pool."""
+
+    def _put_conn(self, conn: Any) -> None:
+        if isinstance(conn, _Bounded):
+            conn.unwatch()
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class _HTTPPool(_Returning, HTTPConnectionPool):
     ConnectionCls = _HTTPConnection
 
 
-class _HTTPSPool(HTTPSConnectionPool):
+class _HTTPSPool(_Returning, HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection
 
 

@@ -4,17 +4,24 @@ One read of a window takes its pages in page order and ends at the first of:
 
 - a page shorter than ``page_size`` (an empty one too) or without ``next_page``;
 - a page that brings no new row: the same answer as an earlier page of the
-  read once its rows reach ``total_results`` (or when it gives none), such
-  as a page past the end answered with the last page again (it is dropped);
+  read once its rows reach ``total_results``, such as a page past the end
+  answered with the last page again (it is dropped);
 - :data:`SLACK_PAGES` page(s) past the point where the rows read reach the
-  highest ``total_results`` seen (data that grew while it was paged).
+  first page's ``total_results`` (data that grew while it was paged).
+
+The ``total_results`` that bounds a read is its first page's: one that grows
+with every page cannot make a read go on for ever (what it adds is left to the
+re-read). A read whose first page gives no ``total_results`` follows
+``next_page`` for at most :data:`MAX_ROWS_WITHOUT_TOTAL` rows, then its account
+fails.
 
 Pages up to ``ceil(total_results / page_size)`` are requested ahead, several
 at a time; a page past that only once the page before says there is more
 and its rows, less those that repeat the page before them, are still short
 of ``total_results``. An answer identical to
-an earlier page of the read while rows are still missing means the API
-ignores ``page``: the window cannot be read and its account fails.
+an earlier page of the read while rows are still missing (or with no
+``total_results`` to tell) means the API ignores ``page``: the window cannot
+be read and its account fails.
 
 The pages of a read are reconciled as one (:func:`~tap_optico.reconcile.reconcile`);
 a read still short of ``total_results`` is repeated, up to ``max_reads`` times.
@@ -42,6 +49,8 @@ from tap_optico.settings import Account
 
 #: Pages read once the rows reach total_results while next_page still says more (data growing).
 SLACK_PAGES = 1
+#: Rows a read follows next_page for when its first page gives no total_results to bound it.
+MAX_ROWS_WITHOUT_TOTAL = 100_000
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,8 @@ class Window:
     handed: int = 0
     new_rows: int = 0
     total: int | None = None
+    #: total_results of the read's first page: what bounds the pages of the read.
+    first_total: int | None = None
     slack: int = 0
     #: Non-empty pages of the read by their length and first row, to find an answer given twice.
     answers: dict[bytes, list[Page]] = field(default_factory=dict)
@@ -102,7 +113,7 @@ class Window:
         self.pages, self.early, self.answers = [], {}, {}
         self.last_page = self.next_unrequested = FIRST_PAGE
         self.ended = False
-        self.handed, self.new_rows, self.total, self.slack = 0, 0, None, 0
+        self.handed, self.new_rows, self.total, self.first_total, self.slack = 0, 0, None, None, 0
 
 
 @dataclass(frozen=True)
@@ -230,28 +241,44 @@ class WindowPager:
         if results:
             earlier = self._same_answer(window, page)
             if earlier is not None:
-                if missing > 0:
+                if missing > 0 or window.total is None:
+                    missing_rows = (
+                        f"while {missing} of its {window.total} results are missing"
+                        if window.total is not None
+                        else "and no total_results says whether rows are missing"
+                    )
                     msg = (
                         f"{self.describe(window)} cannot be read: page {page.number} is the same answer "
-                        f"as page {earlier.number} while {missing} of its "
-                        f"{window.total} results are missing (the API ignores 'page')"
+                        f"as page {earlier.number} {missing_rows} (the API ignores 'page')"
                     )
                     raise FatalAPIError(msg)
                 window.ended = True  # a page past the end, answered with an earlier one again
                 return
         repeated = edge_repeat(window.pages[-1].results, results) if window.pages else 0
+        if not window.pages:
+            window.first_total = page.total_results
         window.pages.append(page)
         window.handed += len(results)
         window.new_rows += len(results) - repeated
         if len(results) < self.page_size or page.next_page is None:
             window.ended = True
             return
-        if window.total is not None and window.new_rows >= window.total:
+        if window.first_total is None:
+            if window.new_rows >= MAX_ROWS_WITHOUT_TOTAL:
+                msg = (
+                    f"{self.describe(window)} cannot be read: after {window.new_rows} rows next_page still "
+                    f"says there is more, and no total_results bounds the read "
+                    f"(at most {MAX_ROWS_WITHOUT_TOTAL} rows are read so)"
+                )
+                raise FatalAPIError(msg)
+        elif window.new_rows >= window.first_total:
+            # What the first page promised is read: a total_results that grew since is data
+            # that arrived while the window was paged (the re-read takes it), or a count that lies.
             if window.slack >= SLACK_PAGES:
                 window.ended = True
                 return
             window.slack += 1
-        justified = 0 if window.total is None else math.ceil(window.total / self.page_size)
+        justified = 0 if window.first_total is None else math.ceil(window.first_total / self.page_size)
         window.last_page = max(window.last_page, page.number + 1, justified)
 
     @staticmethod

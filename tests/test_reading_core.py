@@ -8,6 +8,7 @@ import logging
 import math
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from tap_optico import secrets
 from tap_optico.bookmarks import HELD_RUNS, Days, Mark, StateCadence, WindowRead, after_window
-from tap_optico.paging import SLACK_PAGES, Failure, Page, Window, WindowPager
+from tap_optico.paging import MAX_ROWS_WITHOUT_TOTAL, SLACK_PAGES, Failure, Page, Window, WindowPager
 from tap_optico.reading import plan_windows
 from tap_optico.reconcile import edge_repeat, reconcile
 from tests.helpers import ACCOUNT
@@ -224,3 +225,58 @@ def test_redaction_masks_every_key_of_thousands_of_accounts() -> None:
         secrets.register(key)
     line = f"error for {keys[1234]} and {keys[7].upper()[3:14]} near the end"
     assert secrets.redact(line) == "error for *** and *** near the end"
+
+
+def full_pages(total: int | None, page_size: int = 10) -> Callable[[Window, int], Page]:
+    """A fetch whose every page is full of new rows and says there is more; ``total`` (None: none)
+    grows by a page with each page when it is given."""
+
+    def fetch(window: Window, number: int) -> Page:
+        rows = [{"call": number * 1000 + n} for n in range(page_size)]
+        grown = None if total is None else total + number * page_size
+        return Page(window, number, rows, grown, number + 1)
+
+    return fetch
+
+
+def read_with(
+    fetch: Callable[[Window, int], Page], page_size: int = 10
+) -> tuple[list[Window | Failure], Window]:
+    [window] = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 7), 7, ACCOUNT)
+    pager = WindowPager(fetch, page_size=page_size, max_concurrency=4, max_reads=3, logger=LOGGER)
+    return list(pager.read([window])), window
+
+
+def test_a_total_results_that_grows_with_every_page_cannot_make_a_read_go_on_for_ever() -> None:
+    asked: Counter[int] = Counter()
+    fetch = full_pages(30)
+
+    def counted(window: Window, number: int) -> Page:
+        asked[number] += 1
+        return fetch(window, number)
+
+    _, window = read_with(counted)
+    # Each read stops a page of slack past what its first page's total_results (40) justifies.
+    assert max(asked) <= math.ceil(40 / 10) + SLACK_PAGES
+    assert window.reads == 3
+    assert window.result is not None
+    assert window.result.short_by > 0  # handed over short: the bookmark rule holds it (bookmarks.py)
+
+
+def test_a_read_without_total_results_follows_next_page_for_a_bounded_number_of_rows() -> None:
+    items, window = read_with(full_pages(None, page_size=5000), page_size=5000)
+    [failure] = [item for item in items if isinstance(item, Failure)]
+    assert f"no total_results bounds the read (at most {MAX_ROWS_WITHOUT_TOTAL} rows" in str(failure.error)
+    assert window.failed
+
+
+def test_an_api_that_ignores_page_without_total_results_fails_the_window() -> None:
+    def same_page(window: Window, number: int) -> Page:
+        return Page(window, number, [{"call": n} for n in range(10)], None, number + 1)
+
+    items, window = read_with(same_page)
+    [failure] = [item for item in items if isinstance(item, Failure)]
+    assert "is the same answer as page 1 and no total_results says whether rows are missing" in str(
+        failure.error
+    )
+    assert window.result is None

@@ -50,6 +50,14 @@ def test_transient_faults_change_nothing(make_sandbox: SandboxFactory, tmp_path:
     assert faulty.final_state == clean.final_state
 
 
+def test_many_requests_in_flight_keep_their_connections(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
+    server = make_sandbox()
+    run = run_tap(tap_config(server, window_days=1, page_size=10, max_concurrency=16), tmp_path)
+    assert run.returncode == 0, run.stderr
+    # One kept connection per request in flight: none thrown away (and logged) by a pool too small.
+    assert "Connection pool is full" not in run.stderr
+
+
 def test_a_rate_limit_pauses_every_worker(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
     server = make_sandbox(faults=Faults(every=40, kinds=["429"], retry_after=2))
     run = run_tap(tap_config(server, page_size=10, window_days=2, max_concurrency=4), tmp_path)
