@@ -22,8 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tap_optico.normalize import is_later
-from tap_optico.settings import read_day
+from tap_optico.settings import read_day, read_instant
 
 #: Runs a bookmark stays before a window read short, the last of which moves it past the window.
 HELD_RUNS = 3
@@ -62,6 +61,19 @@ class Days:
                     self._days.clear()
                 self._days[hour] = day
         return day
+
+
+def is_later(value: Any, than: Any) -> bool:
+    """Whether the replication value ``value`` comes after ``than``.
+
+    Date-times compare as instants, whatever their offsets: a bookmark written
+    before ``start_date`` was in UTC carries the offset of ``timezone``, and
+    is read as before. Dates compare as dates, anything else as text.
+    """
+    try:
+        return read_instant(value) > read_instant(than)
+    except (TypeError, ValueError):
+        return bool(value > than)
 
 
 @dataclass(frozen=True)

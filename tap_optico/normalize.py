@@ -239,26 +239,6 @@ class LocalTime:
         return len(offsets) == 1
 
 
-def is_later(value: Any, than: Any) -> bool:
-    """Whether the replication value ``value`` comes after ``than``.
-
-    Date-times compare as instants, whatever their offsets: a bookmark written
-    before ``start_date`` was in UTC carries the offset of ``timezone``, and
-    is read as before. Dates compare as dates, anything else as text.
-    """
-    try:
-        return _moment(value) > _moment(than)
-    except (TypeError, ValueError):
-        return bool(value > than)
-
-
-def _moment(value: Any) -> dt.datetime:
-    if not isinstance(value, str):
-        raise TypeError("not a date-time")
-    text = value.strip()
-    return dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-
-
 @dataclass(frozen=True)
 class Conversion:
     """How the raw values of one field become the field's schema type."""

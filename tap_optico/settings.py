@@ -28,12 +28,19 @@ def read_day(value: Any, zone: dt.tzinfo) -> dt.date:
     """
     if not isinstance(value, str):
         raise TypeError(value)
-    text = value.strip()
     try:
-        return dt.date.fromisoformat(text)
+        return dt.date.fromisoformat(value.strip())
     except ValueError:
-        moment = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
+        moment = read_instant(value)
     return moment.astimezone(zone).date() if moment.tzinfo else moment.date()
+
+
+def read_instant(value: Any) -> dt.datetime:
+    """An ISO date-time (``Z`` for UTC allowed); TypeError or ValueError for anything else."""
+    if not isinstance(value, str):
+        raise TypeError(value)
+    text = value.strip()
+    return dt.datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "Zz" else text)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tap_optico.normalize import LocalTime, call_id, decode_plain_page, empty_values_to_null, is_later
+from tap_optico.bookmarks import is_later
+from tap_optico.normalize import LocalTime, call_id, decode_plain_page, empty_values_to_null
 from tests.helpers import normalizer_for, plain_struct
 
 RAW = {

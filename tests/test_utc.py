@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tap_optico.normalize import is_later
+from tap_optico.bookmarks import is_later
 from tap_optico.sandbox import SandboxServer
 from tap_optico.settings import read_day
 from tests.helpers import SandboxFactory, run_tap, sandbox_call_ids, tap_config
