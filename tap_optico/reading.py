@@ -18,7 +18,7 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Generator, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,7 +28,7 @@ from typing_extensions import override
 
 from tap_optico.bookmarks import Days, Mark, StateCadence, WindowRead, after_window
 from tap_optico.client import OpticoClient
-from tap_optico.normalize import ACCOUNT, Normalizer
+from tap_optico.normalize import ACCOUNT, Normalizer, Record
 from tap_optico.paging import Failure, Window, WindowPager
 from tap_optico.sdk_seam import HELD_RUNS_KEY, WindowedStream
 from tap_optico.secrets import shorten
@@ -38,7 +38,7 @@ from tap_optico.settings import Account, Settings, read_day
 MAX_WINDOW_READS = 3
 #: Longest silence, in seconds, between two progress lines of a long read.
 PROGRESS_SECONDS = 10.0
-#: Records the fast path encodes in one call (a bound on what it holds: windows can be large).
+#: Records the fast path encodes in one call (a bound on the bytes it holds: windows can be large).
 BATCH_RECORDS = 1000
 
 
@@ -142,10 +142,11 @@ class Progress:
 
 @dataclass(frozen=True)
 class WindowDone:
-    """``window`` is read and its records handed over; ``newest`` is the newest replication value
-    among them dated inside the window (None: none)."""
+    """``window`` is read: ``records`` are the records it hands over, in order, and ``newest`` the
+    newest replication value among them dated inside the window (None: none)."""
 
     window: Window
+    records: list[Record]
     newest: Any
 
 
@@ -173,8 +174,8 @@ class WindowReader:
         logger: logging.Logger,
     ) -> None:
         self.normalize = normalize
-        self.identity = operator.itemgetter(*identity_fields)
-        self.replication_key = replication_key
+        self.identity = operator.attrgetter(*identity_fields)
+        self.replication_value = operator.attrgetter(replication_key)
         self.days = days
         self.logger = logger
         self._plans: dict[str, Plan] = {}
@@ -186,8 +187,8 @@ class WindowReader:
         self._strays: set[tuple[str, Hashable]] = set()
         self._stray_days: Counter[dt.date] = Counter()
 
-    def read(self, pager: WindowPager, plans: list[Plan]) -> Iterator[dict[str, Any] | WindowDone | Failure]:
-        """Every record of the plans' windows, a :class:`WindowDone` after each window, and the
+    def read(self, pager: WindowPager, plans: list[Plan]) -> Iterator[WindowDone | Failure]:
+        """A :class:`WindowDone`, with its records, for each window of the plans, and the
         :class:`Failure` of an account whose windows cannot be read."""
         name = self.normalize.stream_name
         self._plans = {plan.account.name: plan for plan in plans}
@@ -215,10 +216,10 @@ class WindowReader:
             elif item.failed:
                 self._claimed.pop(item.index, None)
             else:
-                newest = yield from self._records(item)
+                done = self._records(item)
                 item.forget_rows()
                 progress.window_done(item)
-                yield WindowDone(item, newest)
+                yield done
         if self._stray_days:
             days = sorted(map(str, self._stray_days))
             self.logger.warning(
@@ -231,48 +232,50 @@ class WindowReader:
             )
         self.normalize.log_summary()
 
-    def _records(self, window: Window) -> Generator[dict[str, Any], None, Any]:
-        """The window's records; returns the newest replication value dated inside the window."""
+    def _records(self, window: Window) -> WindowDone:
+        """The window's records, and the newest replication value dated inside the window."""
         assert window.result is not None
         account = window.account.name
-        normalize, identity, replication_key, days = (
+        normalize, identity, replication_value, days = (
             self.normalize,
             self.identity,
-            self.replication_key,
+            self.replication_value,
             self.days,
         )
-        lookalike = normalize.lookalike_key
+        lookalike = None if normalize.lookalike_key is None else operator.attrgetter(normalize.lookalike_key)
         ranks: dict[Any, int] = {}
         keys: set[Hashable] = set()
         claimed = self._claimed.pop(window.index, ())
         newest = None
         not_objects: list[Any] = []
+        records: list[Record] = []
         for raw in window.result.rows():
             if not normalize.accepts(raw):
                 not_objects.append(raw)
                 continue
-            record = normalize(raw)
-            record[ACCOUNT] = account
+            record = normalize.record(raw)
+            setattr(record, ACCOUNT, account)
             if lookalike is not None:
-                rank = ranks.get(record[lookalike], 0)
-                ranks[record[lookalike]] = rank + 1
+                look = lookalike(record)
+                rank = ranks.get(look, 0)
+                ranks[look] = rank + 1
                 if rank:
                     normalize.renumber(record, rank)
             key = identity(record)
             if key in keys:
                 continue
             keys.add(key)
-            value = record[replication_key]
+            value = replication_value(record)
             if value is not None:
                 day = days(value)
                 if not window.start <= day <= window.end:
                     if self._first_time_stray(key, day, window):
-                        yield record
+                        records.append(record)
                     continue
                 if newest is None or value > newest:
                     newest = value
             if key not in claimed:
-                yield record
+                records.append(record)
         self._previous = (window.index, keys)
         if not_objects:
             self.logger.warning(
@@ -284,7 +287,7 @@ class WindowReader:
                 window.end,
                 f" of account {account}" if len(self._plans) > 1 else "",
             )
-        return newest
+        return WindowDone(window, records, newest)
 
     def _first_time_stray(self, key: Hashable, day: dt.date, window: Window) -> bool:
         """Whether a record dated ``day``, outside ``window``, is to be emitted now (and count it)."""
@@ -395,45 +398,8 @@ class OpticoStream(WindowedStream, OpticoClient):
         # A dry run (`--test`) takes this many records: stop there rather than be aborted with an ERROR.
         limit = self.ABORT_AT_RECORD_COUNT
         emitted = 0
-        # The fast path writes records a batch at a time, each batch before any STATE that follows it;
-        # the ordinary path hands each record to the SDK's loop.
-        batch: list[dict[str, Any]] | None = [] if self.writes_batches else None
         for item in reader.read(pager, plans):
-            if isinstance(item, dict):
-                emitted += 1
-                if batch is None:
-                    yield item
-                else:
-                    batch.append(item)
-                    if len(batch) >= BATCH_RECORDS:
-                        self.write_records(batch)
-                        batch = []
-                if emitted == limit:
-                    break
-                continue
-            if batch:  # the records before a STATE
-                self.write_records(batch)
-                batch = []
-            if isinstance(item, WindowDone):
-                window = item.window
-                name = window.account.name
-                assert window.result is not None
-                read = WindowRead(
-                    self.describe(window),
-                    window.end,
-                    item.newest,
-                    window.result.short_by,
-                    window.result.total,
-                )
-                mark, warning = after_window(marks[name], read, days=days, day_value=self.day_value)
-                if warning:
-                    self.logger.warning("%s", warning)
-                if mark != marks[name]:
-                    marks[name] = mark
-                    self.set_bookmark({ACCOUNT: name}, mark.value, mark.held_runs)
-                    if cadence.moved():
-                        self.write_state()
-            else:
+            if isinstance(item, Failure):
                 if limit is not None:  # a connection test (`--test`) fails on any account
                     raise item.error
                 name = item.window.account.name
@@ -441,8 +407,35 @@ class OpticoStream(WindowedStream, OpticoClient):
                 self.logger.error(
                     "%s: account %s failed, its bookmark stays: %s", self.name, name, item.error
                 )
-        if batch:
-            self.write_records(batch)
+                continue
+            # The window's records, then its bookmark: a STATE always follows the records it covers.
+            records = item.records if limit is None else item.records[: limit - emitted]
+            emitted += len(records)
+            if self.writes_batches:  # the fast path: a batch at a time
+                for start in range(0, len(records), BATCH_RECORDS):
+                    self.write_records(records[start : start + BATCH_RECORDS])
+            else:  # the ordinary path: record by record, through singer-sdk's loop
+                yield from map(self.normalizer.as_dict, records)
+            if emitted == limit:
+                break
+            window = item.window
+            name = window.account.name
+            assert window.result is not None
+            read = WindowRead(
+                self.describe(window),
+                window.end,
+                item.newest,
+                window.result.short_by,
+                window.result.total,
+            )
+            mark, warning = after_window(marks[name], read, days=days, day_value=self.day_value)
+            if warning:
+                self.logger.warning("%s", warning)
+            if mark != marks[name]:
+                marks[name] = mark
+                self.set_bookmark({ACCOUNT: name}, mark.value, mark.held_runs)
+                if cadence.moved():
+                    self.write_state()
 
     def day_value(self, day: dt.date) -> Any:
         """``day`` as a value of the replication key: the day, or its first instant in ``timezone``,

@@ -130,7 +130,7 @@ class WindowedStream(Stream):
         path. Called from elsewhere (a test, a parent stream), it always yields them."""
         return self._syncing and self.fast_path
 
-    def write_records(self, records: list[dict[str, Any]]) -> None:
+    def write_records(self, records: list[Any]) -> None:
         """Write ``records`` and count them, as the SDK's loop would one by one (only when
         :attr:`writes_batches` says so)."""
         writer = self._block_writer

@@ -40,7 +40,7 @@ class OpticoWriter(MsgSpecWriter):
         if len(self._pending) >= BLOCK_BYTES:
             self.flush()
 
-    def write_records(self, stream: str, records: list[dict[str, Any]], version: int | None) -> None:
+    def write_records(self, stream: str, records: list[Any], version: int | None) -> None:
         """The RECORD messages of ``records``, byte for byte as :meth:`write_record` writes each,
         but encoded in one call and put in their envelopes by one ``replace``; they share one
         ``time_extracted`` (they were extracted together)."""
