@@ -47,7 +47,7 @@ class Days:
         self._days: dict[str, dt.date] = {}
 
     def __call__(self, value: Any) -> dt.date:
-        text = str(value)
+        text = value if value.__class__ is str else str(value)
         hour = text[:13] + text[19:]  # the offset, or Z, stays part of it
         day = self._days.get(hour)
         if day is None:

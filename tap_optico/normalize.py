@@ -18,7 +18,7 @@ import math
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 from zoneinfo import ZoneInfo
@@ -253,15 +253,17 @@ class Conversion:
 _Count = Annotated[int, msgspec.Meta(ge=0)]
 _Finite = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
 
-TEXT = Conversion(None, str)
+#: Text of one character or more: an empty text is a missing value (``empty_values_to_null``).
+NON_EMPTY = Annotated[str, msgspec.Meta(min_length=1)]
+TEXT = Conversion(None, NON_EMPTY)
 INTEGER = Conversion(to_integer, int)
 NUMBER = Conversion(to_number, int | _Finite)
 BOOLEAN = Conversion(to_boolean, bool)
 DAY = Conversion(to_date)
 DURATION = Conversion(to_duration, _Count)
-PAGE_LIST = Conversion(to_call_path, str, after_plain=True)
+PAGE_LIST = Conversion(to_call_path, NON_EMPTY, after_plain=True)
 #: Kept as received here; the normaliser's ``finish`` reads it.
-RAW = Conversion(keep, str)
+RAW = Conversion(keep, NON_EMPTY)
 _BY_TYPE = {("string", None): TEXT, ("string", "date"): DAY, ("integer", None): INTEGER}
 _BY_TYPE |= {("number", None): NUMBER, ("boolean", None): BOOLEAN}
 
@@ -342,29 +344,37 @@ class Normalizer:
         convert = self.fields[name].convert
         return name, convert, None if convert in (None, keep) else {}
 
-    def accepts(self, raw: object) -> bool:
-        """Whether ``raw`` is a result this normaliser reads (a JSON object)."""
-        return isinstance(raw, dict) or (self.plain is not None and raw.__class__ is self.plain)
-
-    def record(self, raw: Any) -> Record:
-        """The typed record of the result ``raw``. A plain result is typed in place: it becomes
-        the record (each result is read once)."""
-        if raw.__class__ is self.plain:
-            for name, convert in self._after_plain:
-                value = getattr(raw, name)
-                if value is not None:
-                    try:
-                        setattr(raw, name, convert(value))
-                    except UNREADABLE:
-                        setattr(raw, name, None)
-                        self._warn_unreadable(name, value)
-            self.finish(raw)
-            return raw
-        return self._from_raw(raw)
+    def records(self, rows: Iterable[Any], account: str | None) -> tuple[list[Record], list[Any]]:
+        """The typed records of ``rows``, in order, with their ``account``, and the rows that are not
+        JSON objects. A plain result is typed in place: it becomes the record (a row is read once)."""
+        plain, after_plain, from_raw, finish = self.plain, self._after_plain, self._from_raw, self.finish
+        records: list[Record] = []
+        not_objects: list[Any] = []
+        for raw in rows:
+            if raw.__class__ is plain:
+                record = raw
+                for name, convert in after_plain:
+                    value = getattr(record, name)
+                    if value is not None:
+                        try:
+                            setattr(record, name, convert(value))
+                        except UNREADABLE:
+                            setattr(record, name, None)
+                            self._warn_unreadable(name, value)
+            elif isinstance(raw, dict):
+                record = from_raw(raw)
+            else:
+                not_objects.append(raw)
+                continue
+            setattr(record, ACCOUNT, account)
+            finish(record)
+            records.append(record)
+        return records, not_objects
 
     def __call__(self, raw: Any) -> dict[str, Any]:
-        """The record of ``raw`` as a dict (what singer-sdk's loop takes); ``raw`` stays as it is."""
-        return self.as_dict(self.record(copy.copy(raw) if raw.__class__ is self.plain else raw))
+        """The record of the result ``raw`` as a dict, with no account; ``raw`` stays as it is."""
+        [record], _ = self.records([copy.copy(raw) if raw.__class__ is self.plain else raw], None)
+        return self.as_dict(record)
 
     @staticmethod
     def as_dict(record: Record) -> dict[str, Any]:
@@ -419,7 +429,6 @@ class Normalizer:
         typed = self.record_type(**record)
         if extra is not None and self._keeps_extra:
             setattr(typed, EXTRA_FIELDS, extra)
-        self.finish(typed)
         return typed
 
     def finish(self, record: Record) -> None:
@@ -465,14 +474,16 @@ class Normalizer:
 
 
 # In JSON a quote inside a string is escaped, so ':""' can only be an empty value.
-_EMPTY_VALUE = re.compile(rb':\s*""')
+_EMPTY_VALUE = re.compile(rb':""')
 
 
 def empty_values_to_null(content: bytes) -> bytes:
-    """``content`` with every empty string value (``"key": ""``) a null.
+    """``content`` with every empty string value written as the API writes it (``"key":""``) a null.
 
-    One pass of a regex that starts with a literal: on a page of results,
-    faster than ``replace`` or a split and join.
+    One pass of a regex of a literal: on a page of results, faster than
+    ``replace`` or a split and join. An empty value after a space stays: no
+    plain field takes an empty text (``NON_EMPTY``), so such a page is read
+    by the converters.
     """
     return _EMPTY_VALUE.sub(b":null", content)
 
@@ -567,7 +578,7 @@ class CallNormalizer(Normalizer):
 
 def call_id(start: str | None, tracking_number: str | None, caller: str | None, phone: str | None) -> str:
     """A stable key for a call: the same call read twice gets the same id."""
-    text = "\x1f".join((start or "", tracking_number or "", caller or "", phone or ""))
+    text = f"{start or ''}\x1f{tracking_number or ''}\x1f{caller or ''}\x1f{phone or ''}"
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 

@@ -247,14 +247,9 @@ class WindowReader:
         keys: set[Hashable] = set()
         claimed = self._claimed.pop(window.index, ())
         newest = None
-        not_objects: list[Any] = []
         records: list[Record] = []
-        for raw in window.result.rows():
-            if not normalize.accepts(raw):
-                not_objects.append(raw)
-                continue
-            record = normalize.record(raw)
-            setattr(record, ACCOUNT, account)
+        typed, not_objects = normalize.records(window.result.rows(), account)
+        for record in typed:
             if lookalike is not None:
                 look = lookalike(record)
                 rank = ranks.get(look, 0)

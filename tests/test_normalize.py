@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -218,10 +217,15 @@ PLAIN_VALUES = st.none() | st.just("") | st.integers(0, 10**6).map(str) | st.sam
 
 
 @settings(max_examples=600, deadline=None)
-@given(st.dictionaries(st.sampled_from([*PLAIN_FIELDS, "tracking number"]), PLAIN_VALUES | RAW_VALUES))
-def test_plain_pages_give_the_records_of_the_converters(raw: dict[str, Any]) -> None:
-    """The msgspec path, when it accepts a page, yields exactly what the converters would."""
-    body = msgspec.json.encode({"status": "OK", "results": [raw]})
+@given(
+    st.dictionaries(st.sampled_from([*PLAIN_FIELDS, "tracking number"]), PLAIN_VALUES | RAW_VALUES),
+    st.booleans(),
+)
+def test_plain_pages_give_the_records_of_the_converters(raw: dict[str, Any], spaced: bool) -> None:
+    """The msgspec path, when it accepts a page (compact JSON or not), yields exactly what the
+    converters would."""
+    separators = (", ", ": ") if spaced else (",", ":")
+    body = json.dumps({"status": "OK", "results": [raw]}, separators=separators).encode()
     plain = decode_plain_page(PLAIN_CALL, body)
     if plain is None:
         return
@@ -256,10 +260,9 @@ JSON_TEXTS = st.recursive(
 
 @settings(max_examples=300)
 @given(value=JSON_TEXTS, spaced=st.booleans())
-def test_empty_values_become_null_as_the_regex_makes_them(value: Any, spaced: bool) -> None:
-    """Without the regex where no space follows a colon, with it where one does: the same text."""
+def test_empty_values_become_null_where_no_space_follows_the_colon(value: Any, spaced: bool) -> None:
     text = json.dumps(value, separators=(", ", ": ") if spaced else (",", ":")).encode()
-    assert empty_values_to_null(text) == re.sub(rb':\s*""', b":null", text)
+    assert empty_values_to_null(text) == text.replace(b':""', b":null")
 
 
 PARIS = ZoneInfo("Europe/Paris")
