@@ -150,7 +150,7 @@ def to_call_path(value: Any) -> list[str]:
     """The pages of a visit, in order: the API separates them with newlines."""
     if isinstance(value, list):
         return [to_text(page) for page in value if page not in (None, "")]
-    text = to_text(value)
+    text = value if value.__class__ is str else to_text(value)
     return list(filter(str.strip, (text.replace("\r\n", "\n") if "\r" in text else text).split("\n")))
 
 
@@ -186,7 +186,7 @@ class LocalTime:
         """
         if value.__class__ is str:
             # The API's plain form, "YYYY-MM-DD HH:MM:SS" (or with a T), in an hour read before: sliced.
-            hour = self._hours.get(value[:13]) if len(value) == 19 else None
+            hour = self._hours.get(value[:13])
             if hour is not None and (clock := value[13:]) in _CLOCKS:
                 identity, wall, utc = hour
                 return identity + clock, wall + clock, f"{utc}{clock}+00:00"

@@ -18,7 +18,7 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -38,6 +38,7 @@ from tap_optico.settings import Account, Settings, read_day
 MAX_WINDOW_READS = 3
 #: Longest silence, in seconds, between two progress lines of a long read.
 PROGRESS_SECONDS = 10.0
+ONE_DAY = dt.timedelta(days=1)
 #: Records the fast path encodes in one call (a bound on the bytes it holds: windows can be large).
 BATCH_RECORDS = 1000
 
@@ -171,9 +172,11 @@ class WindowReader:
         identity_fields: tuple[str, ...],
         replication_key: str,
         days: Days,
+        day_value: Callable[[dt.date], Any],
         logger: logging.Logger,
     ) -> None:
         self.normalize = normalize
+        self.day_value = day_value
         self.identity = operator.attrgetter(*identity_fields)
         self.replication_value = operator.attrgetter(replication_key)
         self.days = days
@@ -248,6 +251,11 @@ class WindowReader:
         claimed = self._claimed.pop(window.index, ())
         newest = None
         records: list[Record] = []
+        # The tap writes every replication value in one form (an instant in UTC, or a date), and
+        # day_value the window's bounds in it: a value between them as text is in the window's days
+        # (days() has the last word on any other).
+        first, after = self.day_value(window.start), self.day_value(window.end + ONE_DAY)
+        form = len(first)
         typed, not_objects = normalize.records(window.result.rows(), account)
         for record in typed:
             if lookalike is not None:
@@ -262,11 +270,12 @@ class WindowReader:
             keys.add(key)
             value = replication_value(record)
             if value is not None:
-                day = days(value)
-                if not window.start <= day <= window.end:
-                    if self._first_time_stray(key, day, window):
-                        records.append(record)
-                    continue
+                if not (first <= value < after and len(value) == form):
+                    day = days(value)
+                    if not window.start <= day <= window.end:
+                        if self._first_time_stray(key, day, window):
+                            records.append(record)
+                        continue
                 if newest is None or value > newest:
                     newest = value
             if key not in claimed:
@@ -368,6 +377,7 @@ class OpticoStream(WindowedStream, OpticoClient):
             identity_fields=self.identity_fields,
             replication_key=str(self.replication_key),
             days=days,
+            day_value=self.day_value,
             logger=self.logger,
         )
         pager = WindowPager(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import chain, pairwise
 from typing import Any, Protocol
 
 
@@ -75,8 +75,9 @@ class Reconciled:
 
     def rows(self) -> Iterator[Any]:
         """The kept rows, in the API's order."""
-        for results, dropped in self.parts:
-            yield from results[dropped:] if dropped else results
+        return chain.from_iterable(
+            results[dropped:] if dropped else results for results, dropped in self.parts
+        )
 
 
 def reconcile(pages: Sequence[PageRows]) -> Reconciled:
