@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -103,10 +103,14 @@ class Window:
         """Pages this window holds in memory."""
         return len(self.result.parts) if self.result else len(self.pages) + len(self.early)
 
-    def forget_rows(self) -> None:
-        """Free the rows of the read once handed over; what it counted stays."""
-        if self.result is not None:
-            self.result = replace(self.result, parts=())
+    def take_pages(self) -> Iterator[Sequence[Any]]:
+        """The kept rows of the read, a page at a time, in the API's order: each page is let go
+        as the next is taken, so that a window is freed while it is handed over (what the read
+        counted stays)."""
+        while self.result is not None and self.result.parts:
+            (results, dropped), *rest = self.result.parts
+            self.result = replace(self.result, parts=tuple(rest))
+            yield results[dropped:] if dropped else results
 
     def start_read(self) -> None:
         self.reads += 1

@@ -18,7 +18,7 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -143,11 +143,10 @@ class Progress:
 
 @dataclass(frozen=True)
 class WindowDone:
-    """``window`` is read: ``records`` are the records it hands over, in order, and ``newest`` the
-    newest replication value among them dated inside the window (None: none)."""
+    """``window`` is read and its records handed over; ``newest`` is the newest replication value
+    among them dated inside the window (None: none)."""
 
     window: Window
-    records: list[Record]
     newest: Any
 
 
@@ -190,9 +189,9 @@ class WindowReader:
         self._strays: set[tuple[str, Hashable]] = set()
         self._stray_days: Counter[dt.date] = Counter()
 
-    def read(self, pager: WindowPager, plans: list[Plan]) -> Iterator[WindowDone | Failure]:
-        """A :class:`WindowDone`, with its records, for each window of the plans, and the
-        :class:`Failure` of an account whose windows cannot be read."""
+    def read(self, pager: WindowPager, plans: list[Plan]) -> Iterator[list[Record] | WindowDone | Failure]:
+        """The records of the plans' windows, a page's at a time, a :class:`WindowDone` after each
+        window, and the :class:`Failure` of an account whose windows cannot be read."""
         name = self.normalize.stream_name
         self._plans = {plan.account.name: plan for plan in plans}
         windows = [window for plan in plans for window in plan.windows]
@@ -219,10 +218,9 @@ class WindowReader:
             elif item.failed:
                 self._claimed.pop(item.index, None)
             else:
-                done = self._records(item)
-                item.forget_rows()
+                newest = yield from self._records(item)
                 progress.window_done(item)
-                yield done
+                yield WindowDone(item, newest)
         if self._stray_days:
             days = sorted(map(str, self._stray_days))
             self.logger.warning(
@@ -235,8 +233,9 @@ class WindowReader:
             )
         self.normalize.log_summary()
 
-    def _records(self, window: Window) -> WindowDone:
-        """The window's records, and the newest replication value dated inside the window."""
+    def _records(self, window: Window) -> Generator[list[Record], None, Any]:
+        """The window's records, a page's at a time (each page is let go once handed over); returns
+        the newest replication value dated inside the window."""
         assert window.result is not None
         account = window.account.name
         normalize, identity, replication_value, days = (
@@ -250,36 +249,41 @@ class WindowReader:
         keys: set[Hashable] = set()
         claimed = self._claimed.pop(window.index, ())
         newest = None
-        records: list[Record] = []
+        not_objects: list[Any] = []
         # The tap writes every replication value in one form (an instant in UTC, or a date), and
         # day_value the window's bounds in it: a value between them as text is in the window's days
         # (days() has the last word on any other).
         first, after = self.day_value(window.start), self.day_value(window.end + ONE_DAY)
         form = len(first)
-        typed, not_objects = normalize.records(window.result.rows(), account)
-        for record in typed:
-            if lookalike is not None:
-                look = lookalike(record)
-                rank = ranks.get(look, 0)
-                ranks[look] = rank + 1
-                if rank:
-                    normalize.renumber(record, rank)
-            key = identity(record)
-            if key in keys:
-                continue
-            keys.add(key)
-            value = replication_value(record)
-            if value is not None:
-                if not (first <= value < after and len(value) == form):
-                    day = days(value)
-                    if not window.start <= day <= window.end:
-                        if self._first_time_stray(key, day, window):
-                            records.append(record)
-                        continue
-                if newest is None or value > newest:
-                    newest = value
-            if key not in claimed:
-                records.append(record)
+        for rows in window.take_pages():
+            typed, odd = normalize.records(rows, account)
+            not_objects += odd
+            records: list[Record] = []
+            for record in typed:
+                if lookalike is not None:
+                    look = lookalike(record)
+                    rank = ranks.get(look, 0)
+                    ranks[look] = rank + 1
+                    if rank:
+                        normalize.renumber(record, rank)
+                key = identity(record)
+                if key in keys:
+                    continue
+                keys.add(key)
+                value = replication_value(record)
+                if value is not None:
+                    if not (first <= value < after and len(value) == form):
+                        day = days(value)
+                        if not window.start <= day <= window.end:
+                            if self._first_time_stray(key, day, window):
+                                records.append(record)
+                            continue
+                    if newest is None or value > newest:
+                        newest = value
+                if key not in claimed:
+                    records.append(record)
+            if records:
+                yield records
         self._previous = (window.index, keys)
         if not_objects:
             self.logger.warning(
@@ -291,7 +295,7 @@ class WindowReader:
                 window.end,
                 f" of account {account}" if len(self._plans) > 1 else "",
             )
-        return WindowDone(window, records, newest)
+        return newest
 
     def _first_time_stray(self, key: Hashable, day: dt.date, window: Window) -> bool:
         """Whether a record dated ``day``, outside ``window``, is to be emitted now (and count it)."""
@@ -404,6 +408,17 @@ class OpticoStream(WindowedStream, OpticoClient):
         limit = self.ABORT_AT_RECORD_COUNT
         emitted = 0
         for item in reader.read(pager, plans):
+            if isinstance(item, list):  # records: all of them before the STATE that covers them
+                records = item if limit is None else item[: limit - emitted]
+                emitted += len(records)
+                if self.writes_batches:  # the fast path: a batch at a time
+                    for start in range(0, len(records), BATCH_RECORDS):
+                        self.write_records(records[start : start + BATCH_RECORDS])
+                else:  # the ordinary path: record by record, through singer-sdk's loop
+                    yield from map(self.normalizer.as_dict, records)
+                if emitted == limit:
+                    break
+                continue
             if isinstance(item, Failure):
                 if limit is not None:  # a connection test (`--test`) fails on any account
                     raise item.error
@@ -413,16 +428,6 @@ class OpticoStream(WindowedStream, OpticoClient):
                     "%s: account %s failed, its bookmark stays: %s", self.name, name, item.error
                 )
                 continue
-            # The window's records, then its bookmark: a STATE always follows the records it covers.
-            records = item.records if limit is None else item.records[: limit - emitted]
-            emitted += len(records)
-            if self.writes_batches:  # the fast path: a batch at a time
-                for start in range(0, len(records), BATCH_RECORDS):
-                    self.write_records(records[start : start + BATCH_RECORDS])
-            else:  # the ordinary path: record by record, through singer-sdk's loop
-                yield from map(self.normalizer.as_dict, records)
-            if emitted == limit:
-                break
             window = item.window
             name = window.account.name
             assert window.result is not None
