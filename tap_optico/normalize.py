@@ -347,7 +347,7 @@ class Normalizer:
     def records(self, rows: Iterable[Any], account: str | None) -> tuple[list[Record], list[Any]]:
         """The typed records of ``rows``, in order, with their ``account``, and the rows that are not
         JSON objects. A plain result is typed in place: it becomes the record (a row is read once)."""
-        plain, after_plain, from_raw, finish = self.plain, self._after_plain, self._from_raw, self.finish
+        plain, after_plain, from_raw = self.plain, self._after_plain, self._from_raw
         records: list[Record] = []
         not_objects: list[Any] = []
         for raw in rows:
@@ -367,8 +367,8 @@ class Normalizer:
                 not_objects.append(raw)
                 continue
             setattr(record, ACCOUNT, account)
-            finish(record)
             records.append(record)
+        self.finish(records)
         return records, not_objects
 
     def __call__(self, raw: Any) -> dict[str, Any]:
@@ -431,8 +431,8 @@ class Normalizer:
             setattr(typed, EXTRA_FIELDS, extra)
         return typed
 
-    def finish(self, record: Record) -> None:
-        """Derive fields from the converted ones (keys, for instance)."""
+    def finish(self, records: list[Record]) -> None:
+        """Derive fields of ``records`` from their converted ones (keys, for instance)."""
 
     def renumber(self, record: Record, occurrence: int) -> None:
         """Key ``record`` as the ``occurrence``-th (from 1) record after the first with the same key."""
@@ -559,17 +559,19 @@ class CallNormalizer(Normalizer):
     lookalike_key = "call_id"
 
     @override
-    def finish(self, record: Record) -> None:
-        start = record.start_date
-        identity = None
-        if start is not None:
-            try:
-                identity, record.start_date_local, record.start_date = self.local_time.read(start)
-            except UNREADABLE:
-                identity = to_text(start)
-                record.start_date = None
-                self._warn_unreadable("start_date", start)
-        record.call_id = call_id(identity, record.tracking_number, record.caller, record.phone)
+    def finish(self, records: list[Record]) -> None:
+        read = self.local_time.read
+        for record in records:
+            start = record.start_date
+            identity = None
+            if start is not None:
+                try:
+                    identity, record.start_date_local, record.start_date = read(start)
+                except UNREADABLE:
+                    identity = to_text(start)
+                    record.start_date = None
+                    self._warn_unreadable("start_date", start)
+            record.call_id = call_id(identity, record.tracking_number, record.caller, record.phone)
 
     @override
     def renumber(self, record: Record, occurrence: int) -> None:
