@@ -22,7 +22,7 @@ RAW_STYLES: tuple[RawStyle, ...] = ("strings", "mixed")
 
 SECONDS_PER_DAY = 86_400
 PROFILE_COUNT = 2_048
-DAY_CACHE_SIZE = 64
+DAY_CACHE_SIZE = 128
 #: With look-alikes, the first call of every such run of calls is followed by its look-alikes.
 LOOKALIKE_EVERY = 10
 
