@@ -48,7 +48,7 @@ UNREADABLE = (ValueError, TypeError, OverflowError, OSError, AttributeError)
 MEMO_SIZE = 4096
 MEMOIZABLE = frozenset({int, float, bool, str})
 _UNSEEN = object()
-HOURS_KEPT = 4096
+HOURS_KEPT = 1024
 #: Minutes and seconds as a plain local time ends: ``:MM:SS``.
 _CLOCKS = frozenset(f":{minute:02d}:{second:02d}" for minute in range(60) for second in range(60))
 _HOUR = dt.timedelta(hours=1)
