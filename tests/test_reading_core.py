@@ -280,3 +280,36 @@ def test_an_api_that_ignores_page_without_total_results_fails_the_window() -> No
         failure.error
     )
     assert window.result is None
+
+
+def test_a_window_is_handed_over_a_page_at_a_time_and_each_page_let_go() -> None:
+    api = FakeApi([{"call": n} for n in range(25)], 10, "exact")
+    [window], _ = read(api, 4)
+    assert isinstance(window, Window)
+    assert window.held == 3
+    pages = window.take_pages()
+    assert next(pages) == api.rows[:10]
+    assert window.held == 2  # the page taken is no longer held by the window
+    assert [row for page in pages for row in page] == api.rows[10:]
+    assert window.held == 0
+    assert window.result is not None
+    assert (window.result.kept, window.result.short_by) == (25, 0)  # what the read counted stays
+
+
+def test_a_value_between_the_bounds_of_a_window_as_text_is_in_its_days() -> None:
+    """The reader's shortcut: UTC text between a window's first instant and the next day's, both as
+    day_value writes them, is in the window's days as Days reads it (here around both clock changes)."""
+    days = Days(PARIS)
+    start, end = dt.date(2026, 3, 28), dt.date(2026, 3, 30)
+
+    def day_value(day: dt.date) -> str:
+        return dt.datetime.combine(day, dt.time(), PARIS).astimezone(dt.timezone.utc).isoformat()
+
+    for first_day in (start, dt.date(2026, 10, 24)):
+        last_day = first_day + (end - start)
+        first, after = day_value(first_day), day_value(last_day + dt.timedelta(days=1))
+        moment = dt.datetime.combine(first_day - dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+        while moment < dt.datetime.combine(last_day + dt.timedelta(days=2), dt.time(), dt.timezone.utc):
+            value = moment.isoformat()
+            assert (first <= value < after) == (first_day <= days(value) <= last_day), value
+            moment += dt.timedelta(minutes=7)
