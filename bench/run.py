@@ -178,7 +178,7 @@ def measure(contender: str, argv: Sequence[str], log: Path, *, unbuffered: bool 
                 if line.startswith(STATE_PREFIX):
                     final_state = line.decode()
                     state_bytes += len(line) + 1
-                elif contender == "baseline" or line.startswith(RECORD_PREFIX):
+                elif contender.startswith("baseline") or line.startswith(RECORD_PREFIX):
                     records += 1
                     record_bytes += len(line) + 1
         _, status, usage = os.wait4(process.pid, 0)
