@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import gc
 import json
 import logging
 import os
@@ -295,17 +294,8 @@ def _debug_only(message: str) -> logging.Filter:
     return DebugOnly()
 
 
-#: New container objects between two runs of Python's cyclic collector (its default: 700).
-COLLECT_EVERY = 20_000
-
-
 def main() -> None:
     """Run the tap; a failure the tap understands ends with one line, not a traceback."""
-    # What start-up built (modules, classes, schemas) lives as long as the process: the cyclic
-    # collector leaves it be; and a run's records and pages hold no cycles, so it runs less often
-    # (it took about 5% of the CPU of a run).
-    gc.freeze()
-    gc.set_threshold(COLLECT_EVERY)
     secrets.install()
     logger = logging.getLogger("tap-optico")
     logger.addFilter(_debug_only(SDK_SKIPS_ENV))
