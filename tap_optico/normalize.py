@@ -171,9 +171,9 @@ class LocalTime:
     def __init__(self, zone: ZoneInfo) -> None:
         self.zone = zone
         # "YYYY-MM-DDTHH" and "YYYY-MM-DD HH" local -> that hour as the identity, the wall time and
-        # the UTC instant begin, for local hours with one offset only, a whole number of hours
-        # (minutes and seconds then carry over).
-        self._hours: dict[str, tuple[str, str, str]] = {}
+        # the UTC instant begin (None where the text read is that form itself), for local hours
+        # with one offset only, a whole number of hours (minutes and seconds then carry over).
+        self._hours: dict[str, tuple[str | None, str | None, str]] = {}
 
     def read(self, value: Any) -> tuple[str, str, str]:
         """What identifies the call's time, its local wall time and its instant in UTC.
@@ -189,7 +189,11 @@ class LocalTime:
             hour = self._hours.get(value[:13])
             if hour is not None and (clock := value[13:]) in _CLOCKS:
                 identity, wall, utc = hour
-                return identity + clock, wall + clock, f"{utc}{clock}+00:00"
+                return (
+                    value if identity is None else identity + clock,
+                    value if wall is None else wall + clock,
+                    f"{utc}{clock}+00:00",
+                )
             try:
                 moment = dt.datetime.fromisoformat(value)
             except ValueError:
@@ -219,7 +223,8 @@ class LocalTime:
         if offset is not None and not offset % _HOUR and self._single_offset(naive):
             if len(self._hours) >= 2 * HOURS_KEPT:
                 self._hours.clear()
-            self._hours[local[:13]] = self._hours[wall[:13]] = (local[:13], wall[:13], utc[:13])
+            self._hours[local[:13]] = (None, wall[:13], utc[:13])
+            self._hours[wall[:13]] = (local[:13], None, utc[:13])
         return local, wall, utc
 
     def _aware(self, moment: dt.datetime) -> tuple[str, str, str]:
