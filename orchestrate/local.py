@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         "OPTICO_BACKFILL_END": END.isoformat(),
         **{f"OPTICO_GROUP_AGENCY_GROUP_{n}": sandbox_group(n) for n in range(1, GROUPS + 1)},
     }
+    # The instance's storage made once, before two processes would both create it (SQLite then
+    # may end with two schema versions, and neither process can use it).
+    subprocess.run([str(BIN / "dagster"), "instance", "migrate"], cwd=PROJECT, env=env, check=True)
     location = ["-m", "orchestrate.definitions"]
     commands = [
         [str(BIN / "dagster-daemon"), "run", *location],
