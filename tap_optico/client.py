@@ -219,8 +219,18 @@ class OpticoClient(RESTStream[int]):
             raise RefusedKeyError(self.response_error_message(response))
         super().validate_response(response)
 
+    @cached_property
+    def _decoding(self) -> threading.Lock:
+        """Held while a body is decoded. Decoding is CPU work under Python's GIL: answers decoded
+        one at a time take no longer, and hold one page's copies in memory, not one per request."""
+        return threading.Lock()
+
     def decode(self, response: requests.Response, number: int) -> dict[str, Any]:
         """The answer's body: one that is not JSON is retried, an ERROR or a malformed one is fatal."""
+        with self._decoding:
+            return self._decode(response, number)
+
+    def _decode(self, response: requests.Response, number: int) -> dict[str, Any]:
         plain = self.normalizer.plain
         if plain is not None and (body := decode_plain_page(plain, response.content)) is not None:
             return body

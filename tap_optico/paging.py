@@ -168,13 +168,18 @@ class WindowPager:
         reported = 0
 
         def next_to_request() -> Window | None:
-            """The first window with a page to request; a new window only while few pages are held."""
+            """The first window with a page to request. The first window still being read always
+            may; the others, and a new window, only while few pages are held (pages of windows
+            read and not yet handed over included)."""
             nonlocal started
-            for window in windows[reported:started]:
-                if not window.done and not window.ended and window.next_unrequested <= window.last_page:
+            held = sum(w.held for w in windows[reported:started])
+            reading = [window for window in windows[reported:started] if not window.done]
+            for window in reading:
+                if window is not reading[0] and held >= self.max_concurrency:
+                    return None
+                if not window.ended and window.next_unrequested <= window.last_page:
                     return window
             while started < len(windows):
-                held = sum(w.held for w in windows[reported:started])
                 if started > reported and held >= self.max_concurrency:
                     return None
                 started += 1

@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import math
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -313,3 +314,24 @@ def test_a_value_between_the_bounds_of_a_window_as_text_is_in_its_days() -> None
             value = moment.isoformat()
             assert (first <= value < after) == (first_day <= days(value) <= last_day), value
             moment += dt.timedelta(minutes=7)
+
+
+def test_later_windows_hold_few_pages_while_the_first_is_read() -> None:
+    """Memory is bounded by max_concurrency pages beyond the window being read: the next windows
+    wait for theirs, whatever their size."""
+    api = FakeApi([{"call": n} for n in range(100)], 10, "exact")
+    windows = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 3), 1, ACCOUNT)
+
+    def fetch(window: Window, number: int) -> Page:
+        if window.index == 0:  # the first window's answers are slow, the others' come at once
+            time.sleep(0.02)
+        return api.fetch(window, number)
+
+    pager = WindowPager(fetch, page_size=10, max_concurrency=2, max_reads=1, logger=LOGGER)
+    for window in pager.read(windows):
+        assert isinstance(window, Window)
+        assert window.held == 10
+        later = sum(other.held for other in windows[window.index + 1 :])
+        assert later <= 2, f"{later} pages of later windows held while window {window.index} is handed over"
+        assert [row for page in window.take_pages() for row in page] == api.rows
+    assert all(window.result is not None for window in windows)
