@@ -158,6 +158,13 @@ class WindowPager:
         self.max_reads = max_reads
         self.logger = logger
         self.describe = describe
+        self._keep_busy: Callable[[], None] | None = None
+
+    def keep_busy(self) -> None:
+        """Take the answers that arrived and fill the request slots they freed, while the consumer
+        of :meth:`read` holds a window (it calls this between the pages it hands over)."""
+        if self._keep_busy is not None:
+            self._keep_busy()
 
     def read(
         self, windows: list[Window], on_page: Callable[[int], None] = lambda rows: None
@@ -168,17 +175,20 @@ class WindowPager:
         reported = 0
 
         def next_to_request() -> Window | None:
-            """The first window with a page to request. The first window still being read always
-            may; the others, and a new window, only while few pages are held (pages of windows
-            read and not yet handed over included)."""
+            """The first window with a page to request. The window first in line (read, or handed
+            over) always may, and the first window still being read while it holds few pages; the
+            others, and a new window, only while the windows after the first in line hold few
+            pages. Memory holds one window and about ``max_concurrency`` pages of the next."""
             nonlocal started
-            held = sum(w.held for w in windows[reported:started])
-            reading = [window for window in windows[reported:started] if not window.done]
-            for window in reading:
-                if window is not reading[0] and held >= self.max_concurrency:
-                    return None
-                if not window.ended and window.next_unrequested <= window.last_page:
-                    return window
+            held = sum(w.held for w in windows[reported + 1 : started])
+            reading = next((w for w in windows[reported:started] if not w.done), None)
+            for window in windows[reported:started]:
+                if window.done or window.ended or window.next_unrequested > window.last_page:
+                    continue
+                first = window is windows[reported] or (
+                    window is reading and window.held < self.max_concurrency
+                )
+                return window if first or held < self.max_concurrency else None
             while started < len(windows):
                 if started > reported and held >= self.max_concurrency:
                     return None
@@ -196,29 +206,50 @@ class WindowPager:
                 window.next_unrequested += 1
                 in_flight[pool.submit(self.fetch, window, number)] = (window, window.reads)
 
+        def take_answers() -> None:
+            """Take the answers that arrived into their windows, in window order; a window that
+            cannot be read is noted in ``failures``."""
+            for future in sorted(
+                (future for future in in_flight if future.done()), key=lambda f: in_flight[f][0].index
+            ):
+                window, read = in_flight.pop(future)
+                if window.done or window.ended or read != window.reads:
+                    continue  # a page past the end of its read, or of an earlier read
+                try:
+                    page = future.result()
+                    window.early[page.number] = page
+                    self._take_pages(window, on_page)
+                except FatalAPIError as error:
+                    failures.append(Failure(window, error))
+                    continue
+                if window.ended:
+                    self._close_read(window)
+
+        def keep_busy() -> None:
+            take_answers()
+            request_more()
+
+        def fail() -> Iterator[Failure]:
+            """The failures noted, each followed by giving up the rest of its account's windows."""
+            while failures:
+                failure = failures.pop(0)
+                yield failure
+                for other in windows[reported:]:
+                    if other.account == failure.window.account:
+                        other.failed = True
+                        other.pages, other.early, other.answers = [], {}, {}
+
+        failures: list[Failure] = []
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico")
+        self._keep_busy = keep_busy
         try:
             while reported < len(windows):
+                yield from fail()  # found while a window was handed over
                 request_more()
                 if in_flight:
-                    finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                    for future in sorted(finished, key=lambda f: in_flight[f][0].index):
-                        window, read = in_flight.pop(future)
-                        if window.done or window.ended or read != window.reads:
-                            continue  # a page past the end of its read, or of an earlier read
-                        try:
-                            page = future.result()
-                            window.early[page.number] = page
-                            self._take_pages(window, on_page)
-                        except FatalAPIError as error:
-                            yield Failure(window, error)
-                            for other in windows[reported:]:
-                                if other.account == window.account:
-                                    other.failed = True
-                                    other.pages, other.early, other.answers = [], {}, {}
-                            continue
-                        if window.ended:
-                            self._close_read(window)
+                    wait(in_flight, return_when=FIRST_COMPLETED)
+                    take_answers()
+                    yield from fail()
                 elif not windows[reported].done:
                     msg = f"nothing to request for {self.describe(windows[reported])}, which is not read"
                     raise RuntimeError(msg)
@@ -228,6 +259,7 @@ class WindowPager:
                     reported += 1
                     started = max(started, reported)
         finally:
+            self._keep_busy = None
             # Never wait here for a request that hangs: a failed or stopped run ends promptly.
             pool.shutdown(wait=False, cancel_futures=True)
 

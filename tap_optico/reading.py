@@ -218,7 +218,7 @@ class WindowReader:
             elif item.failed:
                 self._claimed.pop(item.index, None)
             else:
-                newest = yield from self._records(item)
+                newest = yield from self._records(item, pager.keep_busy)
                 progress.window_done(item)
                 yield WindowDone(item, newest)
         if self._stray_days:
@@ -233,9 +233,12 @@ class WindowReader:
             )
         self.normalize.log_summary()
 
-    def _records(self, window: Window) -> Generator[list[Record], None, Any]:
-        """The window's records, a page's at a time (each page is let go once handed over); returns
-        the newest replication value dated inside the window."""
+    def _records(
+        self, window: Window, between_pages: Callable[[], None]
+    ) -> Generator[list[Record], None, Any]:
+        """The window's records, a page's at a time: each page is let go once handed over, and
+        ``between_pages`` called (the pager's requests go on meanwhile). Returns the newest
+        replication value dated inside the window."""
         assert window.result is not None
         account = window.account.name
         normalize, identity, replication_value, days = (
@@ -284,6 +287,7 @@ class WindowReader:
                     records.append(record)
             if records:
                 yield records
+            between_pages()
         self._previous = (window.index, keys)
         if not_objects:
             self.logger.warning(

@@ -335,3 +335,37 @@ def test_later_windows_hold_few_pages_while_the_first_is_read() -> None:
         assert later <= 2, f"{later} pages of later windows held while window {window.index} is handed over"
         assert [row for page in window.take_pages() for row in page] == api.rows
     assert all(window.result is not None for window in windows)
+
+
+def test_requests_go_on_while_a_window_is_handed_over() -> None:
+    """Between the pages of the window it hands over, the reader lets the pager take the answers
+    that arrived and ask for the pages they reveal."""
+    api = FakeApi([{"call": n} for n in range(15)], 10, "exact")  # two pages a window
+    windows = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 6), 1, ACCOUNT)
+    release = threading.Event()
+    asked: list[tuple[int, int]] = []
+
+    def fetch(window: Window, number: int) -> Page:
+        asked.append((window.index, number))
+        if window.index > 0:  # the next windows' answers come once released
+            release.wait(10)
+        return api.fetch(window, number)
+
+    pager = WindowPager(fetch, page_size=10, max_concurrency=4, max_reads=1, logger=LOGGER)
+    items = pager.read(windows)
+    first = next(items)
+    assert first is windows[0]
+    assert sorted(asked) == [(0, 1), (0, 2), (1, 1), (2, 1), (3, 1)]
+    release.set()
+    while api.asked[1] < 4:  # the answers of windows 1 to 3 on their way
+        time.sleep(0.01)
+    time.sleep(0.1)
+    pager.keep_busy()  # as the reader does between the pages of windows[0]
+    for _ in range(200):  # the request, made, starts in a worker thread
+        if (1, 2) in asked:
+            break
+        time.sleep(0.01)
+    assert (1, 2) in asked, "the second page of the next window was not asked for during the hand-over"
+    assert [row for page in first.take_pages() for row in page] == api.rows
+    assert list(items) == windows[1:]
+    assert all(window.result is not None and window.result.kept == 15 for window in windows)
