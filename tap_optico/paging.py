@@ -44,7 +44,7 @@ import msgspec
 from singer_sdk.exceptions import FatalAPIError
 
 from tap_optico.api import FIRST_PAGE
-from tap_optico.reconcile import Reconciled, edge_repeat, reconcile
+from tap_optico.reconcile import Reconciled, edge_repeat, kept_rows, reconcile
 from tap_optico.settings import Account
 
 #: Pages read once the rows reach total_results while next_page still says more (data growing).
@@ -110,7 +110,7 @@ class Window:
         while self.result is not None and self.result.parts:
             (results, dropped), *rest = self.result.parts
             self.result = replace(self.result, parts=tuple(rest))
-            yield results[dropped:] if dropped else results
+            yield kept_rows(results, dropped)
 
     def start_read(self) -> None:
         self.reads += 1

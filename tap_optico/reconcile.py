@@ -75,9 +75,12 @@ class Reconciled:
 
     def rows(self) -> Iterator[Any]:
         """The kept rows, in the API's order."""
-        return chain.from_iterable(
-            results[dropped:] if dropped else results for results, dropped in self.parts
-        )
+        return chain.from_iterable(kept_rows(results, dropped) for results, dropped in self.parts)
+
+
+def kept_rows(results: Sequence[Any], dropped: int) -> Sequence[Any]:
+    """A page's rows less the ``dropped`` repeats at its top."""
+    return results[dropped:] if dropped else results
 
 
 def reconcile(pages: Sequence[PageRows]) -> Reconciled:
