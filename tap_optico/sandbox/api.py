@@ -234,7 +234,7 @@ class SandboxApi:
             matching = [
                 call for day in days for call in self._ordered(day, data) if _matches(call, query.filters)
             ]
-            return [call.encode() for call in matching[first : first + query.limit]], len(matching)
+            return [call.encoded for call in matching[first : first + query.limit]], len(matching)
         return self._slice(days, first, query.limit, data)
 
     def _ordered(self, day: dt.date, data: SandboxData) -> Iterator[SandboxCall]:
@@ -254,12 +254,14 @@ class SandboxApi:
                 calls = self.visible_calls(day, data)
                 if self.order == "desc":
                     calls = calls[::-1]
-                items.extend(call.encode() for call in calls[lo:hi])
+                items.extend(call.encoded for call in calls[lo:hi])
             total += count
         return items, total
 
     def _daily_rows(self, days: list[dt.date], query: Query, data: SandboxData) -> Iterator[bytes]:
         for day in days:
-            calls = [call for call in self.visible_calls(day, data) if _matches(call, query.filters)]
+            calls = self.visible_calls(day, data)
+            if query.filters:
+                calls = tuple(call for call in calls if _matches(call, query.filters))
             if calls:
                 yield msgspec.json.encode(data.daily_total(calls).as_dict(data.style))
