@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -58,6 +58,27 @@ class TapRun:
         return bookmark(self.final_state, stream, account)
 
 
+def run_command(
+    args: Sequence[str | Path],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """A command run to its end as CI runs it: no stdin, its output captured as text, its exit
+    status left to the test to judge."""
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
 def run_tap(
     config: dict[str, Any],
     tmp_path: Path,
@@ -79,14 +100,10 @@ def run_tap(
         catalog_file = tmp_path / "catalog.json"
         catalog_file.write_text(json.dumps(catalog))
         args += ["--catalog", str(catalog_file)]
-    proc = subprocess.run(
+    proc = run_command(
         args,
-        capture_output=True,
-        text=True,
         timeout=timeout,
         env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-        check=False,
     )
     return TapRun(proc.returncode, proc.stdout, proc.stderr)
 

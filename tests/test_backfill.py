@@ -9,22 +9,18 @@ from pathlib import Path
 import pytest
 
 from tap_optico.sandbox import Faults
-from tests.helpers import SandboxFactory, expected_call_count
+from tests.helpers import SandboxFactory, expected_call_count, run_command
 from tests.helpers_readme import jsonl_records, make_project_copy, sandbox_environment, user_env
 
 pytestmark = pytest.mark.e2e
 
 
 def run(args: list[str], work: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return run_command(
         args,
         cwd=work,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=600,
-        stdin=subprocess.DEVNULL,
-        check=False,
     )
 
 

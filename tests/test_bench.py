@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
+
+from tests.helpers import run_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -13,13 +14,9 @@ def test_quick_benchmark_writes_results() -> None:
     results = ROOT / "bench" / "out" / "quick"
     for stale in ("RESULTS.md", "results.png"):
         (results / stale).unlink(missing_ok=True)
-    run = subprocess.run(
+    run = run_command(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--quick"],
-        capture_output=True,
-        text=True,
         timeout=600,
-        stdin=subprocess.DEVNULL,
-        check=False,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     text = (results / "RESULTS.md").read_text(encoding="utf-8")

@@ -29,7 +29,7 @@ from dagster_k8s import K8sRunLauncher
 
 from orchestrate.meltano import backfill_state_id, state_id
 from tap_optico.sandbox import Faults, SandboxServer, account_key
-from tests.helpers import SandboxFactory, bookmark
+from tests.helpers import SandboxFactory, bookmark, run_command
 from tests.helpers_readme import (
     ROOT,
     SANDBOX_PORT,
@@ -73,15 +73,11 @@ def dagster_copy(dest: Path, port: int) -> Path:
 
 def run(work: Path, env: dict[str, str], command: str, *args: str) -> subprocess.CompletedProcess[str]:
     """A command of the venv, in the project, to its end."""
-    return subprocess.run(
+    return run_command(
         [str(BIN / command), *args],
         cwd=work,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
-        stdin=subprocess.DEVNULL,
-        check=False,
     )
 
 

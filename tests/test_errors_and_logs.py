@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tap_optico.tap import state_hint
-from tests.helpers import TAP, SandboxFactory, TapRun, run_tap, tap_config
+from tests.helpers import TAP, SandboxFactory, TapRun, run_command, run_tap, tap_config
 
 DEBUG = {"TAP_OPTICO_LOGLEVEL": "DEBUG"}
 
@@ -20,14 +20,10 @@ DEBUG = {"TAP_OPTICO_LOGLEVEL": "DEBUG"}
 def run_with_env(env: dict[str, str], *args: str) -> TapRun:
     """The tap with its settings in environment variables (`--config ENV`), as orchestrators run it."""
     clean = {key: value for key, value in os.environ.items() if not key.startswith("TAP_OPTICO_")}
-    run = subprocess.run(
+    run = run_command(
         [TAP, "--config", "ENV", *args],
         env={**clean, **env},
-        capture_output=True,
-        text=True,
         timeout=120,
-        stdin=subprocess.DEVNULL,
-        check=False,
     )
     return TapRun(run.returncode, run.stdout, run.stderr)
 

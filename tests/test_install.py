@@ -21,7 +21,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from tap_optico.sandbox import SANDBOX_API_KEY
-from tests.helpers import SandboxFactory, expected_call_count
+from tests.helpers import SandboxFactory, expected_call_count, run_command
 from tests.helpers_readme import ROOT, VENV, jsonl_records, readme_blocks, run_shell, user_env
 
 pytestmark = pytest.mark.e2e
@@ -33,13 +33,9 @@ PIP_URL = re.compile(r"(?m)^      pip_url: .*$")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tap built as a wheel, as a release would ship it (hatchling, no network needed)."""
     out = tmp_path_factory.mktemp("wheel")
-    build = subprocess.run(
+    build = run_command(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out), str(ROOT)],
-        capture_output=True,
-        text=True,
         timeout=600,
-        stdin=subprocess.DEVNULL,
-        check=False,
     )
     assert build.returncode == 0, build.stderr[-3000:]
     [built] = out.glob("tap_optico-*.whl")

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tap_optico.sandbox import SandboxServer, account_key
-from tests.helpers import SandboxFactory
+from tests.helpers import SandboxFactory, run_command
 
 ROOT = Path(__file__).resolve().parent.parent
 MELTANO = str(Path(sys.executable).parent / "meltano")
@@ -42,15 +42,11 @@ def meltano_run(
         **env,
     }
     (work / "output").mkdir(exist_ok=True)
-    return subprocess.run(
+    return run_command(
         [MELTANO, "run", "tap-optico", loader],
         cwd=ROOT,
         env=environ,
-        capture_output=True,
-        text=True,
         timeout=600,
-        stdin=subprocess.DEVNULL,
-        check=False,
     )
 
 
@@ -89,15 +85,11 @@ def test_a_refused_state_names_the_meltano_command_that_fixes_it(
     command = "meltano state clear --force sandbox:tap-optico-to-<loader>"
     assert command in refused.stderr, refused.stderr[-3000:]
     assert "Traceback" not in refused.stderr
-    clear = subprocess.run(
+    clear = run_command(
         [MELTANO, *command.replace("<loader>", "target-jsonl").split()[1:]],
         cwd=ROOT,
         env={**os.environ, "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}"},
-        capture_output=True,
-        text=True,
         timeout=300,
-        stdin=subprocess.DEVNULL,
-        check=False,
     )
     assert clear.returncode == 0, clear.stderr[-3000:]
     again = meltano_run("target-jsonl", server, tmp_path, TAP_OPTICO_END_DATE="2026-03-31")

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from tests.helpers import run_command
+
 ROOT = Path(__file__).resolve().parent.parent
 TAP = str(Path(sys.executable).parent / "tap-optico")
 MELTANO = str(Path(sys.executable).parent / "meltano")
@@ -98,15 +100,11 @@ def test_tap_errors_are_errors_in_meltano_log(tmp_path: Path) -> None:
         "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
         "TAP_OPTICO_PAGE_SIZE": "3",  # invalid: the tap stops before any request
     }
-    run = subprocess.run(
+    run = run_command(
         [MELTANO, "invoke", "tap-optico"],
         cwd=ROOT,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
-        stdin=subprocess.DEVNULL,
-        check=False,
     )
     assert run.returncode != 0
     lines = [line for line in (run.stdout + run.stderr).splitlines() if "'page_size'" in line]

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tap_optico.sandbox import SANDBOX_API_KEY, build_server
-from tests.helpers import expected_call_count
+from tests.helpers import expected_call_count, run_command
 from tests.helpers_readme import (
     README,
     ROOT,
@@ -187,15 +187,11 @@ def check_server_block(block: Block, work: Path, port: int) -> None:
 
 def run_demo(work: Path) -> None:
     """`make demo` is make install plugins, then scripts/demo.py: run the script in the copy."""
-    demo = subprocess.run(
+    demo = run_command(
         [str(work / ".venv" / "bin" / "python"), "scripts/demo.py"],
         cwd=work,
         env=user_env(),
-        capture_output=True,
-        text=True,
         timeout=600,
-        stdin=subprocess.DEVNULL,
-        check=False,
     )
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-3000:]
     server = build_server()  # what the demo serves: its defaults
