@@ -4,11 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PLUGINS_STAMP := .meltano/.installed-stamp
+# dbt (transform/), one Meltano utility per adapter: installed by `make transform` and `make test`,
+# not by `make demo`.
+DBT_DUCKDB_STAMP := .meltano/.dbt-duckdb-stamp
+DBT_POSTGRES_STAMP := .meltano/.dbt-postgres-stamp
 # The benchmark runs the tap from an environment like a user's: the tap alone, no dev tools.
 BENCH_VENV := bench/out/venv
 BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 
-.PHONY: install plugins postgres demo dagster test lint bench clean
+.PHONY: install plugins postgres demo transform dagster test lint bench clean
 
 install: $(STAMP)
 $(STAMP): pyproject.toml
@@ -18,8 +22,18 @@ $(STAMP): pyproject.toml
 	touch $@
 
 plugins: $(PLUGINS_STAMP)
+# The extractor and the loaders; the dbt utilities have their own targets below.
 $(PLUGINS_STAMP): meltano.yml $(STAMP)
-	$(BIN)/meltano install
+	$(BIN)/meltano install --plugin-type extractor
+	$(BIN)/meltano install --plugin-type loader
+	touch $@
+
+$(DBT_DUCKDB_STAMP): meltano.yml $(STAMP)
+	$(BIN)/meltano install dbt-duckdb
+	touch $@
+
+$(DBT_POSTGRES_STAMP): meltano.yml $(STAMP)
+	$(BIN)/meltano install dbt-postgres
 	touch $@
 
 # Debian's PostgreSQL server for the warehouse load tests (installed when missing and we can).
@@ -32,12 +46,16 @@ postgres:
 demo: plugins
 	$(BIN)/python scripts/demo.py
 
+# The sandbox's calls into output/warehouse.duckdb through Meltano, then every dbt model and test.
+transform: plugins $(DBT_DUCKDB_STAMP)
+	$(BIN)/python scripts/transform.py
+
 # The Dagster UI on this project (orchestrate/), against the sandbox: http://127.0.0.1:$(DAGSTER_PORT)
 DAGSTER_PORT ?= 3000
 dagster: plugins
 	$(BIN)/python -m orchestrate.local --port $(DAGSTER_PORT)
 
-test: plugins postgres
+test: plugins $(DBT_DUCKDB_STAMP) $(DBT_POSTGRES_STAMP) postgres
 	$(BIN)/python -m pytest
 
 lint: install
