@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +38,8 @@ from ruamel.yaml import YAML
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(sys.executable).parent.parent
 README = ROOT / "README.md"
+#: What dbt writes into transform/ (transform/.gitignore), left out of a copy of the project.
+DBT_OUTPUTS = ("target", "logs", "dbt_packages", ".user.yml")
 SANDBOX_PORT = "8765"  # the port the README and meltano.yml use; tests replace it with a free one
 SHELLS = ("sh", "bash", "shell", "console")
 KINDS = ("run", "repeat", "server", "new-project", "dagster", "skip")
@@ -138,7 +141,7 @@ def sandbox_options(arguments: list[str]) -> argparse.Namespace:
 
 
 def make_project_copy(dest: Path, port: int) -> Path:
-    """This Meltano project in `dest`: meltano.yml (sandbox port replaced) and scripts.
+    """This Meltano project in `dest`: meltano.yml (sandbox port replaced), scripts and transform/.
 
     `.venv` and the installed plugins are links to this checkout's (no install, and
     `make` is never run there, so nothing is installed through the links); the system
@@ -150,9 +153,11 @@ def make_project_copy(dest: Path, port: int) -> Path:
     (dest / "scripts").mkdir()
     for script in (ROOT / "scripts").glob("*.py"):
         (dest / "scripts" / script.name).write_bytes(script.read_bytes())
+    # The dbt project: copied, since dbt writes its target/ and logs/ into it.
+    shutil.copytree(ROOT / "transform", dest / "transform", ignore=shutil.ignore_patterns(*DBT_OUTPUTS))
     (dest / ".venv").symlink_to(VENV, target_is_directory=True)
     (dest / ".meltano").mkdir()
-    for plugin_type in ("extractors", "loaders"):
+    for plugin_type in ("extractors", "loaders", "utilities"):
         installed = ROOT / ".meltano" / plugin_type
         (dest / ".meltano" / plugin_type).symlink_to(installed, target_is_directory=True)
     return dest

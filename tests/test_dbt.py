@@ -14,6 +14,7 @@ import collections
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +25,7 @@ import pytest
 from tap_optico.sandbox import SandboxServer
 from tests import test_meltano
 from tests.helpers import SandboxFactory, run_command, sandbox_calls_by_id
+from tests.helpers_readme import free_port, make_project_copy, user_env
 from tests.test_meltano import MELTANO, ROOT
 
 pytestmark = pytest.mark.e2e
@@ -290,3 +292,25 @@ def test_dbt_parse_is_clean(tmp_path: Path) -> None:
     assert parse.returncode == 0, parse.stdout[-3000:]
     assert "WARN" not in parse.stdout.upper(), parse.stdout[-3000:]
     assert "Deprecat" not in parse.stdout, parse.stdout[-3000:]
+
+
+def test_make_transform_script_in_a_copy_of_the_project(tmp_path: Path) -> None:
+    """`make transform` is make install plugins and the dbt-duckdb utility, then
+    scripts/transform.py: its script, run as a user would in a clone, loads the sandbox, builds
+    and tests every model and prints calls per day and source."""
+    work = make_project_copy(tmp_path / "project", free_port())
+    run = run_command(
+        [work / ".venv" / "bin" / "python", "scripts/transform.py"], cwd=work, env=user_env(), timeout=600
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    assert "Calls per day and source, account 'default'" in run.stdout
+    preview = [line for line in run.stdout.splitlines() if line.startswith("| 2026-03-01 |")]
+    assert len(preview) >= 5, run.stdout[-3000:]  # the day's sources, in a table
+    # dbt's summary of the build (run_results.json is the preview's, `dbt show`, by then).
+    [passed] = re.findall(r"Done\. PASS=(\d+) WARN=0 ERROR=0 SKIP=0 ", run.stderr)
+    assert int(passed) > 30
+    # Its own state id: the README's `meltano run tap-optico target-duckdb ...` starts afresh.
+    state = run_command(
+        [work / ".venv" / "bin" / "meltano", "state", "list"], cwd=work, env=user_env(), timeout=120
+    )
+    assert "sandbox:tap-optico-to-target-duckdb:transform" in state.stdout, state.stdout + state.stderr

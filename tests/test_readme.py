@@ -41,6 +41,7 @@ from tests.helpers_readme import (
     user_env,
     wait_until_free,
 )
+from tests.test_dbt import duckdb_rows
 
 BLOCKS = shell_blocks()
 RUNNABLE = [block for block in BLOCKS if block.kind in ("run", "repeat")]
@@ -131,8 +132,28 @@ def written(work: Path, stream: str) -> list[Path]:
     return sorted(work.glob(f"{stream}-*.jsonl")) + sorted((work / "output").rglob(f"{stream}-*.jsonl"))
 
 
+def check_duckdb(block: Block, work: Path, sandbox: list[str]) -> None:
+    """A block that loads into target-duckdb and builds the dbt models: the loaded tables and the
+    models hold every call the sandbox serves, once."""
+    count, days = served(sandbox)
+    path = work / "output" / "warehouse.duckdb"
+    [calls] = duckdb_rows(
+        path,
+        "select count(*) as n, count(distinct (account, call_id)) as ids,"
+        " list(distinct left(start_date_local, 10) order by 1) as days from optico.calls",
+    )
+    assert (calls["n"], calls["ids"], set(calls["days"])) == (count, count, days), block.id
+    daily = duckdb_rows(path, "select distinct date from optico.daily_calls")
+    assert {row["date"] for row in daily} == days, block.id
+    [built] = duckdb_rows(path, "select count(*) as n from analytics.optico_calls")
+    assert built["n"] == count, block.id
+
+
 def check_outputs(block: Block, work: Path, sandbox: list[str], before: set[Path]) -> None:
     """What the block wrote (files that were not in ``before``) is every call the sandbox serves."""
+    if "target-duckdb" in block.text:
+        check_duckdb(block, work, sandbox)
+        return
     calls = sorted(set(written(work, "calls")) - before)
     daily = sorted(set(written(work, "daily_calls")) - before)
     if PIPELINE.search(block.text):
