@@ -27,6 +27,7 @@ from tests import test_meltano
 from tests.helpers import SandboxFactory, run_command, sandbox_calls_by_id
 from tests.helpers_readme import free_port, make_project_copy, user_env
 from tests.test_meltano import MELTANO, ROOT
+from tests.test_targets import postgres_env
 
 pytestmark = pytest.mark.e2e
 postgres = test_meltano.postgres  # the fixture: a throw-away PostgreSQL server
@@ -238,21 +239,13 @@ def test_postgres_append_only_loads_give_one_row_per_call(
 ) -> None:
     server = sandbox(make_sandbox)
     env = {
-        "TARGET_POSTGRES_HOST": postgres["host"],
-        "TARGET_POSTGRES_PORT": str(postgres["port"]),
-        "TARGET_POSTGRES_USER": postgres["user"],
-        "TARGET_POSTGRES_PASSWORD": "unused",
-        "TARGET_POSTGRES_DATABASE": postgres["database"],
+        **postgres_env("TARGET_POSTGRES", postgres, "DATABASE"),
+        **postgres_env("DBT_POSTGRES", postgres, "DBNAME"),
         # An append load: without key properties (a stream map drops them) the target inserts
         # every record it receives (its load_method only applies to streams with keys).
         "TAP_OPTICO_STREAM_MAPS": json.dumps(
             {stream: {"__key_properties__": []} for stream in ("calls", "daily_calls")}
         ),
-        "DBT_POSTGRES_HOST": postgres["host"],
-        "DBT_POSTGRES_PORT": str(postgres["port"]),
-        "DBT_POSTGRES_USER": postgres["user"],
-        "DBT_POSTGRES_PASSWORD": "unused",
-        "DBT_POSTGRES_DBNAME": postgres["database"],
     }
     for _ in range(2):  # the second run reads the last days again: appended a second time
         run = meltano_run_dbt("target-postgres", server, tmp_path, **env)

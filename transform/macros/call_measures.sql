@@ -1,5 +1,5 @@
 {#- The measures every summary of optico_calls gives, so they are defined once. -#}
-{%- macro call_measures() -%}
+{%- macro call_measures(with_rates=false) -%}
     count(*) as calls,
     {{ count_if('is_answered') }} as answered_calls,
     {{ count_if('is_missed') }} as missed_calls,
@@ -8,6 +8,11 @@
     count(distinct caller) as callers,
     coalesce(sum(duration_seconds), 0) as duration_seconds,
     coalesce(sum(revenue), 0) as revenue
+    {%- if with_rates %},
+    {{ ratio(count_if('is_answered'), 'count(*)') }} as answer_rate,
+    {{ ratio('sum(case when is_answered then duration_seconds end)', count_if('is_answered')) }}
+        as average_answered_duration_seconds
+    {%- endif -%}
 {%- endmacro -%}
 
 {%- macro count_if(condition) -%}
