@@ -172,7 +172,7 @@ def extract_load(context: dg.AssetExecutionContext, group: str) -> Iterator[dg.M
     error: meltano.MeltanoError | None = None
     try:
         meltano.prepare(without_keys)
-        meltano.run_el(ENVIRONMENT, LOADER, state, env, log, full_refresh=True)
+        meltano.run_el(ENVIRONMENT, LOADER, state, env, log)
     except meltano.MeltanoError as problem:
         error = problem
     try:

@@ -139,26 +139,22 @@ class LogLine:
 
 
 def run_el(
-    environment: str,
-    loader: str,
-    state: str,
-    env: Mapping[str, str],
-    log: Callable[[LogLine], None],
-    *,
-    full_refresh: bool = False,
+    environment: str, loader: str, state: str, env: Mapping[str, str], log: Callable[[LogLine], None]
 ) -> None:
-    """`meltano el tap-optico <loader> --state-id <state>`, each log line handed to `log` as it comes.
+    """`meltano el tap-optico <loader> --state-id <state> --full-refresh`, each log line handed to
+    `log` as it comes.
 
     `meltano el --state-id` gives the run a directory of its own, so that runs of one
     extractor can go side by side (`meltano run` shares `.meltano/run/tap-optico/`).
-    `full_refresh`: the run reads its dates whatever the state holds, and leaves its own.
+    `--full-refresh`: the run reads the dates it is given whatever the state holds, and leaves
+    its own state (where the read got) under that id.
     Raises MeltanoError with the tap's last error line when the run fails. Stopped
     (the orchestrator cancels the run), it stops Meltano and its plugins, and returns
     once none of them runs: nothing writes the state id after its run has ended.
     """
     command = [MELTANO, "--log-format=json", "--environment", environment, "el", EXTRACTOR, loader]
     process = subprocess.Popen(
-        [*command, "--state-id", state, *(["--full-refresh"] if full_refresh else [])],
+        [*command, "--state-id", state, "--full-refresh"],
         cwd=PROJECT,
         env=dict(env),
         stdin=subprocess.DEVNULL,

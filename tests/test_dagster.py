@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -39,13 +40,14 @@ from tests.helpers_readme import (
     SANDBOX_PORT,
     VENV,
     Block,
-    background,
     free_port,
     jsonl_records,
     make_project_copy,
     run_shell,
     shell_blocks,
+    stop_group,
     user_env,
+    wait_for_port,
 )
 from tests.test_meltano import postgres, psql
 
@@ -60,6 +62,7 @@ README_BLOCKS = [block for block in shell_blocks() if block.kind == "dagster"]
 SERVED = [block for block in README_BLOCKS if block.reason.startswith("server")]
 RUN = [block for block in README_BLOCKS if block not in SERVED]
 REFUSED_KEY = "0123456789abcdef0123456789abcdef"
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
 def dagster_copy(dest: Path, port: int) -> Path:
@@ -277,8 +280,16 @@ def test_groups_side_by_side_a_failed_account_fails_its_group_a_second_run_of_a_
     assert len(materialized) == 31
 
     # A day again: that day read, and nothing else.
-    again = [r for r in server.requests if r.params.get("api_key") == account_key(1)]
-    assert {(r.params["start_date"], r.params["end_date"]) for r in again} >= {("2026-03-05", "2026-03-05")}
+    windows = {
+        (r.params["start_date"], r.params["end_date"])
+        for r in server.requests
+        if r.params["api_key"] == account_key(1)
+    }
+    weeks = {
+        (str(MARCH_1 + dt.timedelta(days=n)), str(min(MARCH_1 + dt.timedelta(days=n + 6), MARCH_31)))
+        for n in range(0, 31, 7)
+    }
+    assert windows == weeks | {("2026-03-05", "2026-03-05")}  # the month's windows, then that day
     records_of_the_day = calls(deployment.work / "output" / "one" / "2026-03-05..2026-03-05")
     assert len(records_of_the_day) == 10
     assert {r["account"] for r in records_of_the_day} == {"account-1"}
@@ -360,15 +371,16 @@ def test_a_run_holds_its_own_groups_keys_only_and_writes_them_for_its_owner_only
     make_sandbox: SandboxFactory, deploy: Callable[..., Deployment], tmp_path: Path
 ) -> None:
     server = make_sandbox(
-        first_day=MARCH_1, last_day=MARCH_31, calls_per_day=10, accounts=2, faults=Faults(latency=0.1)
+        first_day=MARCH_1, last_day=MARCH_31, calls_per_day=10, accounts=3, faults=Faults(latency=0.1)
     )
-    deployment = deploy(server, one=accounts(1), two=accounts(2))
+    # Keys of accounts 2 and 3: account 1's is the sandbox's documented key, in meltano.yml.
+    deployment = deploy(server, one=accounts(2), two=accounts(3))
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     deployment.env.update(TMPDIR=str(temporary), TAP_OPTICO_MAX_CONCURRENCY="1", TAP_OPTICO_PAGE_SIZE="50")
-    own, other = account_key(2), account_key(1)
+    own, other = account_key(3), account_key(2)
     folders = [deployment.work, deployment.home, temporary]
-    since = time.time() - 1
+    since = time.time()
     deployment.launch("two", MARCH_1, MARCH_31)
     holders: set[int] = set()
     files_with_the_key: dict[Path, int] = {}
@@ -639,15 +651,97 @@ def asset_nodes(port: int, timeout: float = 120) -> list[dict[str, Any]]:
     raise AssertionError(f"the UI shows no asset after {timeout} s: {graphql(port, LOCATIONS)}")
 
 
+@contextlib.contextmanager
+def served(command: str, cwd: Path, env: dict[str, str], port: int, log: Path) -> Iterator[None]:
+    """`make dagster` until the block is done, its output in a file (runs write much more than a
+    pipe holds), stopped by its process group."""
+    with log.open("w", encoding="utf-8") as output:
+        process = subprocess.Popen(
+            ["bash", "-c", f"exec {command}"],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_for_port(port, process)
+            yield
+        finally:
+            stop_group(process)
+            process.wait(timeout=60)
+
+
+LAUNCH_BACKFILL = """mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+RUNS = """query($id: String!) { runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
+  ... on Runs { results { status startTime endTime tags { key value } } } } }"""
+
+
+def post_graphql(port: int, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310 - http to 127.0.0.1
+        data: dict[str, Any] = json.load(answer)
+    assert not data.get("errors"), data
+    return dict(data["data"])
+
+
+def launch_backfill(port: int, group: str, first: dt.date, last: dt.date) -> str:
+    """A backfill of both tables of a group, as the UI's Materialize button launches it."""
+    days = [str(first + dt.timedelta(days=n)) for n in range((last - first).days + 1)]
+    params = {
+        "assetSelection": [{"path": ["optico", group, stream]} for stream in ("calls", "daily_calls")],
+        "partitionNames": days,
+    }
+    launched = post_graphql(port, LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    return str(launched["backfillId"])
+
+
+def wait_for_runs(port: int, backfill: str, count: int, timeout: float) -> list[dict[str, Any]]:
+    """The backfill's runs, oldest first, once `count` of them have ended."""
+    deadline = time.monotonic() + timeout
+    runs: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        runs = post_graphql(port, RUNS, {"id": backfill})["runsOrError"]["results"]
+        if len(runs) == count and all(run["status"] in ("SUCCESS", "FAILURE", "CANCELED") for run in runs):
+            for run in runs:
+                tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+                run["days"] = f"{tags.get(RANGE_START)}..{tags.get(RANGE_END)}"
+            return sorted(runs, key=lambda run: run["days"])
+        time.sleep(1)
+    raise AssertionError(f"the backfill's runs after {timeout} s: {runs}")
+
+
 @pytest.mark.parametrize("block", SERVED, ids=lambda block: block.id)
 def test_readme_make_dagster_serves_the_ui(block: Block, tmp_path: Path) -> None:
     work = dagster_copy(tmp_path / "project", free_port())
     [command] = [line.split("#")[0].strip() for line in block.text.splitlines() if line.strip()]
     port = free_port()
-    with background(command, work, user_env(DAGSTER_PORT=str(port)), port):
+    with served(command, work, user_env(DAGSTER_PORT=str(port)), port, tmp_path / "make-dagster.log"):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=30) as answer:
             assert json.load(answer)["dagster_version"] == dg.__version__
         nodes = asset_nodes(port)
+        # A backfill from the UI, of January to March of one group: runs of at most 31 days,
+        # one at a time (the group's pool), each loading both tables.
+        backfill = launch_backfill(port, "agency-group-1", dt.date(2026, 1, 1), dt.date(2026, 3, 31))
+        runs = wait_for_runs(port, backfill, 3, timeout=600)
+    assert [(run["days"], run["status"]) for run in runs] == [
+        ("2026-01-01..2026-01-31", "SUCCESS"),
+        ("2026-02-01..2026-03-03", "SUCCESS"),
+        ("2026-03-04..2026-03-31", "SUCCESS"),
+    ]
+    for before, after in itertools.pairwise(runs):
+        assert before["endTime"] <= after["startTime"], "two runs of a group at once"
+    records = calls(work / "output" / "agency-group-1")
+    assert len({(r["account"], r["call_id"]) for r in records}) == 2 * 90 * 50
     partitions = {"/".join(node["assetKey"]["path"]): node["partitionKeys"] for node in nodes}
     assert sorted(partitions) == [
         f"optico/agency-group-{n}/{stream}" for n in (1, 2) for stream in ("calls", "daily_calls")
