@@ -1,242 +1,259 @@
-"""tap-optico's pipelines as a Dagster code location: account groups and backfill ranges as partitions.
+"""tap-optico's tables as Dagster assets: `calls` and `daily_calls` of each account group, by day.
 
-- `optico_daily`, partitioned by account group: `meltano el tap-optico <loader>` with the
-  group's accounts, under the state id `<environment>:tap-optico-to-<loader>:<group>`; the
-  `daily` schedule runs every group.
-- `optico_backfill`, partitioned by group and month: the same for one month of one group,
-  under a state id of its own. When a Dagster backfill of it has succeeded, the
-  `hand_over_after_backfill` sensor copies the state of each group's range that ends last
-  to the group's daily state id (unless the daily job already has state).
+- Each account group has two assets, `optico/<group>/calls` and `optico/<group>/daily_calls`,
+  partitioned by day (in the tap's time zone, up to yesterday). One run loads both tables
+  for a range of days of one group: `meltano el tap-optico <loader> --full-refresh` with
+  `start_date` and `end_date` set to the range's first and last day, whatever any state
+  holds. So a partition is materialised by reading its days again, through the tables' keys
+  (upserted by a warehouse loader), with no Meltano state to carry from run to run.
+- A backfill of any range runs as runs of at most `OPTICO_DAYS_PER_RUN` days (default 31)
+  per group; the `daily` schedule materialises, each morning, yesterday and the lookback
+  days before it (`OPTICO_LOOKBACK_DAYS`, default the tap's `lookback_days`), which is how
+  late changes to a call are reached.
+- The groups' names come from `OPTICO_GROUPS`; a run reads its own group's accounts when it
+  starts (orchestrate/groups.py), so no other process holds them.
+- At most one run per group at a time, without holding anyone else's runs: each group's
+  assets are in the pool `optico-<group>` (limit 1), and the runs this code location
+  requests (the schedule, each group's job) carry the tag `optico/group`, limited to one run
+  per value in the run queue (orchestrate/dagster.yaml, deploy/helm/values.yaml).
 
-Settings, read from the environment where Dagster loads this module:
-- `OPTICO_GROUP_<NAME>`: the accounts of group `<name>` (lowercase, `_` read as `-`), JSON as
-  the tap's `accounts` setting; one variable per group, filled from a secret store;
-- `OPTICO_LOADER` (default `target-jsonl`), `MELTANO_ENVIRONMENT` (default: meltano.yml's);
-- `OPTICO_BACKFILL_START` (the first month, default January of last year) and
-  `OPTICO_BACKFILL_END` (the month after the last; default: up to the last complete month);
-- `OPTICO_EXECUTOR`: `in_process` (default: each run is one step) or `multiprocess`.
-
-At most one run per partition, hence per state id, runs at a time: the instance's
-`dagster.yaml` limits runs per `dagster/partition` tag (see orchestrate/dagster.yaml).
+Other settings, read where Dagster loads this module: `OPTICO_LOADER` (default
+`target-jsonl`), `MELTANO_ENVIRONMENT` (default: meltano.yml's), `OPTICO_HISTORY_START` (the
+first day offered, default January 1st of last year), `OPTICO_TIMEZONE` (the days' time
+zone, default the tap's `timezone`; passed to the tap), `OPTICO_EXECUTOR` (`in_process`,
+the default, or `multiprocess`).
 No `from __future__ import annotations` here: Dagster reads the `context` annotations.
 """
 
 import datetime as dt
 import os
+import re
+import zoneinfo
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 
-from orchestrate import meltano
+from orchestrate import groups, meltano
+from tap_optico.tap import TapOptico
 
-GROUP_VARIABLE = "OPTICO_GROUP_"
-#: Loaders that write files: each partition writes into a folder of its own.
+STREAMS = ("calls", "daily_calls")
+#: The tap's own defaults, declared once in its settings.
+TAP_DEFAULTS = {name: spec.get("default") for name, spec in TapOptico.config_jsonschema["properties"].items()}
+#: Loaders that write files: each run writes into a folder of its own.
 FILE_LOADERS = {"target-jsonl": "TARGET_JSONL_DESTINATION_PATH"}
+#: The tap's settings that hold keys: a run's come from its group's secret only.
+KEY_VARIABLES = ("TAP_OPTICO_API_KEY", "TAP_OPTICO_ACCOUNTS")
 EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
-
-
-def account_groups(environ: Mapping[str, str]) -> dict[str, str]:
-    """Each group's name and accounts (JSON), from the `OPTICO_GROUP_<NAME>` variables."""
-    return {
-        name.removeprefix(GROUP_VARIABLE).lower().replace("_", "-"): value
-        for name, value in sorted(environ.items())
-        if name.startswith(GROUP_VARIABLE) and name != GROUP_VARIABLE
-    }
+#: The run tags of a range of partitions (Dagster's own).
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+#: The run tag that names a run's group: the run queue holds a second run of a group (dagster.yaml).
+GROUP_TAG = "optico/group"
+#: The tap's line for an account that failed (tap_optico/reading.py).
+FAILED_ACCOUNT = re.compile(r"^tap-optico: \w+: account (?P<account>.+?) failed, its bookmark stays")
 
 
 def setting(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
-GROUP_NAMES = list(account_groups(os.environ))
-if not GROUP_NAMES:
-    raise dg.DagsterInvariantViolationError(
-        f"no account group: set {GROUP_VARIABLE}<NAME> to each group's accounts, as JSON "
-        f'([{{"name": ..., "api_key": ...}}, ...]), where Dagster loads orchestrate.definitions'
-    )
+def whole_number(name: str, default: int, least: int) -> int:
+    text = setting(name, str(default))
+    if not text.isdigit() or int(text) < least:
+        raise dg.DagsterInvariantViolationError(f"{name} must be a whole number, at least {least}: {text!r}")
+    return int(text)
+
+
+try:
+    GROUPS = groups.group_names(os.environ)
+except groups.GroupError as problem:
+    raise dg.DagsterInvariantViolationError(str(problem)) from None
 if setting("OPTICO_EXECUTOR", "in_process") not in EXECUTORS:
     raise dg.DagsterInvariantViolationError(f"OPTICO_EXECUTOR must be one of {', '.join(EXECUTORS)}")
 ENVIRONMENT = meltano.default_environment()
 LOADER = setting("OPTICO_LOADER", "target-jsonl")
-LAST_YEAR = dt.date.today().year - 1
+TIMEZONE = setting("OPTICO_TIMEZONE", str(TAP_DEFAULTS["timezone"]))
+LOOKBACK_DAYS = whole_number("OPTICO_LOOKBACK_DAYS", int(TAP_DEFAULTS["lookback_days"]), 0)
+DAYS_PER_RUN = whole_number("OPTICO_DAYS_PER_RUN", 31, 1)
 
-groups = dg.StaticPartitionsDefinition(GROUP_NAMES)
-months = dg.MonthlyPartitionsDefinition(
-    start_date=setting("OPTICO_BACKFILL_START", f"{LAST_YEAR}-01-01"),
-    end_date=os.environ.get("OPTICO_BACKFILL_END") or None,
+days = dg.DailyPartitionsDefinition(
+    start_date=setting("OPTICO_HISTORY_START", f"{dt.date.today().year - 1}-01-01"), timezone=TIMEZONE
 )
-group_months = dg.MultiPartitionsDefinition({"group": groups, "month": months})
 
 
-def month_days(month: str) -> tuple[dt.date, dt.date]:
-    """The first and last day of a month partition."""
-    window = months.time_window_for_partition_key(month)
-    return window.start.date(), window.end.date() - dt.timedelta(days=1)
+def asset_key(group: str, stream: str) -> dg.AssetKey:
+    return dg.AssetKey(["optico", group, stream])
 
 
-def run_environment(group: str, folder: str) -> dict[str, str]:
-    """The Meltano run's environment: the group's accounts only, its own output folder."""
-    accounts = account_groups(os.environ).get(group)
-    if accounts is None:
-        raise dg.Failure(f"{GROUP_VARIABLE}{group.upper().replace('-', '_')} is not set where the run runs")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(GROUP_VARIABLE)}
-    env.pop("TAP_OPTICO_API_KEY", None)  # the keys are the group's
-    env["TAP_OPTICO_ACCOUNTS"] = accounts
+def pool(group: str) -> str:
+    return f"optico-{group}"
+
+
+def job_name(group: str) -> str:
+    return f"optico_{group.replace('-', '_')}"
+
+
+def days_of(window: dg.TimeWindow) -> tuple[dt.date, dt.date]:
+    """The first and last day of a window of daily partitions (its end is the next day's start)."""
+    return window.start.date(), (window.end - dt.timedelta(days=1)).date()
+
+
+def run_environment(group: str, accounts: str, first: dt.date, last: dt.date) -> dict[str, str]:
+    """The Meltano run's environment: the group's accounts only, its days, its own output folder."""
+    # The settings a deployment gives every run (the API's URL, page size...) pass; never a key.
+    env = {key: value for key, value in os.environ.items() if key not in KEY_VARIABLES}
+    env.update(
+        TAP_OPTICO_ACCOUNTS=accounts,
+        TAP_OPTICO_START_DATE=first.isoformat(),
+        TAP_OPTICO_END_DATE=last.isoformat(),
+        TAP_OPTICO_TIMEZONE=TIMEZONE,
+    )
     if LOADER in FILE_LOADERS:
         variable = FILE_LOADERS[LOADER]
-        output = meltano.PROJECT / os.environ.get(variable, "output") / group / folder
+        output = meltano.PROJECT / os.environ.get(variable, "output") / group / f"{first}..{last}"
         output.mkdir(parents=True, exist_ok=True)
         env[variable] = str(output)
     return env
 
 
-def extract_load(
-    context: dg.AssetExecutionContext, state: str, env: dict[str, str]
-) -> dg.MaterializeResult[None]:
-    """Run the pipeline, the tap's and Meltano's log lines in the run's log; fail on failure.
+def what_loaded(
+    streams: dict[str, dict[str, str]], records: Counter[str], first: dt.date, last: dt.date
+) -> dict[str, dict[str, Any]]:
+    """Each stream's metadata: records, the days and the newest value read, per account."""
+    metadata: dict[str, dict[str, Any]] = {}
+    for stream in STREAMS:
+        marks = streams.get(stream, {})
+        metadata[stream] = {
+            "dagster/row_count": records[stream],
+            "days": f"{first}..{last}",
+            "read up to": dg.MetadataValue.json(dict(sorted(marks.items()))),
+        }
+        if marks:
+            metadata[stream]["newest"] = max(marks.values())
+    return metadata
 
-    The materialisation carries the state id and the records of each stream.
+
+def extract_load(context: dg.AssetExecutionContext, group: str) -> Iterator[dg.MaterializeResult[None]]:
+    """Load the run's days of one group; the tap's and Meltano's lines in the run's log.
+
+    Each table's materialisation says what was loaded; when an account fails, the run fails,
+    and each table's partitions are observed with what did load and the accounts that failed.
     """
+    first, last = days_of(context.partition_time_window)
+    try:
+        accounts = groups.read_accounts(group, os.environ)
+    except groups.GroupError as unreadable:
+        raise dg.Failure(str(unreadable)) from None
+    env = run_environment(group, accounts, first, last)
+    without_keys = {key: value for key, value in env.items() if key not in KEY_VARIABLES}  # `meltano state`
+    state = meltano.state_id(ENVIRONMENT, LOADER, group)
     levels = {
         "debug": context.log.debug,
         "warning": context.log.warning,
         "error": context.log.error,
         "critical": context.log.error,
     }
-
     records: Counter[str] = Counter()
+    failed: set[str] = set()
 
     def log(line: meltano.LogLine) -> None:
         levels.get(line.level, context.log.info)(line.text)
         counted = line.records()
         if counted:
             records[counted[0]] += counted[1]
+        account = FAILED_ACCOUNT.match(line.text) if line.level == "error" else None
+        if account:
+            failed.add(account["account"])
 
-    context.log.info(f"meltano el {meltano.EXTRACTOR} {LOADER} --state-id {state}")
+    context.log.info(
+        f"meltano el {meltano.EXTRACTOR} {LOADER} --state-id {state} --full-refresh: {first}..{last}"
+    )
+    error: meltano.MeltanoError | None = None
     try:
-        meltano.prepare(env)
+        meltano.prepare(without_keys)
         meltano.run_el(ENVIRONMENT, LOADER, state, env, log)
-    except meltano.MeltanoError as error:
-        raise dg.Failure(str(error), metadata={"state_id": state}) from None
-    counts = {f"{stream} records": count for stream, count in sorted(records.items())}
-    return dg.MaterializeResult(metadata={"state_id": state, **counts})
-
-
-@dg.asset(partitions_def=groups, kinds={"meltano"}, group_name="optico")
-def optico_daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult[None]:
-    """The calls and daily totals of one account group, from its state to today."""
-    group = context.partition_key
-    env = run_environment(group, "daily")
-    return extract_load(context, meltano.state_id(ENVIRONMENT, LOADER, group), env)
-
-
-@dg.asset(partitions_def=group_months, kinds={"meltano"}, group_name="optico")
-def optico_backfill(context: dg.AssetExecutionContext) -> dg.MaterializeResult[None]:
-    """One month of one account group, with a state id of its own."""
-    key = context.partition_key
-    assert isinstance(key, dg.MultiPartitionKey)
-    group, month = key.keys_by_dimension["group"], key.keys_by_dimension["month"]
-    first, last = month_days(month)
-    env = run_environment(group, f"backfill-{month}")
-    env.update(TAP_OPTICO_START_DATE=first.isoformat(), TAP_OPTICO_END_DATE=last.isoformat())
-    return extract_load(context, meltano.backfill_state_id(ENVIRONMENT, LOADER, first, last, group), env)
-
-
-@dg.op
-def hand_over(context: dg.OpExecutionContext) -> None:
-    """Copy the state of the group's backfill range that ends last to the group's daily state id.
-
-    That range's state is where the daily job must start: its bookmarks, or, if it stopped
-    short, the days it has read (the daily job then reads the rest). Launched by the sensor
-    below when a backfill has succeeded, or by hand for a group.
-    """
-    group = context.partition_key
-    daily = meltano.state_id(ENVIRONMENT, LOADER, group)
+    except meltano.MeltanoError as problem:
+        error = problem
     try:
-        meltano.prepare(os.environ)
-        if meltano.has_state(daily):
-            context.log.info(f"{daily} already has state: the daily job keeps it")
-            return
-        backfilled = set(meltano.state_ids(f"{daily}:backfill-*"))
-        ranges = [
-            meltano.backfill_state_id(ENVIRONMENT, LOADER, *month_days(m), group)
-            for m in months_newest_first()
-        ]
-        last = next((state for state in ranges if state in backfilled), None)
-        if last is None:
-            raise dg.Failure(f"no backfill state for group {group}: nothing to hand over")
-        meltano.copy_state(last, daily)
-        context.log.info(f"state of {last} copied to {daily}: the daily job continues from it")
-    except meltano.MeltanoError as error:
-        raise dg.Failure(str(error)) from None
+        loaded = what_loaded(meltano.bookmarks(state, without_keys), records, first, last)
+    except meltano.MeltanoError as problem:
+        error = error or problem
+        loaded = what_loaded({}, records, first, last)
+    if error is None:
+        for stream in STREAMS:
+            yield dg.MaterializeResult(asset_key=asset_key(group, stream), metadata=loaded[stream])
+        return
+    for stream in STREAMS:
+        for partition in context.partition_keys:
+            metadata = {**loaded[stream], "failed accounts": ", ".join(sorted(failed)) or "(the run)"}
+            context.log_event(
+                dg.AssetObservation(asset_key(group, stream), metadata=metadata, partition=partition)
+            )
+    raise dg.Failure(str(error), metadata={"failed accounts": ", ".join(sorted(failed))})
 
 
-def months_newest_first() -> list[str]:
-    return list(reversed(months.get_partition_keys()))
+def group_assets(group: str) -> dg.AssetsDefinition:
+    """The tables of one group, loaded together by one Meltano run."""
+    specs = [
+        dg.AssetSpec(
+            asset_key(group, stream),
+            description=f"The `{stream}` stream of the accounts of group {group}, one partition per day.",
+            kinds={"meltano"},
+            group_name=f"optico_{group.replace('-', '_')}",
+        )
+        for stream in STREAMS
+    ]
+
+    @dg.multi_asset(
+        name=f"load_{group.replace('-', '_')}",
+        specs=specs,
+        partitions_def=days,
+        backfill_policy=dg.BackfillPolicy.multi_run(DAYS_PER_RUN),
+        pool=pool(group),
+    )
+    def load(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult[None]]:
+        yield from extract_load(context, group)
+
+    return load
 
 
-daily = dg.define_asset_job("daily", selection=[optico_daily])
-backfill = dg.define_asset_job("backfill", selection=[optico_backfill])
-
-
-@dg.job(partitions_def=groups)
-def hand_over_job() -> None:
-    hand_over()
+ASSETS = {group: group_assets(group) for group in GROUPS}
+#: Each group's job: a day, or a range of days (`dagster job backfill --from --to`), of one group.
+GROUP_JOBS = [
+    dg.define_asset_job(
+        job_name(group),
+        selection=dg.AssetSelection.assets(assets),
+        tags={GROUP_TAG: group},
+    )
+    for group, assets in ASSETS.items()
+]
+daily = dg.define_asset_job("daily", selection=dg.AssetSelection.assets(*ASSETS.values()))
 
 
 @dg.schedule(
     job=daily,
     cron_schedule="0 6 * * *",
-    execution_timezone="Europe/Paris",
+    execution_timezone=TIMEZONE,
     default_status=dg.DefaultScheduleStatus.RUNNING,
 )
 def every_group_daily(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest]:
-    """Every group, every morning (yesterday is complete by then)."""
-    day = context.scheduled_execution_time.date()
-    for group in groups.get_partition_keys():
-        yield dg.RunRequest(run_key=f"{day}:{group}", partition_key=group)
-
-
-#: A backfill in these states has requested all its runs (`COMPLETED`: by `dagster job backfill`).
-BACKFILL_REQUESTED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED"}
-
-
-def backfilled_groups(runs: Sequence[dg.DagsterRun]) -> set[str]:
-    """The groups of a backfill, once the latest run of every partition has succeeded; else none.
-
-    `runs` are the backfill's runs, newest first: a partition run again after a failure counts
-    by its latest run.
-    """
-    latest: dict[str, dg.DagsterRun] = {}
-    for run in runs:
-        latest.setdefault(run.tags.get("dagster/partition", ""), run)
-    if not all(run.is_success for run in latest.values()):
-        return set()
-    return {run.tags.get("dagster/partition/group", "") for run in latest.values()} - {""}
-
-
-@dg.sensor(job=hand_over_job, minimum_interval_seconds=10, default_status=dg.DefaultSensorStatus.RUNNING)
-def hand_over_after_backfill(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest]:
-    """When a backfill of `optico_backfill` has succeeded, hand each of its groups to the daily job.
-
-    Once per backfill and group: Dagster skips a run key this sensor has already requested.
-    """
-    for requested in context.instance.get_backfills(limit=20):
-        if requested.status.value not in BACKFILL_REQUESTED:
-            continue
-        runs = context.instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": requested.backfill_id}))
-        ours = [
-            r for r in runs if r.job_name == backfill.name or optico_backfill.key in (r.asset_selection or ())
-        ]
-        for group in sorted(backfilled_groups(ours)):
-            yield dg.RunRequest(run_key=f"{requested.backfill_id}:{group}", partition_key=group)
+    """Every group, every morning: yesterday (complete by then) and the lookback days before it."""
+    yesterday = context.scheduled_execution_time.astimezone(
+        zoneinfo.ZoneInfo(TIMEZONE)
+    ).date() - dt.timedelta(days=1)
+    first = max(yesterday - dt.timedelta(days=LOOKBACK_DAYS), days.start.date())
+    for group in GROUPS:
+        yield dg.RunRequest(
+            run_key=f"{yesterday}:{group}",
+            asset_selection=[asset_key(group, stream) for stream in STREAMS],
+            tags={RANGE_START: first.isoformat(), RANGE_END: yesterday.isoformat(), GROUP_TAG: group},
+        )
 
 
 defs = dg.Definitions(
-    assets=[optico_daily, optico_backfill],
-    jobs=[daily, backfill, hand_over_job],
+    assets=list(ASSETS.values()),
+    jobs=[daily, *GROUP_JOBS],
     schedules=[every_group_daily],
-    sensors=[hand_over_after_backfill],
     executor=EXECUTORS[setting("OPTICO_EXECUTOR", "in_process")],
 )

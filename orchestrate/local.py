@@ -1,11 +1,11 @@
 """`make dagster`: the Dagster UI on this project, local SQLite storage, against the sandbox.
 
 Starts the sandbox (4 accounts, January to March 2026) on a free port, then Dagster's
-daemon (the run queue, backfills, the schedule and the hand-over sensor) and its web
-server, with the instance in DAGSTER_HOME (default `.dagster/`, configured by
-orchestrate/dagster.yaml). Two account groups of two accounts each, `agency-group-1` and
-`agency-group-2`; months January to March 2026 to backfill. Stops everything on Ctrl-C or
-SIGTERM.
+daemon (the run queue, backfills, the schedule) and its web server, with the instance in
+DAGSTER_HOME (default `.dagster/`, configured by orchestrate/dagster.yaml). Two account
+groups of two accounts each, `agency-group-1` and `agency-group-2`, their accounts in
+`<DAGSTER_HOME>/secrets/<group>.json` (readable by their owner only), read by each run for
+its own group; days from January 1st 2026. Stops everything on Ctrl-C or SIGTERM.
 """
 
 import argparse
@@ -23,7 +23,7 @@ from orchestrate.meltano import PROJECT
 from tap_optico.sandbox import build_server
 
 BIN = Path(sys.executable).parent
-FIRST_DAY, LAST_DAY, END = dt.date(2026, 1, 1), dt.date(2026, 3, 31), dt.date(2026, 4, 1)
+FIRST_DAY, LAST_DAY = dt.date(2026, 1, 1), dt.date(2026, 3, 31)
 ACCOUNTS, GROUPS = 4, 2
 
 
@@ -33,6 +33,21 @@ def sandbox_group(number: int) -> str:
     return subprocess.run(
         [*command, "--group", f"{number}/{GROUPS}"], capture_output=True, text=True, check=True
     ).stdout.strip()
+
+
+def write_secrets(folder: Path) -> dict[str, str]:
+    """Each group's accounts in a file of its own, readable by its owner only; where runs find them."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    names = []
+    for number in range(1, GROUPS + 1):
+        name = f"agency-group-{number}"
+        path = folder / f"{name}.json"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(sandbox_group(number))
+        os.chmod(path, 0o600)  # also when the file was there before
+        names.append(name)
+    return {"OPTICO_GROUPS": ",".join(names), "OPTICO_GROUP_SECRET": f"file:{folder}/{{group}}.json"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,9 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         "DAGSTER_HOME": str(home),
         "MELTANO_ENVIRONMENT": "sandbox-accounts",
         "TAP_OPTICO_API_URL": server.url,
-        "OPTICO_BACKFILL_START": FIRST_DAY.isoformat(),
-        "OPTICO_BACKFILL_END": END.isoformat(),
-        **{f"OPTICO_GROUP_AGENCY_GROUP_{n}": sandbox_group(n) for n in range(1, GROUPS + 1)},
+        "OPTICO_HISTORY_START": FIRST_DAY.isoformat(),
+        **write_secrets(home / "secrets"),
     }
     # The instance's storage made once, before two processes would both create it (SQLite then
     # may end with two schema versions, and neither process can use it).

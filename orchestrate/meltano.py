@@ -1,6 +1,8 @@
-"""The Meltano side of a pipeline run: state ids, `meltano el`, `meltano state`.
+"""The Meltano side of a pipeline run: state ids, `meltano el`, `meltano state get`.
 
 Shared by the Dagster definitions and `scripts/backfill.py`: a state id is built here only.
+Every Meltano command runs with the umask 077: the tap's config file that Meltano writes for
+a run holds its keys, and no other user may read it (nor the run's output).
 """
 
 import contextlib
@@ -24,6 +26,8 @@ EXTRACTOR = "tap-optico"
 MELTANO = str(Path(sys.executable).parent / "meltano")
 #: The Meltano project: MELTANO_PROJECT_ROOT (as Meltano reads it), else this repository.
 PROJECT = Path(os.environ.get("MELTANO_PROJECT_ROOT") or Path(__file__).resolve().parent.parent)
+#: Files Meltano and its plugins create: their owner's only.
+UMASK = 0o077
 
 
 def state_id(environment: str, loader: str, group: str | None = None) -> str:
@@ -63,6 +67,7 @@ def meltano(*args: str, env: Mapping[str, str] | None = None) -> str:
         text=True,
         stdin=subprocess.DEVNULL,
         check=False,
+        umask=UMASK,
     )
     if run.returncode:
         last = run.stderr.strip().splitlines()[-1:] or [f"exit {run.returncode}"]
@@ -86,17 +91,19 @@ def prepare(env: Mapping[str, str]) -> None:
             meltano("state", "list", env=env)
 
 
-def has_state(state: str, env: Mapping[str, str] | None = None) -> bool:
-    return bool(json.loads(meltano("state", "get", state, env=env) or "{}"))
-
-
-def state_ids(pattern: str, env: Mapping[str, str] | None = None) -> list[str]:
-    """The state ids that match a glob-style pattern."""
-    return meltano("state", "list", "--pattern", pattern, env=env).split()
-
-
-def copy_state(source: str, destination: str, env: Mapping[str, str] | None = None) -> None:
-    meltano("state", "copy", "--force", source, destination, env=env)
+def bookmarks(state: str, env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Each stream's bookmark per account in a state id: where the target confirmed the read got."""
+    singer = json.loads(meltano("state", "get", state, env=env) or "{}").get("singer_state") or {}
+    found: dict[str, dict[str, str]] = {}
+    for stream, bookmark in (singer.get("bookmarks") or {}).items():
+        for partition in bookmark.get("partitions") or []:
+            account, value = (
+                (partition.get("context") or {}).get("account"),
+                partition.get("replication_key_value"),
+            )
+            if account is not None and value is not None:
+                found.setdefault(stream, {})[str(account)] = str(value)
+    return found
 
 
 @dataclass
@@ -134,23 +141,27 @@ class LogLine:
 def run_el(
     environment: str, loader: str, state: str, env: Mapping[str, str], log: Callable[[LogLine], None]
 ) -> None:
-    """`meltano el tap-optico <loader> --state-id <state>`, each log line handed to `log` as it comes.
+    """`meltano el tap-optico <loader> --state-id <state> --full-refresh`, each log line handed to
+    `log` as it comes.
 
     `meltano el --state-id` gives the run a directory of its own, so that runs of one
     extractor can go side by side (`meltano run` shares `.meltano/run/tap-optico/`).
+    `--full-refresh`: the run reads the dates it is given whatever the state holds, and leaves
+    its own state (where the read got) under that id.
     Raises MeltanoError with the tap's last error line when the run fails. Stopped
     (the orchestrator cancels the run), it stops Meltano and its plugins, and returns
     once none of them runs: nothing writes the state id after its run has ended.
     """
     command = [MELTANO, "--log-format=json", "--environment", environment, "el", EXTRACTOR, loader]
     process = subprocess.Popen(
-        [*command, "--state-id", state],
+        [*command, "--state-id", state, "--full-refresh"],
         cwd=PROJECT,
         env=dict(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        umask=UMASK,
         start_new_session=True,  # Meltano, the tap and the target: one group, stopped as one
     )
     last_error, read_to_the_end = "", False

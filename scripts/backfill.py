@@ -1,8 +1,9 @@
 """Backfill date ranges side by side with Meltano, then hand over to the daily job.
 
-For a machine with Meltano and no orchestrator; with Dagster, each month of each account
-group is a partition of `optico_backfill` instead (orchestrate/, the README's "Orchestrating
-with Dagster"), with the same state ids (orchestrate/meltano.py).
+For a machine with Meltano and no orchestrator, where the daily job is
+`meltano run tap-optico <loader>` and its state. With Dagster, each day of each account group
+is a partition of the tables' assets instead, loaded without state (orchestrate/, the README's
+"Orchestrating with Dagster"); the state ids are built in one place (orchestrate/meltano.py).
 
     .venv/bin/python scripts/backfill.py --loader target-postgres \\
         2024-01-01..2024-12-31 2025-01-01..2025-11-25
