@@ -176,6 +176,26 @@ def test_an_answer_that_trickles_is_cut_at_request_timeout_and_fails_its_account
     assert bookmark(run.final_state, "daily_calls", "lyon") == "2026-03-22"
 
 
+@pytest.mark.parametrize("connection", ["http10", "connection-close", "redirect"])
+def test_a_body_that_trickles_is_cut_at_request_timeout_on_every_kind_of_connection(
+    make_sandbox: SandboxFactory, tmp_path: Path, connection: MisbehaviourKind
+) -> None:
+    """HTTP/1.0 and 'Connection: close' make http.client close the connection before the body is
+    read; a redirect makes two answers of one try: the deadline holds for the whole try all the same."""
+    server = make_sandbox(
+        last_day=THIRD_DAY, misbehaviour=misbehaving("trickle", connection, trickle_bytes_per_second=64)
+    )
+    config = tap_config(server, request_timeout=2, max_tries=2, max_wait_seconds=1)
+    started = time.monotonic()
+    run = run_tap(config, tmp_path, timeout=60)
+    elapsed = time.monotonic() - started
+    assert run.returncode == 1
+    assert elapsed < 20, "two tries of 2 s each, and a wait"
+    [line] = [line for line in errors(run) if "failed, its bookmark stays" in line]
+    assert "after 2 tries" in line
+    assert "took more than request_timeout (2 s)" in line
+
+
 def test_a_null_inside_results_is_skipped_with_a_warning_and_the_bookmark_moves(
     make_sandbox: SandboxFactory, tmp_path: Path
 ) -> None:

@@ -20,7 +20,15 @@ TRUE_VALUES = frozenset({"1", "true", "True", "yes", "on"})
 
 Order = Literal["asc", "desc"]
 MisbehaviourKind = Literal[
-    "endless-pages", "ignore-page", "repeat-last-row", "phantom-call", "null-row", "trickle"
+    "endless-pages",
+    "ignore-page",
+    "repeat-last-row",
+    "phantom-call",
+    "null-row",
+    "trickle",
+    "http10",
+    "connection-close",
+    "redirect",
 ]
 #: What each misbehaviour does (all are off unless asked for).
 MISBEHAVIOURS: dict[MisbehaviourKind, str] = {
@@ -30,6 +38,9 @@ MISBEHAVIOURS: dict[MisbehaviourKind, str] = {
     "phantom-call": "total_results counts a call more than it returns, when the days asked include the first",
     "null-row": "the first row of each answer's first page is null (and counted)",
     "trickle": "the whole answer, headers included, is sent at trickle_bytes_per_second",
+    "http10": "answers as an HTTP/1.0 server (the connection closes after each answer)",
+    "connection-close": "every answer says 'Connection: close' (as many proxies do)",
+    "redirect": "every request is first redirected (HTTP 307) to the same URL",
 }
 # How the last page says there is no next one (None: no next_page key); the mixed style cycles them all.
 _NO_NEXT_PAGE_FORMS: tuple[bytes | None, ...] = (None, *map(msgspec.json.encode, LAST_PAGE_MARKERS))

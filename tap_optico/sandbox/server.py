@@ -153,10 +153,17 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             if url.path.rstrip("/") != "/data-api":
                 self._send(HTTPStatus.NOT_FOUND, "text/html", HTML_ERROR_PAGE)
                 return
-            if request.fault is None:
+            misbehaves = server.api.misbehaves
+            if misbehaves("http10", params):
+                self.protocol_version = "HTTP/1.0"
+                self.close_connection = True
+            self.close_connection |= misbehaves("connection-close", params)
+            if misbehaves("redirect", params) and "redirected" not in params:
+                moved = f"{url.path}?{url.query}&redirected=1"
+                self._send(HTTPStatus.TEMPORARY_REDIRECT, "text/plain", b"", {"Location": moved})
+            elif request.fault is None:
                 body = server.api.answer(params)
-                trickle = server.api.misbehaves("trickle", params)
-                self._send(HTTPStatus.OK, "application/json", body, trickle=trickle)
+                self._send(HTTPStatus.OK, "application/json", body, trickle=misbehaves("trickle", params))
             else:
                 self._inject(request.fault, params)
 
@@ -185,6 +192,8 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             trickle: bool = False,
         ) -> None:
             fields = {"Content-Type": content_type, "Content-Length": str(len(body)), **(headers or {})}
+            if self.close_connection:
+                fields["Connection"] = "close"
             try:
                 if not trickle:
                     self.send_response(status)
