@@ -29,7 +29,10 @@ MisbehaviourKind = Literal[
     "http10",
     "connection-close",
     "redirect",
+    "control-chars",
 ]
+#: Terminal escape sequences (erase a line, move up, a forged line, a window title, a bell, C1 CSI).
+CONTROL_CHARS = "\x1b[2K\x1b[1A\x1b[32mINFO ok\x1b[0m\x1b]0;TITLE\x07\x9b\x00\x08\x7f"
 #: What each misbehaviour does (all are off unless asked for).
 MISBEHAVIOURS: dict[MisbehaviourKind, str] = {
     "endless-pages": "next_page is always page + 1; a page past the end answers the last page again",
@@ -41,6 +44,8 @@ MISBEHAVIOURS: dict[MisbehaviourKind, str] = {
     "http10": "answers as an HTTP/1.0 server (the connection closes after each answer)",
     "connection-close": "every answer says 'Connection: close' (as many proxies do)",
     "redirect": "every request is first redirected (HTTP 307) to the same URL",
+    "control-chars": "terminal escape sequences in each call's field names and, for daily totals, in an "
+    "HTTP 500's reason phrase, Content-Type and body",
 }
 # How the last page says there is no next one (None: no next_page key); the mixed style cycles them all.
 _NO_NEXT_PAGE_FORMS: tuple[bytes | None, ...] = (None, *map(msgspec.json.encode, LAST_PAGE_MARKERS))
@@ -222,6 +227,9 @@ class SandboxApi:
             items[0] = b"null"
         if self.misbehaves("phantom-call", params) and query.start <= data.first_day <= query.end:
             total += 1
+        if self.misbehaves("control-chars", params):
+            field = msgspec.json.encode(f"note{CONTROL_CHARS}")
+            items = [item[:-1] + b"," + field + b':"x"}' if item.endswith(b"}") else item for item in items]
         body = bytearray(b'{"status":"OK","total_results":%d,' % total)
         if more:
             body += b'"next_page":%d,' % (query.page + 1)

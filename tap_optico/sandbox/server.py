@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 from typing_extensions import override
 
 from tap_optico.sandbox.api import (
+    CONTROL_CHARS,
     MISBEHAVIOURS,
     SANDBOX_API_KEY,
     Misbehaviour,
@@ -161,6 +162,13 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             if misbehaves("redirect", params) and "redirected" not in params:
                 moved = f"{url.path}?{url.query}&redirected=1"
                 self._send(HTTPStatus.TEMPORARY_REDIRECT, "text/plain", b"", {"Location": moved})
+            elif misbehaves("control-chars", params) and "group_by_day" in params:
+                self._send(
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                    f"text/html{CONTROL_CHARS}",
+                    f"<h1>Erreur{CONTROL_CHARS}</h1>".encode(),
+                    reason=f"Erreur{CONTROL_CHARS}",
+                )
             elif request.fault is None:
                 body = server.api.answer(params)
                 self._send(HTTPStatus.OK, "application/json", body, trickle=misbehaves("trickle", params))
@@ -190,13 +198,14 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             headers: dict[str, str] | None = None,
             *,
             trickle: bool = False,
+            reason: str | None = None,
         ) -> None:
             fields = {"Content-Type": content_type, "Content-Length": str(len(body)), **(headers or {})}
             if self.close_connection:
                 fields["Connection"] = "close"
             try:
                 if not trickle:
-                    self.send_response(status)
+                    self.send_response(status, reason)
                     for name, value in fields.items():
                         self.send_header(name, value)
                     self.end_headers()
