@@ -389,7 +389,6 @@ class OpticoClient(RESTStream[int]):
         except FatalAPIError as error:
             raise FatalAPIError(f"{self.describe(window)} cannot be read: {error}") from None
         return Page(
-            window=window,
             number=number,
             results=body["results"],
             total_results=_count(body.get("total_results")),

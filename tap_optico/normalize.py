@@ -376,6 +376,17 @@ class Normalizer:
         self.finish(records)
         return records, not_objects
 
+    def row_form(self, raw: Any) -> Any:
+        """A result in one form whichever decoder read it, to compare rows: a JSON object of plain
+        values (empty texts as nulls) as the struct the fast path decodes it into; else as it is."""
+        plain = self.plain
+        if plain is None or raw.__class__ is not dict:
+            return raw
+        try:
+            return msgspec.convert({k: None if v == "" else v for k, v in raw.items()}, plain, strict=False)
+        except msgspec.ValidationError:
+            return raw
+
     def __call__(self, raw: Any) -> dict[str, Any]:
         """The record of the result ``raw`` as a dict, with no account; ``raw`` stays as it is."""
         [record], _ = self.records([copy.copy(raw) if raw.__class__ is self.plain else raw], None)
