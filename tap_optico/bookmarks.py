@@ -82,8 +82,8 @@ class Mark:
 
     #: The replication key value (None: no bookmark yet).
     value: Any
-    #: Held before a window in this run: no later window of the run moves it.
-    held: bool = False
+    #: Pinned before a window in this run: no later window of the run moves it.
+    pinned: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,8 @@ class WindowRead:
 def after_window(mark: Mark, window: WindowRead, *, days: Days, day_value: Callable[[dt.date], Any]) -> Mark:
     """The account's mark once ``window`` (and every window before it) has been read.
     ``day_value`` writes a day as a value of the replication key."""
-    if mark.held or window.unsettled:
-        return Mark(mark.value, held=True)
+    if mark.pinned or window.unsettled:
+        return Mark(mark.value, pinned=True)
     newest = window.newest
     value = newest if newest is not None and days(newest) == window.end else day_value(window.end)
     return Mark(value) if mark.value is None or is_later(value, mark.value) else mark

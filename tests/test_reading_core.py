@@ -234,7 +234,7 @@ def test_an_unsettled_window_holds_the_bookmark_before_it_for_the_rest_of_the_ru
     moved in every read holds it, in this run only: the next run reads it again."""
     start = Mark("2026-01-07T00:00:00+01:00")
     mark, _ = advance(start, window_read("2026-01-14", unsettled=True))
-    assert (mark.value, mark.held) == (start.value, True)
+    assert (mark.value, mark.pinned) == (start.value, True)
     # Held in this run: a later window, complete, does not move it.
     assert advance(mark, window_read("2026-01-21"))[0] == mark
     # The next run starts from the bookmark as it was; once read settled, the window moves it.
