@@ -334,6 +334,7 @@ class WindowPager:
                     yield Rows(first.window, first.parts.pop(0))
                     yield from keep_busy()
                 yield first.end
+                del self._reads[first.window.index]  # nothing of the window is held any more
                 reported += 1
                 started = max(started, reported)
         finally:
@@ -448,4 +449,4 @@ class WindowPager:
             return
         read.parts = [rows for rows in result.pages() if rows]
         read.end = WindowEnd(read.window, result.without_pages(), read.reads, outcome)
-        read.pages, read.answers, read.seen = [], {}, None
+        read.pages, read.early, read.answers, read.seen = [], {}, {}, None

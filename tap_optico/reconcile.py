@@ -67,7 +67,8 @@ class RowForm:
         first, same = page[0], self.same
         longest = min(len(before), len(page))
         for start in range(len(before) - longest, len(before)):
-            if same(before[start], first):
+            row = before[start]
+            if row == first or (row.__class__ is not first.__class__ and same(row, first)):
                 size = len(before) - start
                 if self.same_rows(before[start:], page[:size]):
                     return size
