@@ -134,14 +134,15 @@ class Outcome(Enum):
     UNSETTLED = "unsettled"
 
 
-def after_read(result: Reconciled, reads: int, max_reads: int) -> Outcome:
+def after_read(result: Reconciled, reads: int, max_reads: int, *, moved: bool) -> Outcome:
     """The outcome of a window's ``reads``-th read (of ``max_reads``), which ended as ``result``: a
-    read whose count moved is complete only when its rows add up to the count."""
-    if not result.short_by and not (result.changed and result.beyond):
+    read whose count ``moved`` (on any page, one dropped as a repeat too) is complete only when
+    its rows add up to the count."""
+    if not result.short_by and not (moved and result.beyond):
         return Outcome.COMPLETE
     if reads < max_reads:
         return Outcome.AGAIN
-    return Outcome.UNSETTLED if result.changed else Outcome.COUNT_WRONG
+    return Outcome.UNSETTLED if moved else Outcome.COUNT_WRONG
 
 
 # What the pager yields
@@ -438,11 +439,11 @@ class WindowPager:
 
     def _close(self, read: _Read) -> None:
         result = reconcile(read.pages, self.form)
-        outcome = after_read(result, read.reads, self.max_reads)
+        outcome = after_read(result, read.reads, self.max_reads, moved=read.moved)
         if outcome is Outcome.AGAIN:
             why = (
                 "its total_results moved while it was paged"
-                if result.changed
+                if read.moved
                 else f"it gave {result.kept} rows but total_results is {result.total}"
             )
             self._again(read, why)
