@@ -66,7 +66,7 @@ class Plan:
     windows: list[Window]
 
     @property
-    def days(self) -> int:
+    def day_count(self) -> int:
         return max(0, (self.last - self.first).days + 1)
 
 
@@ -105,7 +105,7 @@ class Progress:
         self, name: str, plans: list[Plan], logger: logging.Logger, every: float = PROGRESS_SECONDS
     ) -> None:
         self.name, self.logger, self.every = name, logger, every
-        self.days = sum(plan.days for plan in plans)
+        self.day_count = sum(plan.day_count for plan in plans)
         self.windows = sum(len(plan.windows) for plan in plans)
         self.several_accounts = len(plans) > 1
         self.started = self.last_line = time.monotonic()
@@ -128,14 +128,14 @@ class Progress:
         now = time.monotonic()
         self.last_line = now
         elapsed = max(now - self.started, 1e-6)
-        to_go = elapsed / self.days_done * (self.days - self.days_done) if self.days_done else None
+        to_go = elapsed / self.days_done * (self.day_count - self.days_done) if self.days_done else None
         self.logger.info(
             "%s: %s; %d records and %d of %d days so far (%.0f records/s); %d window(s) left%s",
             self.name,
             doing,
             self.records,
             self.days_done,
-            self.days,
+            self.day_count,
             self.records / elapsed,
             self.windows - self.windows_done,
             "" if to_go is None else f", about {to_go:.0f} s to go",
