@@ -412,9 +412,10 @@ class WindowPager:
     def _unreadable(self, read: _Read, page: Page, step: Step) -> str:
         where = f"{self.describe(read.window)} cannot be read"
         if step is Step.TOO_LONG:
+            bound = "no total_results bounds" if read.total is None else f"total_results {read.total} ends"
             return (
-                f"{where}: after {read.handed} rows next_page still says there is more "
-                f"(total_results {read.total}; at most {MAX_READ_ROWS} rows are read in one read)"
+                f"{where}: after {read.handed} rows next_page still says there is more, and {bound} "
+                f"the read (at most {MAX_READ_ROWS} rows are read so)"
             )
         missing = (
             f"while {read.total - read.rows} of its {read.total} results are missing"
@@ -448,6 +449,6 @@ class WindowPager:
             )
             self._again(read, why)
             return
-        read.parts = [rows for rows in result.pages() if rows]
+        read.parts = [rows for rows in result.parts if rows]
         read.end = WindowEnd(read.window, result.without_pages(), read.reads, outcome)
         read.pages, read.early, read.answers, read.seen = [], {}, {}, None

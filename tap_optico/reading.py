@@ -223,7 +223,7 @@ class WindowReader:
                     self._claimed.pop(window.index, None)
                 yield item
                 continue
-            if current is None or current.window != item.window:
+            if current is None or current.window is not item.window:
                 current = _WindowRecords(self, item.window)
             if isinstance(item, Rows):
                 progress.page(len(item.rows))

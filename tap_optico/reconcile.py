@@ -109,9 +109,6 @@ class Reconciled:
         """How many rows the read gave beyond ``total_results``."""
         return 0 if self.total is None else max(0, self.kept - self.total)
 
-    def pages(self) -> Iterator[Sequence[Any]]:
-        return iter(self.parts)
-
     def rows(self) -> Iterator[Any]:
         """The kept rows, in the API's order."""
         return (row for part in self.parts for row in part)

@@ -304,9 +304,7 @@ def test_a_total_results_that_grows_with_every_page_cannot_make_a_read_go_on_for
 def test_a_read_without_total_results_follows_next_page_for_a_bounded_number_of_rows() -> None:
     window = read_with(full_pages(None, page_size=5000), page_size=5000)
     assert window.failure is not None
-    assert f"(total_results None; at most {MAX_READ_ROWS} rows are read in one read)" in str(
-        window.failure.error
-    )
+    assert f"no total_results bounds the read (at most {MAX_READ_ROWS} rows" in str(window.failure.error)
     assert window.end is None
 
 
