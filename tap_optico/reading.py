@@ -1,9 +1,10 @@
 """Reading: which windows to read, the records they hand over, and the stream that reads them.
 
 A run cuts each account's days into windows (:func:`plan`); the pager
-(``paging.py``) reads each window into pages, bounded by evidence, and
-reconciles them as one (``reconcile.py``); :class:`WindowReader` turns the
-reconciled rows into records; the bookmark rule (``bookmarks.py``) then
+(``paging.py``) reads each window, page by page until every signal agrees
+the read is over, and yields its reconciled rows (``reconcile.py``) and its
+end; :class:`WindowReader` turns those rows into records; the stream says
+what a window's end calls for (:meth:`OpticoStream._say`); the bookmark rule (``bookmarks.py``) then
 decides, window by window, where the account's bookmark goes, and the stream
 writes STATE as :class:`~tap_optico.bookmarks.StateCadence` says. A record
 dated outside the days its window asked for is still emitted (once per run),
@@ -35,7 +36,7 @@ from tap_optico.sdk_seam import WindowedStream
 from tap_optico.secrets import shorten
 from tap_optico.settings import Account, Settings, read_day
 
-#: Reads of one window whose records fall short of its total_results, before moving on.
+#: Reads of a window short of its total_results, or whose count moved, before its outcome stands.
 MAX_WINDOW_READS = 3
 #: Longest silence, in seconds, between two progress lines of a long read.
 PROGRESS_SECONDS = 10.0
