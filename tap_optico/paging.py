@@ -218,6 +218,63 @@ class _Read:
         return len(self.parts) if self.end else len(self.pages) + len(self.early)
 
 
+@dataclass(eq=False)
+class _Schedule:
+    """Which read may request its next page, and which window is handed over next: the pager's.
+
+    Windows start, and are handed over, in order; ``reads[reported]`` is
+    first in line. Memory holds one window and about ``room`` pages of the
+    next: the window first in line (read, or handed over) may always request,
+    and so may the first window still being read while it holds few pages;
+    the others, and a new window, only while the windows after the first in
+    line hold few pages.
+    """
+
+    reads: list[_Read]
+    room: int
+    page_size: int
+    #: Windows started; windows handed over (or given up).
+    started: int = 0
+    reported: int = 0
+    #: Accounts one of whose windows failed: their windows are given up.
+    failed: set[str] = field(default_factory=set)
+    #: Requests under way: the read each is for, and which read of its window it belongs to.
+    in_flight: dict[Future[Page], tuple[_Read, int]] = field(default_factory=dict)
+
+    def live(self, read: _Read) -> bool:
+        return read.window.account.name not in self.failed
+
+    def next_to_request(self) -> _Read | None:
+        """The first read with a page to request now (starting a new window if need be); None: none."""
+        held = sum(read.held for read in self.reads[self.reported + 1 : self.started])
+        active = [read for read in self.reads[self.reported : self.started] if self.live(read)]
+        reading = next((read for read in active if read.end is None), None)
+        for read in active:
+            if read.end is not None or read.next_unrequested > read.last_page:
+                continue
+            first = read is self.reads[self.reported] or (read is reading and read.held < self.room)
+            return read if first or held < self.room else None
+        while self.started < len(self.reads):
+            if self.started > self.reported and held >= self.room:
+                return None
+            self.started += 1
+            read = self.reads[self.started - 1]
+            if self.live(read):
+                read.start(self.page_size)
+                return read
+        return None
+
+    def first(self) -> _Read | None:
+        """The window to hand over next, the windows of failed accounts skipped; None: all are."""
+        while self.reported < len(self.reads) and not self.live(self.reads[self.reported]):
+            self.reported += 1
+        return self.reads[self.reported] if self.reported < len(self.reads) else None
+
+    def handed(self) -> None:
+        self.reported += 1
+        self.started = max(self.started, self.reported)
+
+
 class WindowPager:
     """Reads windows page by page with up to ``max_concurrency`` requests in flight.
 
@@ -256,91 +313,54 @@ class WindowPager:
 
     def read(self, windows: Sequence[Window]) -> Iterator[Rows | WindowEnd | Failure]:
         """The windows' rows and ends, in window order, and the failures as they come."""
-        reads = [_Read(window) for window in windows]
-        self._reads = {read.window.index: read for read in reads}
-        in_flight: dict[Future[Page], tuple[_Read, int]] = {}
-        failed: set[str] = set()
-        failures: list[Failure] = []
-        started = reported = 0
-
-        def next_to_request() -> _Read | None:
-            """The first read with a page to request. The window first in line (read, or handed
-            over) always may, and the first window still being read while it holds few pages; the
-            others, and a new window, only while the windows after the first in line hold few
-            pages. Memory holds one window and about ``max_concurrency`` pages of the next."""
-            nonlocal started
-            held = sum(read.held for read in reads[reported + 1 : started])
-            active = [read for read in reads[reported:started] if read.window.account.name not in failed]
-            reading = next((read for read in active if read.end is None), None)
-            for read in active:
-                if read.end is not None or read.next_unrequested > read.last_page:
-                    continue
-                first = read is reads[reported] or (read is reading and read.held < self.max_concurrency)
-                return read if first or held < self.max_concurrency else None
-            while started < len(reads):
-                if started > reported and held >= self.max_concurrency:
-                    return None
-                started += 1
-                read = reads[started - 1]
-                if read.window.account.name not in failed:
-                    read.start(self.page_size)
-                    return read
-            return None
-
-        def request_more() -> None:
-            while len(in_flight) < self.max_concurrency and (read := next_to_request()):
-                number = read.next_unrequested
-                read.next_unrequested += 1
-                in_flight[pool.submit(self.fetch, read.window, number)] = (read, read.reads)
-
-        def take_answers() -> None:
-            """Take the answers that arrived into their reads, in window order."""
-            for future in sorted(
-                (f for f in in_flight if f.done()), key=lambda f: in_flight[f][0].window.index
-            ):
-                read, number = in_flight.pop(future)
-                if read.end is not None or number != read.reads or read.window.account.name in failed:
-                    continue  # a page past the end of its read, or of an earlier read
-                try:
-                    page = future.result()
-                    read.early[page.number] = page
-                    self._take_pages(read)
-                except FatalAPIError as error:
-                    failed.add(read.window.account.name)
-                    failures.append(Failure(read.window, error))
-
-        def keep_busy() -> Iterator[Failure]:
-            take_answers()
-            request_more()
-            while failures:
-                yield failures.pop(0)
-
+        schedule = _Schedule([_Read(window) for window in windows], self.max_concurrency, self.page_size)
+        self._reads = {read.window.index: read for read in schedule.reads}
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico")
         try:
-            while reported < len(reads):
-                yield from keep_busy()
-                if in_flight:
-                    wait(in_flight, return_when=FIRST_COMPLETED)
-                    yield from keep_busy()
-                first = reads[reported]
-                if first.window.account.name in failed:
-                    reported += 1
+            while (first := schedule.first()) is not None:
+                yield from self._keep_busy(schedule, pool)
+                if schedule.in_flight:
+                    wait(schedule.in_flight, return_when=FIRST_COMPLETED)
+                    yield from self._keep_busy(schedule, pool)
+                if not schedule.live(first):
                     continue
                 if first.end is None:
-                    if not in_flight:
+                    if not schedule.in_flight:
                         msg = f"nothing to request for {self.describe(first.window)}, which is not read"
                         raise RuntimeError(msg)
                     continue
                 while first.parts:  # each page let go as it is handed over; requests go on meanwhile
                     yield Rows(first.window, first.parts.pop(0))
-                    yield from keep_busy()
+                    yield from self._keep_busy(schedule, pool)
                 yield first.end
                 del self._reads[first.window.index]  # nothing of the window is held any more
-                reported += 1
-                started = max(started, reported)
+                schedule.handed()
         finally:
             # Never wait here for a request that hangs: a failed or stopped run ends promptly.
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _keep_busy(self, schedule: _Schedule, pool: ThreadPoolExecutor) -> list[Failure]:
+        """Take the answers that arrived into their reads, in window order, then request what the
+        schedule allows; the windows that failed meanwhile."""
+        in_flight, failures = schedule.in_flight, list[Failure]()
+        for future in sorted((f for f in in_flight if f.done()), key=lambda f: in_flight[f][0].window.index):
+            read, nth = in_flight.pop(future)
+            if read.end is not None or nth != read.reads or not schedule.live(read):
+                continue  # a page past the end of its read, or of an earlier read
+            try:
+                page = future.result()
+                read.early[page.number] = page
+                self._take_pages(read)
+            except FatalAPIError as error:
+                schedule.failed.add(read.window.account.name)
+                failures.append(Failure(read.window, error))
+        while len(in_flight) < self.max_concurrency and (asking := schedule.next_to_request()):
+            in_flight[pool.submit(self.fetch, asking.window, asking.next_unrequested)] = (
+                asking,
+                asking.reads,
+            )
+            asking.next_unrequested += 1
+        return failures
 
     def _take_pages(self, read: _Read) -> None:
         """Take the pages that arrived, in page order, while the read goes on."""
