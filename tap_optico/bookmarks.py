@@ -7,11 +7,13 @@ value of the replication key: the newest record of that day when there is
 one, else the day itself (its start, for a date-time key). The next run
 starts from the bookmark's day minus ``lookback_days``.
 
-A window whose rows stay short of ``total_results`` after its re-reads holds
-the bookmark before it, for this run and, counted in the state, for the next
-ones; after :data:`HELD_RUNS` runs held at the same place the bookmark moves
-past it, with a WARNING saying what was short and by how much, so that a
-count the API never matches costs a bounded number of runs, not every run.
+A window whose rows the tap could not settle (its ``total_results`` moved
+in every read: calls arriving or leaving while it was paged) holds the
+bookmark before it for the rest of the run: the next run reads it again. A
+window read through every page the API offers moves the bookmark even when
+its rows stay short of ``total_results``: the API has nothing more to give
+(the reader says so). A window that cannot be read fails its account, whose
+bookmark then stays.
 """
 
 from __future__ import annotations
@@ -19,13 +21,11 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from tap_optico.settings import read_day, read_instant
 
-#: Runs a bookmark stays before a window read short, the last of which moves it past the window.
-HELD_RUNS = 3
 #: With many accounts, a STATE once bookmarks moved for this share of them (each STATE holds them all).
 STATE_SHARE = 4
 #: ... or once this many seconds passed since the last STATE, if one moved.
@@ -82,52 +82,29 @@ class Mark:
 
     #: The replication key value (None: no bookmark yet).
     value: Any
-    #: Runs, this one included once held, that a window read short has held the bookmark where it is.
-    held_runs: int = 0
-    #: Held in this run: no later window of the run moves it.
-    held: bool = False
+    #: Pinned before a window in this run: no later window of the run moves it.
+    pinned: bool = False
 
 
 @dataclass(frozen=True)
 class WindowRead:
-    """What the bookmark rule needs of a window read in full, or given up as short."""
+    """What the bookmark rule needs of a window read to its end."""
 
-    label: str
     end: dt.date
     #: The newest replication value among the window's records dated inside it (None: none).
     newest: Any
-    #: Rows ``total_results`` promised that no read of the window gave.
-    short_by: int
-    total: int | None
+    #: The window's rows could not be settled: the bookmark stays before it.
+    unsettled: bool = False
 
 
-def after_window(
-    mark: Mark, window: WindowRead, *, days: Days, day_value: Callable[[dt.date], Any]
-) -> tuple[Mark, str | None]:
-    """The account's mark once ``window`` (and every window before it) has been read, and a WARNING
-    line to log, if any. ``day_value`` writes a day as a value of the replication key."""
-    if mark.held:
-        return mark, None
-    warning = None
-    if window.short_by:
-        runs = mark.held_runs + 1
-        short = (
-            f"{window.label} stayed {window.short_by} row(s) short of total_results {window.total} "
-            "(the API counts rows it does not return)"
-        )
-        if runs < HELD_RUNS:
-            warning = (
-                f"{short}: the bookmark stays before it and the next run reads it again "
-                f"(run {runs} of {HELD_RUNS}; at run {HELD_RUNS} it moves past)"
-            )
-            return replace(mark, held_runs=runs, held=True), warning
-        warning = f"{short} for {HELD_RUNS} runs: the bookmark moves past it; those rows are given up"
+def after_window(mark: Mark, window: WindowRead, *, days: Days, day_value: Callable[[dt.date], Any]) -> Mark:
+    """The account's mark once ``window`` (and every window before it) has been read.
+    ``day_value`` writes a day as a value of the replication key."""
+    if mark.pinned or window.unsettled:
+        return Mark(mark.value, pinned=True)
     newest = window.newest
     value = newest if newest is not None and days(newest) == window.end else day_value(window.end)
-    if mark.value is None or is_later(value, mark.value):
-        return Mark(value), warning
-    # Not past the bookmark: it stays, and so does the count of runs held there (unless moved past).
-    return replace(mark, held_runs=0 if warning else mark.held_runs), warning
+    return Mark(value) if mark.value is None or is_later(value, mark.value) else mark
 
 
 class StateCadence:

@@ -22,17 +22,14 @@ import requests
 from requests.adapters import DEFAULT_POOLSIZE
 from singer_sdk import RESTStream
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
-from singer_sdk.helpers.types import Context
-from singer_sdk.pagination import BaseAPIPaginator
-from singer_sdk.streams.rest import PageContext
 from typing_extensions import override
 
-from tap_optico.api import DATA_TYPE, FIRST_PAGE, LAST_PAGE_MARKERS
+from tap_optico.api import DATA_TYPE, LAST_PAGE_MARKERS
 from tap_optico.deadline import DeadlineAdapter, bounded
-from tap_optico.normalize import ACCOUNT, Conversion, Normalizer, decode_plain_page
+from tap_optico.normalize import Conversion, Normalizer, decode_plain_page
 from tap_optico.paging import Page, Window
 from tap_optico.secrets import redact, shorten
-from tap_optico.settings import Account, Settings
+from tap_optico.settings import Settings
 
 FIRST_RETRY_WAIT_SECONDS = 0.5
 #: What singer-sdk's own request decorator retries (tests/test_sdk_contract.py holds them equal).
@@ -80,29 +77,6 @@ def read_body(response: requests.Response) -> None:
     have read it in small ones; ``content`` and ``text`` then give it as usual. On a page of
     5,000 calls this halves the CPU that receiving it costs."""
     response._content = b"".join(response.iter_content(BODY_PIECE_BYTES))
-
-
-class OpticoPaginator(BaseAPIPaginator[int]):
-    """Follows ``next_page``; stops when it marks the last page (:func:`read_next_page`).
-
-    singer-sdk's paginators find the next page in the response; each body here is
-    decoded once already (:meth:`OpticoClient.decode`), so the paginator is handed
-    that body's ``next_page`` instead of parsing the body again.
-    """
-
-    def __init__(self, start_value: int = FIRST_PAGE) -> None:
-        super().__init__(start_value)
-        self._next_page: Any = None
-
-    def follow(self, response: requests.Response, body: Mapping[str, Any]) -> int | None:
-        """The page after ``response``, whose decoded body is ``body``; None on the last page."""
-        self._next_page = body.get("next_page")
-        self.advance(response)
-        return None if self.finished else self.current_value
-
-    @override
-    def get_next(self, response: requests.Response) -> int | None:
-        return read_next_page(self._next_page, self.current_value)
 
 
 def _count(value: Any) -> int | None:
@@ -181,27 +155,19 @@ class OpticoClient(RESTStream[int]):
                 session.mount(prefix, DeadlineAdapter(pool_connections=size, pool_maxsize=size))
         return session
 
-    @override
-    def get_url_params(self, context: Context | None, next_page_token: int | None) -> dict[str, Any]:
-        """The window's days, the page, and the account's key and filters (the key is not in the context)."""
-        if not context:
-            msg = "a window context is required"
-            raise ValueError(msg)
-        account = self.accounts[context[ACCOUNT]]
+    def query(self, window: Window, number: int) -> dict[str, Any]:
+        """Page ``number`` of ``window``: its days, and its account's key and filters."""
+        account = window.account
         return {
             "api_key": account.api_key,
             "type": DATA_TYPE,
-            "start_date": context["start_date"],
-            "end_date": context["end_date"],
-            "page": next_page_token or FIRST_PAGE,
+            "start_date": window.start.isoformat(),
+            "end_date": window.end.isoformat(),
+            "page": number,
             "limit": self.settings.page_size,
             **account.filters,
             **self.extra_params,
         }
-
-    @cached_property
-    def accounts(self) -> dict[str, Account]:
-        return {account.name: account for account in self.settings.accounts}
 
     # Answers
 
@@ -300,7 +266,7 @@ class OpticoClient(RESTStream[int]):
     @cached_property
     def rate_limit_pauses(self) -> dict[str, SharedPause]:
         """One pause per account: a 429 is the limit of one key, and slows that key's requests only."""
-        return {name: SharedPause() for name in self.accounts}
+        return {account.name: SharedPause() for account in self.settings.accounts}
 
     def describe(self, window: Window) -> str:
         """How log lines name ``window``: the stream, the account (with several) and the days."""
@@ -356,20 +322,11 @@ class OpticoClient(RESTStream[int]):
 
     def fetch_page(self, window: Window, number: int) -> Page:
         """Page ``number`` of ``window``, retried; a lasting failure fails its account (FatalAPIError)."""
-        context = {
-            ACCOUNT: window.account.name,
-            "start_date": window.start.isoformat(),
-            "end_date": window.end.isoformat(),
-        }
-        request = self.get_http_request(page=PageContext(stream_context=context, next_page_token=number))
         try:
             prepared = self.build_prepared_request(
-                method=request.method,
-                url=request.url,
-                params=request.encode_params(),
-                headers=request.headers,
+                method="GET", url=self.url_base, params=self.query(window, number)
             )
-            response, body = self._send_with_retries(prepared, number, window)
+            _, body = self._send_with_retries(prepared, number, window)
         except RefusedKeyError as error:
             account = window.account.name
             setting = (
@@ -385,11 +342,10 @@ class OpticoClient(RESTStream[int]):
             )
             raise FatalAPIError(msg) from None
         try:
-            next_page = OpticoPaginator(number).follow(response, body)
+            next_page = read_next_page(body.get("next_page"), number)
         except FatalAPIError as error:
             raise FatalAPIError(f"{self.describe(window)} cannot be read: {error}") from None
         return Page(
-            window=window,
             number=number,
             results=body["results"],
             total_results=_count(body.get("total_results")),

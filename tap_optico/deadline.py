@@ -78,17 +78,25 @@ _try = threading.local()
 @contextmanager
 def bounded(deadline: float) -> Iterator[None]:
     """Requests of :class:`DeadlineAdapter` made in this thread end by ``deadline`` (time.monotonic),
-    redirects included."""
-    _try.deadline = deadline
+    redirects included, on every kind of connection."""
+    _try.deadline, _try.watched = deadline, []
     try:
         yield
     finally:
-        _try.deadline = None
+        for number in _try.watched:
+            _watchdog.disarm(number)
+        _try.deadline, _try.watched = None, []
 
 
 class _Bounded:
     """An HTTP connection whose answer is watched from the moment the request is sent until the
-    connection goes back to its pool (or is dropped)."""
+    connection goes back to its pool or the try ends.
+
+    Closing the connection does not stop the watch: over HTTP/1.0, or with
+    ``Connection: close``, ``http.client`` closes the connection as soon as
+    the headers are in and the answer reads its body from the same socket
+    (shutting a socket that is closed for good does nothing).
+    """
 
     sock: socket.socket | None
     _watched: int | None = None
@@ -98,16 +106,13 @@ class _Bounded:
         if deadline is not None and self.sock is not None:
             self.unwatch()
             self._watched = _watchdog.arm(deadline, self.sock)
+            _try.watched.append(self._watched)
         return super().getresponse()  # type: ignore[misc]
 
     def unwatch(self) -> None:
         if self._watched is not None:
             _watchdog.disarm(self._watched)
             self._watched = None
-
-    def close(self) -> None:
-        self.unwatch()
-        super().close()  # type: ignore[misc]
 
 
 class _HTTPConnection(_Bounded, HTTPConnection):

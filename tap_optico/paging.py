@@ -1,30 +1,17 @@
-"""Paging through date windows, with several requests in flight, bounded by evidence.
+"""Reading date windows page by page, with several requests in flight, as a one-way flow of values.
 
-One read of a window takes its pages in page order and ends at the first of:
+A :class:`Window` says what to read; where its read stands is the pager's
+own (:class:`_Read`); what the pager finds, it yields: the rows of a page
+(:class:`Rows`), the end of a window with its figures (:class:`WindowEnd`),
+or a window that cannot be read (:class:`Failure`). The reader consumes
+them and writes nothing back.
 
-- a page shorter than ``page_size`` (an empty one too) or without ``next_page``;
-- a page that brings no new row: the same answer as an earlier page of the
-  read once its rows reach ``total_results``, such as a page past the end
-  answered with the last page again (it is dropped);
-- :data:`SLACK_PAGES` page(s) past the point where the rows read reach the
-  first page's ``total_results`` (data that grew while it was paged).
+When a read goes on, and when it ends, is one pure policy (:func:`next_step`
+and :func:`after_read`): a read ends only when every signal agrees there is
+nothing more. Pages up to what ``total_results`` justifies (at the page size
+the server really gives) are requested ahead, several at a time; a page past
+that only once the page before says there is more.
 
-The ``total_results`` that bounds a read is its first page's: one that grows
-with every page cannot make a read go on for ever (what it adds is left to the
-re-read). A read whose first page gives no ``total_results`` follows
-``next_page`` for at most :data:`MAX_ROWS_WITHOUT_TOTAL` rows, then its account
-fails.
-
-Pages up to ``ceil(total_results / page_size)`` are requested ahead, several
-at a time; a page past that only once the page before says there is more
-and its rows, less those that repeat the page before them, are still short
-of ``total_results``. An answer identical to
-an earlier page of the read while rows are still missing (or with no
-``total_results`` to tell) means the API ignores ``page``: the window cannot
-be read and its account fails.
-
-The pages of a read are reconciled as one (:func:`~tap_optico.reconcile.reconcile`);
-a read still short of ``total_results`` is repeated, up to ``max_reads`` times.
 Windows are handed over whole and in order, so that a bookmark never passes
 a window that is not read; a window waits in memory only while the windows
 before it are read, and new windows start only while few pages are held.
@@ -37,93 +24,152 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
-import msgspec
 from singer_sdk.exceptions import FatalAPIError
 
 from tap_optico.api import FIRST_PAGE
-from tap_optico.reconcile import Reconciled, edge_repeat, kept_rows, reconcile
+from tap_optico.reconcile import Reconciled, RowForm, reconcile
 from tap_optico.settings import Account
 
-#: Pages read once the rows reach total_results while next_page still says more (data growing).
+#: Pages read past the point where a read whose total_results moved reaches its first count.
 SLACK_PAGES = 1
-#: Rows a read follows next_page for when its first page gives no total_results to bound it.
-MAX_ROWS_WITHOUT_TOTAL = 100_000
+#: Rows one read of a window may hand: far above any real window; a read past it fails the window.
+MAX_READ_ROWS = 500_000
 
 
 @dataclass(frozen=True)
-class Page:
-    """One decoded answer of the API."""
-
-    window: Window
-    number: int
-    results: list[Any]
-    total_results: int | None
-    next_page: int | None
-
-
-@dataclass(eq=False)
 class Window:
-    """A date range read with one paged request sequence, and where its read stands."""
+    """What to read: an account's days, read with one paged request sequence."""
 
     index: int
     start: dt.date
     end: dt.date
     #: Whose data: the account whose key requests it.
     account: Account
-    reads: int = 0
-    #: The read under way: its pages in page order, those that arrived early, how far it may go.
-    pages: list[Page] = field(default_factory=list)
-    early: dict[int, Page] = field(default_factory=dict)
-    last_page: int = FIRST_PAGE
-    next_unrequested: int = FIRST_PAGE
-    ended: bool = False
-    #: Rows of the read so far, those that do not repeat the page before, the highest total_results.
-    handed: int = 0
-    new_rows: int = 0
-    total: int | None = None
-    #: total_results of the read's first page: what bounds the pages of the read.
-    first_total: int | None = None
-    slack: int = 0
-    #: Non-empty pages of the read by their length and first row, to find an answer given twice.
-    answers: dict[bytes, list[Page]] = field(default_factory=dict)
-    #: The last read, reconciled: the window is read.
-    result: Reconciled | None = None
-    #: A request of this account's failed for good: its windows are not read, nor checkpointed.
-    failed: bool = False
 
-    @property
-    def done(self) -> bool:
-        return self.failed or self.result is not None
 
-    @property
-    def held(self) -> int:
-        """Pages this window holds in memory."""
-        return len(self.result.parts) if self.result else len(self.pages) + len(self.early)
+@dataclass(frozen=True)
+class Page:
+    """One decoded answer of the API."""
 
-    def take_pages(self) -> Iterator[Sequence[Any]]:
-        """The kept rows of the read, a page at a time, in the API's order: each page is let go
-        as the next is taken, so that a window is freed while it is handed over (what the read
-        counted stays)."""
-        while self.result is not None and self.result.parts:
-            (results, dropped), *rest = self.result.parts
-            self.result = replace(self.result, parts=tuple(rest))
-            yield kept_rows(results, dropped)
+    number: int
+    results: Sequence[Any]
+    total_results: int | None
+    next_page: int | None
 
-    def start_read(self) -> None:
-        self.reads += 1
-        self.pages, self.early, self.answers = [], {}, {}
-        self.last_page = self.next_unrequested = FIRST_PAGE
-        self.ended = False
-        self.handed, self.new_rows, self.total, self.first_total, self.slack = 0, 0, None, None, 0
+
+# The end-of-read policy
+
+
+class Step(Enum):
+    """What a read does after a page."""
+
+    MORE = "ask the next page"
+    END = "the read is over"
+    SAME_ANSWER = "the API ignores 'page'"
+    TOO_LONG = "the read passed MAX_READ_ROWS"
+
+
+@dataclass(frozen=True)
+class ReadFacts:
+    """What the pages of a read taken so far (in page order) say."""
+
+    #: Rows the read holds (in a read whose count moved, rows that no earlier page gave).
+    rows: int
+    #: The first total_results of the read (None: none given).
+    total: int | None
+    #: total_results changed between the pages of the read.
+    moved: bool
+    #: Rows of the last page that are new to the read (not repeats beyond total_results).
+    new: int
+    #: The last page is an earlier page's answer again.
+    same: bool
+    #: The page before the last said it was the last (the last page was asked as rows were short).
+    probing: bool
+    #: The last page's next_page (None: it says it is the last).
+    next_page: int | None
+
+
+def next_step(facts: ReadFacts) -> Step:
+    """Whether a read goes on after its last page: it ends only when the signals agree.
+
+    - A page that brings no new row ends the read (every loop is bounded); an
+      earlier answer given again, while rows are missing and the count still,
+      to a page the API said exists means the API ignores ``page``.
+    - A count that moved makes the pages no snapshot: the read goes on to a
+      page past its first count (:func:`after_read` then reads it again
+      unless its rows add up to the count).
+    - Otherwise a forward ``next_page`` is followed, however short the page
+      or past ``total_results`` the rows, and so is a missing ``next_page``
+      while the rows are short of ``total_results`` (one page asked, which
+      must bring new rows); :data:`MAX_READ_ROWS` bounds the whole read.
+    """
+    short = facts.total is None or facts.rows < facts.total
+    if facts.same:
+        return Step.SAME_ANSWER if short and not facts.probing and not facts.moved else Step.END
+    if facts.new == 0:
+        return Step.END
+    if facts.rows > MAX_READ_ROWS:
+        return Step.TOO_LONG
+    if facts.moved and facts.total is not None and facts.rows - facts.new >= facts.total:
+        return Step.END  # a page past the first count
+    if facts.next_page is not None or (facts.total is not None and facts.rows < facts.total):
+        return Step.MORE
+    return Step.END
+
+
+class Outcome(Enum):
+    """What a read of a window, over, makes of it."""
+
+    #: Every row the count promised, or more (the figures say which).
+    COMPLETE = "complete"
+    #: Read again: short of its count, or its count moved, with reads left.
+    AGAIN = "again"
+    #: Every page the API offers read, in every read, still short: the API's count is wrong.
+    COUNT_WRONG = "count wrong"
+    #: The count moved in every read: rows are handed over once each, the bookmark stays before.
+    UNSETTLED = "unsettled"
+
+
+def after_read(result: Reconciled, reads: int, max_reads: int, *, moved: bool) -> Outcome:
+    """The outcome of a window's ``reads``-th read (of ``max_reads``), which ended as ``result``: a
+    read whose count ``moved`` (on any page, one dropped as a repeat too) is complete only when
+    its rows add up to the count."""
+    if not result.short_by and not (moved and result.beyond):
+        return Outcome.COMPLETE
+    if reads < max_reads:
+        return Outcome.AGAIN
+    return Outcome.UNSETTLED if moved else Outcome.COUNT_WRONG
+
+
+# What the pager yields
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Kept rows of a page of ``window``, whose read is over, in the API's order."""
+
+    window: Window
+    rows: Sequence[Any]
+
+
+@dataclass(frozen=True)
+class WindowEnd:
+    """``window`` is read: every :class:`Rows` of it came before this."""
+
+    window: Window
+    result: Reconciled
+    reads: int
+    outcome: Outcome
 
 
 @dataclass(frozen=True)
 class Failure:
-    """``window`` cannot be read (a request failed for good, or the answers make no sense):
-    the account's remaining windows are given up."""
+    """``window`` cannot be read (a request failed for good, or the answers make no sense): the
+    account's remaining windows are given up."""
 
     window: Window
     error: FatalAPIError
@@ -132,14 +178,112 @@ class Failure:
 Fetch = Callable[[Window, int], Page]
 
 
+@dataclass(eq=False)
+class _Read:
+    """Where the read of one window stands: the pager's alone."""
+
+    window: Window
+    reads: int = 0
+    pages: list[Page] = field(default_factory=list)
+    #: Pages that arrived before the pages before them.
+    early: dict[int, Page] = field(default_factory=dict)
+    #: The next page to request, and the last that may be requested now.
+    next_unrequested: int = FIRST_PAGE
+    last_page: int = FIRST_PAGE
+    #: Rows handed; rows new to the read; the first total_results; whether it moved.
+    handed: int = 0
+    rows: int = 0
+    total: int | None = None
+    moved: bool = False
+    #: The page size the server really gives (learned from a short page that says there is more).
+    page_size: int = 0
+    #: Non-empty pages by their length and first row, to find an answer given twice.
+    answers: dict[bytes, list[Page]] = field(default_factory=dict)
+    #: Keys of the rows read, once the count moved.
+    seen: set[bytes] | None = None
+    #: The read is over: its kept rows, a page at a time, to hand over, and the window's end.
+    parts: list[Sequence[Any]] = field(default_factory=list)
+    end: WindowEnd | None = None
+
+    def start(self, page_size: int) -> None:
+        self.reads += 1
+        self.pages, self.early, self.answers, self.seen = [], {}, {}, None
+        self.next_unrequested = self.last_page = FIRST_PAGE
+        self.handed = self.rows = 0
+        self.total, self.moved, self.page_size = None, False, page_size
+
+    @property
+    def held(self) -> int:
+        """Pages this read holds in memory."""
+        return len(self.parts) if self.end else len(self.pages) + len(self.early)
+
+
+@dataclass(eq=False)
+class _Schedule:
+    """Which read may request its next page, and which window is handed over next: the pager's.
+
+    Windows start, and are handed over, in order; ``reads[reported]`` is
+    first in line. Memory holds one window and about ``room`` pages of the
+    next: the window first in line (read, or handed over) may always request,
+    and so may the first window still being read while it holds few pages;
+    the others, and a new window, only while the windows after the first in
+    line hold few pages.
+    """
+
+    reads: list[_Read]
+    room: int
+    page_size: int
+    #: Windows started; windows handed over (or given up).
+    started: int = 0
+    reported: int = 0
+    #: Accounts one of whose windows failed: their windows are given up.
+    failed: set[str] = field(default_factory=set)
+    #: Requests under way: the read each is for, and which read of its window it belongs to.
+    in_flight: dict[Future[Page], tuple[_Read, int]] = field(default_factory=dict)
+
+    def live(self, read: _Read) -> bool:
+        return read.window.account.name not in self.failed
+
+    def next_to_request(self) -> _Read | None:
+        """The first read with a page to request now (starting a new window if need be); None: none."""
+        held = sum(read.held for read in self.reads[self.reported + 1 : self.started])
+        active = [read for read in self.reads[self.reported : self.started] if self.live(read)]
+        reading = next((read for read in active if read.end is None), None)
+        for read in active:
+            if read.end is not None or read.next_unrequested > read.last_page:
+                continue
+            first = read is self.reads[self.reported] or (read is reading and read.held < self.room)
+            return read if first or held < self.room else None
+        while self.started < len(self.reads):
+            if self.started > self.reported and held >= self.room:
+                return None
+            self.started += 1
+            read = self.reads[self.started - 1]
+            if self.live(read):
+                read.start(self.page_size)
+                return read
+        return None
+
+    def first(self) -> _Read | None:
+        """The window to hand over next, the windows of failed accounts skipped; None: all are."""
+        while self.reported < len(self.reads) and not self.live(self.reads[self.reported]):
+            self.reported += 1
+        return self.reads[self.reported] if self.reported < len(self.reads) else None
+
+    def handed(self) -> None:
+        self.reported += 1
+        self.started = max(self.started, self.reported)
+
+
 class WindowPager:
     """Reads windows page by page with up to ``max_concurrency`` requests in flight.
 
-    :meth:`read` yields each :class:`Window` once it and every window before
-    it are done: read (``result`` set) or given up (``failed`` set). A request
-    that fails for good (``FatalAPIError``), or a window whose answers cannot
-    be paged, fails its account only: :meth:`read` yields a :class:`Failure`,
-    gives up the account's windows and reads the others.
+    :meth:`read` yields each window's :class:`Rows` then its :class:`WindowEnd`
+    once it and every window before it are read. A request that fails for
+    good (``FatalAPIError``), or a window whose answers cannot be paged,
+    fails its account only: :meth:`read` yields a :class:`Failure`, gives up
+    the account's windows and reads the others. Requests go on while the
+    consumer takes the rows.
     """
 
     def __init__(
@@ -151,6 +295,7 @@ class WindowPager:
         max_reads: int,
         logger: logging.Logger,
         describe: Callable[[Window], str] = lambda window: f"window {window.start}..{window.end}",
+        form: RowForm | None = None,
     ) -> None:
         self.fetch = fetch
         self.page_size = page_size
@@ -158,202 +303,172 @@ class WindowPager:
         self.max_reads = max_reads
         self.logger = logger
         self.describe = describe
-        self._keep_busy: Callable[[], None] | None = None
+        self.form = form or RowForm()
+        self._reads: dict[int, _Read] = {}
 
-    def keep_busy(self) -> None:
-        """Take the answers that arrived and fill the request slots they freed, while the consumer
-        of :meth:`read` holds a window (it calls this between the pages it hands over)."""
-        if self._keep_busy is not None:
-            self._keep_busy()
+    def held(self, window: Window) -> int:
+        """Pages the pager holds in memory for ``window`` now (what its memory bound limits)."""
+        read = self._reads.get(window.index)
+        return 0 if read is None else read.held
 
-    def read(
-        self, windows: list[Window], on_page: Callable[[int], None] = lambda rows: None
-    ) -> Iterator[Window | Failure]:
-        """The windows, each once done, and the failures; ``on_page`` hears of each page taken."""
-        in_flight: dict[Future[Page], tuple[Window, int]] = {}
-        started = 0
-        reported = 0
-
-        def next_to_request() -> Window | None:
-            """The first window with a page to request. The window first in line (read, or handed
-            over) always may, and the first window still being read while it holds few pages; the
-            others, and a new window, only while the windows after the first in line hold few
-            pages. Memory holds one window and about ``max_concurrency`` pages of the next."""
-            nonlocal started
-            held = sum(w.held for w in windows[reported + 1 : started])
-            reading = next((w for w in windows[reported:started] if not w.done), None)
-            for window in windows[reported:started]:
-                if window.done or window.ended or window.next_unrequested > window.last_page:
-                    continue
-                first = window is windows[reported] or (
-                    window is reading and window.held < self.max_concurrency
-                )
-                return window if first or held < self.max_concurrency else None
-            while started < len(windows):
-                if started > reported and held >= self.max_concurrency:
-                    return None
-                started += 1
-                window = windows[started - 1]
-                if not window.done:  # an account that failed is not read
-                    window.start_read()
-                    return window
-            return None
-
-        def request_more() -> None:
-            """Fill every free slot, so requests stay in flight while a window is handed over."""
-            while len(in_flight) < self.max_concurrency and (window := next_to_request()):
-                number = window.next_unrequested
-                window.next_unrequested += 1
-                in_flight[pool.submit(self.fetch, window, number)] = (window, window.reads)
-
-        def take_answers() -> None:
-            """Take the answers that arrived into their windows, in window order; a window that
-            cannot be read is noted in ``failures``."""
-            for future in sorted(
-                (future for future in in_flight if future.done()), key=lambda f: in_flight[f][0].index
-            ):
-                window, read = in_flight.pop(future)
-                if window.done or window.ended or read != window.reads:
-                    continue  # a page past the end of its read, or of an earlier read
-                try:
-                    page = future.result()
-                    window.early[page.number] = page
-                    self._take_pages(window, on_page)
-                except FatalAPIError as error:
-                    failures.append(Failure(window, error))
-                    continue
-                if window.ended:
-                    self._close_read(window)
-
-        def keep_busy() -> None:
-            take_answers()
-            request_more()
-
-        def fail() -> Iterator[Failure]:
-            """The failures noted, each followed by giving up the rest of its account's windows."""
-            while failures:
-                failure = failures.pop(0)
-                yield failure
-                for other in windows[reported:]:
-                    if other.account == failure.window.account:
-                        other.failed = True
-                        other.pages, other.early, other.answers = [], {}, {}
-
-        failures: list[Failure] = []
+    def read(self, windows: Sequence[Window]) -> Iterator[Rows | WindowEnd | Failure]:
+        """The windows' rows and ends, in window order, and the failures as they come."""
+        schedule = _Schedule([_Read(window) for window in windows], self.max_concurrency, self.page_size)
+        self._reads = {read.window.index: read for read in schedule.reads}
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico")
-        self._keep_busy = keep_busy
         try:
-            while reported < len(windows):
-                yield from fail()  # found while a window was handed over
-                request_more()
-                if in_flight:
-                    wait(in_flight, return_when=FIRST_COMPLETED)
-                    take_answers()
-                    yield from fail()
-                elif not windows[reported].done:
-                    msg = f"nothing to request for {self.describe(windows[reported])}, which is not read"
-                    raise RuntimeError(msg)
-                while reported < len(windows) and windows[reported].done:
-                    request_more()  # requests stay in flight while the window is handed over
-                    yield windows[reported]  # read, or of an account that failed
-                    reported += 1
-                    started = max(started, reported)
+            while (first := schedule.first()) is not None:
+                yield from self._keep_busy(schedule, pool)
+                if schedule.in_flight:
+                    wait(schedule.in_flight, return_when=FIRST_COMPLETED)
+                    yield from self._keep_busy(schedule, pool)
+                if not schedule.live(first):
+                    continue
+                if first.end is None:
+                    if not schedule.in_flight:
+                        msg = f"nothing to request for {self.describe(first.window)}, which is not read"
+                        raise RuntimeError(msg)
+                    continue
+                while first.parts:  # each page let go as it is handed over; requests go on meanwhile
+                    yield Rows(first.window, first.parts.pop(0))
+                    yield from self._keep_busy(schedule, pool)
+                yield first.end
+                del self._reads[first.window.index]  # nothing of the window is held any more
+                schedule.handed()
         finally:
-            self._keep_busy = None
             # Never wait here for a request that hangs: a failed or stopped run ends promptly.
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _take_pages(self, window: Window, on_page: Callable[[int], None]) -> None:
-        """Take the pages that arrived, in page order, until the read ends."""
-        while not window.ended and (page := window.early.pop(FIRST_PAGE + len(window.pages), None)):
-            self._take(window, page)
-            on_page(len(page.results))
-        if window.ended:
-            window.early.clear()
+    def _keep_busy(self, schedule: _Schedule, pool: ThreadPoolExecutor) -> list[Failure]:
+        """Take the answers that arrived into their reads, in window order, then request what the
+        schedule allows; the windows that failed meanwhile."""
+        in_flight, failures = schedule.in_flight, list[Failure]()
+        for future in sorted((f for f in in_flight if f.done()), key=lambda f: in_flight[f][0].window.index):
+            read, nth = in_flight.pop(future)
+            if read.end is not None or nth != read.reads or not schedule.live(read):
+                continue  # a page past the end of its read, or of an earlier read
+            try:
+                page = future.result()
+                read.early[page.number] = page
+                self._take_pages(read)
+            except FatalAPIError as error:
+                schedule.failed.add(read.window.account.name)
+                failures.append(Failure(read.window, error))
+        while len(in_flight) < self.max_concurrency and (asking := schedule.next_to_request()):
+            in_flight[pool.submit(self.fetch, asking.window, asking.next_unrequested)] = (
+                asking,
+                asking.reads,
+            )
+            asking.next_unrequested += 1
+        return failures
 
-    def _take(self, window: Window, page: Page) -> None:
-        """Judge one page of the read under way (the pages before it are taken): keep it, end the read
-        before or after it, or find the window unreadable (FatalAPIError)."""
-        results = page.results
+    def _take_pages(self, read: _Read) -> None:
+        """Take the pages that arrived, in page order, while the read goes on."""
+        while read.end is None and (page := read.early.pop(FIRST_PAGE + len(read.pages), None)):
+            step = self._take(read, page)
+            if step is Step.MORE:
+                continue
+            if step is Step.END:
+                self._close(read)
+            else:
+                raise FatalAPIError(self._unreadable(read, page, step))
+
+    def _take(self, read: _Read, page: Page) -> Step:
+        """Judge one page of the read under way (the pages before it are taken)."""
+        results, form = page.results, self.form
+        same = bool(results) and self._same_answer(read, page)
         if page.total_results is not None:
-            window.total = max(window.total or 0, page.total_results)
-        # Rows total_results says are still to come, even if every row handed so far is a call.
-        missing = 0 if window.total is None else window.total - window.handed
-        if results:
-            earlier = self._same_answer(window, page)
-            if earlier is not None:
-                if missing > 0 or window.total is None:
-                    missing_rows = (
-                        f"while {missing} of its {window.total} results are missing"
-                        if window.total is not None
-                        else "and no total_results says whether rows are missing"
-                    )
-                    msg = (
-                        f"{self.describe(window)} cannot be read: page {page.number} is the same answer "
-                        f"as page {earlier.number} {missing_rows} (the API ignores 'page')"
-                    )
-                    raise FatalAPIError(msg)
-                window.ended = True  # a page past the end, answered with an earlier one again
-                return
-        repeated = edge_repeat(window.pages[-1].results, results) if window.pages else 0
-        if not window.pages:
-            window.first_total = page.total_results
-        window.pages.append(page)
-        window.handed += len(results)
-        window.new_rows += len(results) - repeated
-        if len(results) < self.page_size or page.next_page is None:
-            window.ended = True
-            return
-        if window.first_total is None:
-            if window.new_rows >= MAX_ROWS_WITHOUT_TOTAL:
-                msg = (
-                    f"{self.describe(window)} cannot be read: after {window.new_rows} rows next_page still "
-                    f"says there is more, and no total_results bounds the read "
-                    f"(at most {MAX_ROWS_WITHOUT_TOTAL} rows are read so)"
-                )
-                raise FatalAPIError(msg)
-        elif window.new_rows >= window.first_total:
-            # What the first page promised is read: a total_results that grew since is data
-            # that arrived while the window was paged (the re-read takes it), or a count that lies.
-            if window.slack >= SLACK_PAGES:
-                window.ended = True
-                return
-            window.slack += 1
-        justified = 0 if window.first_total is None else math.ceil(window.first_total / self.page_size)
-        window.last_page = max(window.last_page, page.number + 1, justified)
+            if read.total is None:
+                read.total = page.total_results
+            read.moved = read.moved or page.total_results != read.total
+        new = 0
+        if not same:
+            read.pages.append(page)
+            read.handed += len(results)
+            if read.moved:
+                if read.seen is None:  # a row identical to one of an earlier page is a repeat
+                    read.seen = {form.key(row) for earlier in read.pages[:-1] for row in earlier.results}
+                    read.rows = len(read.seen)
+                keys = [form.key(row) for row in results]
+                new = sum(key not in read.seen for key in keys)
+                read.seen.update(keys)
+                read.rows += new
+            else:
+                repeated = form.edge_repeat(read.pages[-2].results, results) if len(read.pages) > 1 else 0
+                if read.total is not None:  # rows up to total_results are all calls, twins too
+                    repeated = min(repeated, max(0, read.handed - read.total))
+                new = len(results) - repeated
+                read.rows = read.handed
+            # A short page that says there is more, rows still missing: the server's own page size.
+            short = read.total is not None and read.handed < read.total
+            if page.next_page is not None and 0 < len(results) < read.page_size and short:
+                read.page_size = len(results)
+        before = read.pages[-1 if same else -2] if len(read.pages) > (0 if same else 1) else None
+        facts = ReadFacts(
+            rows=read.rows,
+            total=read.total,
+            moved=read.moved,
+            new=new,
+            same=same,
+            probing=before is not None and before.next_page is None,
+            next_page=page.next_page,
+        )
+        step = next_step(facts)
+        if step is Step.MORE:
+            justified = 0 if read.total is None else math.ceil(read.total / max(1, read.page_size))
+            read.last_page = max(read.last_page, page.number + 1, justified)
+        return step
 
-    @staticmethod
-    def _same_answer(window: Window, page: Page) -> Page | None:
-        """An earlier page of the read with the very same rows, if any."""
-        key = len(page.results).to_bytes(4, "big") + msgspec.json.encode(page.results[0])
-        alike = window.answers.setdefault(key, [])
-        earlier = next((other for other in alike if other.results == page.results), None)
-        if earlier is None:
-            alike.append(page)
-        return earlier
+    def _same_answer(self, read: _Read, page: Page) -> bool:
+        """Whether an earlier page of the read had the very same rows (noting this one if not)."""
+        form = self.form
+        key = len(page.results).to_bytes(4, "big") + form.key(page.results[0])
+        alike = read.answers.setdefault(key, [])
+        if any(form.same_rows(other.results, page.results) for other in alike):
+            return True
+        alike.append(page)
+        return False
 
-    def _close_read(self, window: Window) -> None:
-        result = reconcile(window.pages)
-        if result.short_by and window.reads < self.max_reads:
-            self.logger.warning(
-                "%s gave %d rows but total_results is %d (the data changed while it was paged, "
-                "or the API counts rows it does not return); reading it again (%d/%d)",
-                self.describe(window),
-                result.kept,
-                result.total,
-                window.reads + 1,
-                self.max_reads,
+    def _unreadable(self, read: _Read, page: Page, step: Step) -> str:
+        where = f"{self.describe(read.window)} cannot be read"
+        if step is Step.TOO_LONG:
+            bound = "no total_results bounds" if read.total is None else f"total_results {read.total} ends"
+            return (
+                f"{where}: after {read.handed} rows next_page still says there is more, and {bound} "
+                f"the read (at most {MAX_READ_ROWS} rows are read so)"
             )
-            window.start_read()
+        missing = (
+            f"while {read.total - read.rows} of its {read.total} results are missing"
+            if read.total is not None
+            else "and no total_results says whether rows are missing"
+        )
+        earlier = next(
+            other.number for other in read.pages if self.form.same_rows(other.results, page.results)
+        )
+        same = f"page {page.number} is the same answer as page {earlier}"
+        return f"{where}: {same} {missing} (the API ignores 'page')"
+
+    def _again(self, read: _Read, why: str) -> None:
+        self.logger.warning(
+            "%s: %s; reading it again (%d/%d)",
+            self.describe(read.window),
+            why,
+            read.reads + 1,
+            self.max_reads,
+        )
+        read.start(self.page_size)
+
+    def _close(self, read: _Read) -> None:
+        result = reconcile(read.pages, self.form)
+        outcome = after_read(result, read.reads, self.max_reads, moved=read.moved)
+        if outcome is Outcome.AGAIN:
+            why = (
+                "its total_results moved while it was paged"
+                if read.moved
+                else f"it gave {result.kept} rows but total_results is {result.total}"
+            )
+            self._again(read, why)
             return
-        if result.short_by:
-            self.logger.warning(
-                "%s still gave %d rows for total_results %d after %d reads (%d short)",
-                self.describe(window),
-                result.kept,
-                result.total,
-                window.reads,
-                result.short_by,
-            )
-        window.result = result
-        window.pages, window.answers = [], {}
+        read.parts = [rows for rows in result.parts if rows]
+        read.end = WindowEnd(read.window, result.without_pages(), read.reads, outcome)
+        read.pages, read.early, read.answers, read.seen = [], {}, {}, None

@@ -1,9 +1,10 @@
 """Reading: which windows to read, the records they hand over, and the stream that reads them.
 
 A run cuts each account's days into windows (:func:`plan`); the pager
-(``paging.py``) reads each window into pages, bounded by evidence, and
-reconciles them as one (``reconcile.py``); :class:`WindowReader` turns the
-reconciled rows into records; the bookmark rule (``bookmarks.py``) then
+(``paging.py``) reads each window, page by page until every signal agrees
+the read is over, and yields its reconciled rows (``reconcile.py``) and its
+end; :class:`WindowReader` turns those rows into records; the stream says
+what a window's end calls for (:meth:`OpticoStream._say`); the bookmark rule (``bookmarks.py``) then
 decides, window by window, where the account's bookmark goes, and the stream
 writes STATE as :class:`~tap_optico.bookmarks.StateCadence` says. A record
 dated outside the days its window asked for is still emitted (once per run),
@@ -18,7 +19,7 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,12 +30,13 @@ from typing_extensions import override
 from tap_optico.bookmarks import Days, Mark, StateCadence, WindowRead, after_window
 from tap_optico.client import OpticoClient
 from tap_optico.normalize import ACCOUNT, Normalizer, Record
-from tap_optico.paging import Failure, Window, WindowPager
-from tap_optico.sdk_seam import HELD_RUNS_KEY, WindowedStream
+from tap_optico.paging import Failure, Outcome, Rows, Window, WindowEnd, WindowPager
+from tap_optico.reconcile import RowForm
+from tap_optico.sdk_seam import WindowedStream
 from tap_optico.secrets import shorten
 from tap_optico.settings import Account, Settings, read_day
 
-#: Reads of one window whose records fall short of its total_results, before moving on.
+#: Reads of a window short of its total_results, or whose count moved, before its outcome stands.
 MAX_WINDOW_READS = 3
 #: Longest silence, in seconds, between two progress lines of a long read.
 PROGRESS_SECONDS = 10.0
@@ -65,7 +67,7 @@ class Plan:
     windows: list[Window]
 
     @property
-    def days(self) -> int:
+    def day_count(self) -> int:
         return max(0, (self.last - self.first).days + 1)
 
 
@@ -104,7 +106,7 @@ class Progress:
         self, name: str, plans: list[Plan], logger: logging.Logger, every: float = PROGRESS_SECONDS
     ) -> None:
         self.name, self.logger, self.every = name, logger, every
-        self.days = sum(plan.days for plan in plans)
+        self.day_count = sum(plan.day_count for plan in plans)
         self.windows = sum(len(plan.windows) for plan in plans)
         self.several_accounts = len(plans) > 1
         self.started = self.last_line = time.monotonic()
@@ -127,14 +129,14 @@ class Progress:
         now = time.monotonic()
         self.last_line = now
         elapsed = max(now - self.started, 1e-6)
-        to_go = elapsed / self.days_done * (self.days - self.days_done) if self.days_done else None
+        to_go = elapsed / self.days_done * (self.day_count - self.days_done) if self.days_done else None
         self.logger.info(
             "%s: %s; %d records and %d of %d days so far (%.0f records/s); %d window(s) left%s",
             self.name,
             doing,
             self.records,
             self.days_done,
-            self.days,
+            self.day_count,
             self.records / elapsed,
             self.windows - self.windows_done,
             "" if to_go is None else f", about {to_go:.0f} s to go",
@@ -142,16 +144,16 @@ class Progress:
 
 
 @dataclass(frozen=True)
-class WindowDone:
-    """``window`` is read and its records handed over; ``newest`` is the newest replication value
-    among them dated inside the window (None: none)."""
+class Delivered:
+    """A window read to its end (``end``) whose records are handed over; ``newest`` is the newest
+    replication value among them dated inside the window (None: none)."""
 
-    window: Window
+    end: WindowEnd
     newest: Any
 
 
 class WindowReader:
-    """Records from the windows the pager hands over: normalised, keyed, each call once.
+    """Records from the values the pager yields: normalised, keyed, each call once.
 
     Look-alike calls (sharing the normaliser's ``lookalike_key``) are numbered
     by their rank in the read, which is the API's order, so each keeps its
@@ -178,6 +180,9 @@ class WindowReader:
         self.day_value = day_value
         self.identity = operator.attrgetter(*identity_fields)
         self.replication_value = operator.attrgetter(replication_key)
+        self.lookalike = (
+            None if normalize.lookalike_key is None else operator.attrgetter(normalize.lookalike_key)
+        )
         self.days = days
         self.logger = logger
         self._plans: dict[str, Plan] = {}
@@ -189,8 +194,8 @@ class WindowReader:
         self._strays: set[tuple[str, Hashable]] = set()
         self._stray_days: Counter[dt.date] = Counter()
 
-    def read(self, pager: WindowPager, plans: list[Plan]) -> Iterator[list[Record] | WindowDone | Failure]:
-        """The records of the plans' windows, a page's at a time, a :class:`WindowDone` after each
+    def read(self, pager: WindowPager, plans: list[Plan]) -> Iterator[list[Record] | Delivered | Failure]:
+        """The records of the plans' windows, a page's at a time, a :class:`Delivered` after each
         window, and the :class:`Failure` of an account whose windows cannot be read."""
         name = self.normalize.stream_name
         self._plans = {plan.account.name: plan for plan in plans}
@@ -212,15 +217,23 @@ class WindowReader:
                     plan.last,
                 )
         progress = Progress(name, plans, self.logger)
-        for item in pager.read(windows, progress.page):
+        current: _WindowRecords | None = None
+        for item in pager.read(windows):
             if isinstance(item, Failure):
+                for window in self._plans[item.window.account.name].windows:
+                    self._claimed.pop(window.index, None)
                 yield item
-            elif item.failed:
-                self._claimed.pop(item.index, None)
+                continue
+            if current is None or current.window is not item.window:
+                current = _WindowRecords(self, item.window)
+            if isinstance(item, Rows):
+                progress.page(len(item.rows))
+                if records := current.take(item.rows):
+                    yield records
             else:
-                newest = yield from self._records(item, pager.keep_busy)
-                progress.window_done(item)
-                yield WindowDone(item, newest)
+                progress.window_done(item.window)
+                yield Delivered(item, current.finish())
+                current = None
         if self._stray_days:
             days = sorted(map(str, self._stray_days))
             self.logger.warning(
@@ -232,74 +245,6 @@ class WindowReader:
                 f" and {len(days) - 5} more day(s)" if len(days) > 5 else "",
             )
         self.normalize.log_summary()
-
-    def _records(
-        self, window: Window, between_pages: Callable[[], None]
-    ) -> Generator[list[Record], None, Any]:
-        """The window's records, a page's at a time: each page is let go once handed over, and
-        ``between_pages`` called (the pager's requests go on meanwhile). Returns the newest
-        replication value dated inside the window."""
-        assert window.result is not None
-        account = window.account.name
-        normalize, identity, replication_value, days = (
-            self.normalize,
-            self.identity,
-            self.replication_value,
-            self.days,
-        )
-        lookalike = None if normalize.lookalike_key is None else operator.attrgetter(normalize.lookalike_key)
-        ranks: dict[Any, int] = {}
-        keys: set[Hashable] = set()
-        claimed = self._claimed.pop(window.index, ())
-        newest = None
-        not_objects: list[Any] = []
-        # The tap writes every replication value in one form (an instant in UTC, or a date), and
-        # day_value the window's bounds in it: a value between them as text is in the window's days
-        # (days() has the last word on any other).
-        first, after = self.day_value(window.start), self.day_value(window.end + ONE_DAY)
-        form = len(first)
-        for rows in window.take_pages():
-            typed, odd = normalize.records(rows, account)
-            not_objects += odd
-            records: list[Record] = []
-            for record in typed:
-                if lookalike is not None:
-                    look = lookalike(record)
-                    rank = ranks.get(look, 0)
-                    ranks[look] = rank + 1
-                    if rank:
-                        normalize.renumber(record, rank)
-                key = identity(record)
-                if key in keys:
-                    continue
-                keys.add(key)
-                value = replication_value(record)
-                if value is not None:
-                    if not (first <= value < after and len(value) == form):
-                        day = days(value)
-                        if not window.start <= day <= window.end:
-                            if self._first_time_stray(key, day, window):
-                                records.append(record)
-                            continue
-                    if newest is None or value > newest:
-                        newest = value
-                if key not in claimed:
-                    records.append(record)
-            if records:
-                yield records
-            between_pages()
-        self._previous = (window.index, keys)
-        if not_objects:
-            self.logger.warning(
-                "%s: skipped a result that is not a JSON object: %s (%d in %s..%s%s; counted as read)",
-                normalize.stream_name,
-                shorten(repr(not_objects[0]), 80),
-                len(not_objects),
-                window.start,
-                window.end,
-                f" of account {account}" if len(self._plans) > 1 else "",
-            )
-        return newest
 
     def _first_time_stray(self, key: Hashable, day: dt.date, window: Window) -> bool:
         """Whether a record dated ``day``, outside ``window``, is to be emitted now (and count it)."""
@@ -325,6 +270,77 @@ class WindowReader:
             return None
         span = (windows[0].end - windows[0].start).days + 1
         return windows[(day - windows[0].start).days // span]
+
+
+class _WindowRecords:
+    """The records of one window, from its rows a page at a time (the reader's, for that window)."""
+
+    def __init__(self, reader: WindowReader, window: Window) -> None:
+        self.reader, self.window = reader, window
+        self.ranks: dict[Any, int] = {}
+        self.keys: set[Hashable] = set()
+        self.claimed = reader._claimed.pop(window.index, ())
+        self.newest: Any = None
+        self.not_objects: list[Any] = []
+        # The tap writes every replication value in one form (an instant in UTC, or a date), and
+        # day_value the window's bounds in it: a value between them as text is in the window's days
+        # (days() has the last word on any other).
+        self.first, self.after = reader.day_value(window.start), reader.day_value(window.end + ONE_DAY)
+
+    def take(self, rows: Sequence[Any]) -> list[Record]:
+        """The records of ``rows`` to emit."""
+        reader, window, keys, ranks, claimed = self.reader, self.window, self.keys, self.ranks, self.claimed
+        normalize, identity, replication_value, lookalike = (
+            reader.normalize,
+            reader.identity,
+            reader.replication_value,
+            reader.lookalike,
+        )
+        first, after, form, newest = self.first, self.after, len(self.first), self.newest
+        typed, odd = normalize.records(rows, window.account.name)
+        self.not_objects += odd
+        records: list[Record] = []
+        for record in typed:
+            if lookalike is not None:
+                look = lookalike(record)
+                rank = ranks.get(look, 0)
+                ranks[look] = rank + 1
+                if rank:
+                    normalize.renumber(record, rank)
+            key = identity(record)
+            if key in keys:
+                continue
+            keys.add(key)
+            value = replication_value(record)
+            if value is not None:
+                if not (first <= value < after and len(value) == form):
+                    day = reader.days(value)
+                    if not window.start <= day <= window.end:
+                        if reader._first_time_stray(key, day, window):
+                            records.append(record)
+                        continue
+                if newest is None or value > newest:
+                    newest = value
+            if key not in claimed:
+                records.append(record)
+        self.newest = newest
+        return records
+
+    def finish(self) -> Any:
+        """The newest replication value dated inside the window, once its rows are all taken."""
+        reader, window = self.reader, self.window
+        reader._previous = (window.index, self.keys)
+        if self.not_objects:
+            reader.logger.warning(
+                "%s: skipped a result that is not a JSON object: %s (%d in %s..%s%s; counted as read)",
+                reader.normalize.stream_name,
+                shorten(repr(self.not_objects[0]), 80),
+                len(self.not_objects),
+                window.start,
+                window.end,
+                f" of account {window.account.name}" if len(reader._plans) > 1 else "",
+            )
+        return self.newest
 
 
 class OpticoStream(WindowedStream, OpticoClient):
@@ -353,16 +369,6 @@ class OpticoStream(WindowedStream, OpticoClient):
             if value is not None or self.settings.several_accounts
             else state.get("replication_key_value")
         )
-
-    def held_runs(self, account: Account) -> int:
-        """Runs that a window read short has held the account's bookmark where it is (bookmarks.py)."""
-        state = self.tap_state.get("bookmarks", {}).get(self.name, {})
-        context = {ACCOUNT: account.name}
-        partition: dict[str, Any] = next(
-            (p for p in state.get("partitions", ()) if p.get("context") == context), {}
-        )
-        runs = partition.get(HELD_RUNS_KEY, 0)
-        return runs if isinstance(runs, int) and not isinstance(runs, bool) else 0
 
     @property
     @override
@@ -395,6 +401,7 @@ class OpticoStream(WindowedStream, OpticoClient):
             max_reads=MAX_WINDOW_READS,
             logger=self.logger,
             describe=self.describe,
+            form=RowForm(self.normalizer.row_form),
         )
         plans: list[Plan] = []
         marks: dict[str, Mark] = {}
@@ -406,11 +413,12 @@ class OpticoStream(WindowedStream, OpticoClient):
                 continue
             first = sum(len(plan.windows) for plan in plans)
             plans.append(plan(self.settings, account, self.bookmark(account), first))
-            marks[account.name] = Mark(self.bookmark(account), self.held_runs(account))
+            marks[account.name] = Mark(self.bookmark(account))
         cadence = StateCadence(len(plans))
         # A dry run (`--test`) takes this many records: stop there rather than be aborted with an ERROR.
         limit = self.ABORT_AT_RECORD_COUNT
         emitted = 0
+        short: list[WindowEnd] = []
         for item in reader.read(pager, plans):
             if isinstance(item, list):  # records: all of them before the STATE that covers them
                 records = item if limit is None else item[: limit - emitted]
@@ -432,24 +440,48 @@ class OpticoStream(WindowedStream, OpticoClient):
                     "%s: account %s failed, its bookmark stays: %s", self.name, name, item.error
                 )
                 continue
-            window = item.window
-            name = window.account.name
-            assert window.result is not None
-            read = WindowRead(
-                self.describe(window),
-                window.end,
-                item.newest,
-                window.result.short_by,
-                window.result.total,
-            )
-            mark, warning = after_window(marks[name], read, days=days, day_value=self.day_value)
-            if warning:
+            end, name = item.end, item.end.window.account.name
+            if warning := self._say(end):
                 self.logger.warning("%s", warning)
-            if mark != marks[name]:
-                marks[name] = mark
-                self.set_bookmark({ACCOUNT: name}, mark.value, mark.held_runs)
+            if end.outcome is Outcome.COUNT_WRONG:
+                short.append(end)
+            read = WindowRead(end.window.end, item.newest, unsettled=end.outcome is Outcome.UNSETTLED)
+            mark = after_window(marks[name], read, days=days, day_value=self.day_value)
+            if mark.value != marks[name].value:
+                self.set_bookmark({ACCOUNT: name}, mark.value)
                 if cadence.moved():
                     self.write_state()
+            marks[name] = mark
+        if short:
+            self.logger.warning(
+                "%s: %d window(s) stayed short of total_results after every page the API offers was read "
+                "(%d row(s) in all): the API counts rows it does not return; the bookmark moved past them",
+                self.name,
+                len(short),
+                sum(end.result.short_by for end in short),
+            )
+
+    def _say(self, end: WindowEnd) -> str | None:
+        """The WARNING a window's end calls for, with its figures (None: nothing to say)."""
+        result, where = end.result, self.describe(end.window)
+        if end.outcome is Outcome.COUNT_WRONG:
+            return (
+                f"{where} gave {result.kept} rows for total_results {result.total} after {end.reads} reads "
+                f"of every page the API offers ({result.short_by} short): the API counts rows it does not "
+                "return; the bookmark moves past it"
+            )
+        if end.outcome is Outcome.UNSETTLED:
+            return (
+                f"{where}: total_results moved while it was paged in each of {end.reads} reads (calls "
+                f"arriving or leaving); its {result.kept} distinct rows are emitted once each, and the "
+                "bookmark stays before it: the next run reads it again"
+            )
+        if result.beyond:
+            return (
+                f"{where} gave {result.kept} rows, {result.beyond} more than its total_results "
+                f"{result.total}: every row is emitted (the API's count is capped or wrong)"
+            )
+        return None
 
     def day_value(self, day: dt.date) -> Any:
         """``day`` as a value of the replication key: the day, or its first instant in ``timezone``,

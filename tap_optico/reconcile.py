@@ -2,27 +2,31 @@
 
 A pure function of the pages, so that each rule is checked in one place:
 
+- rows are compared in one form whatever decoded them (:class:`RowForm`):
+  a page the fast path typed and a page the converters read give equal rows
+  for the same call;
 - rows at the top of a page identical, in every field and in order, to the
   rows at the bottom of the page before are *edge repeats*: the same rows
-  handed twice when the API's offset slipped (an off-by-one, or data that
-  moved while it was paged);
-- when ``total_results`` moved during the read, or is not given, every edge
-  repeat is dropped (the pages are no snapshot: a row at a page break may
-  have shifted onto the next page);
+  handed twice when the API's offset slipped (an off-by-one);
 - when ``total_results`` stayed the same, edge repeats are dropped only as
   far as the rows exceed it (one per page in turn): rows that add up to
   ``total_results`` are all calls, identical ones included, wherever the
-  page breaks fall;
+  page breaks fall; without ``total_results`` every edge repeat is dropped;
+- when ``total_results`` moved during the read, the pages are no snapshot
+  (rows shift from page to page as calls arrive or leave): a row identical
+  to a row of an earlier page is a repeat, wherever it is;
 - what is left is compared with ``total_results``: fewer rows make the read
-  *short* (the pager reads it again, and the bookmark rule decides).
+  *short*, more are reported by the reader.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from itertools import chain, pairwise
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import Any, Protocol
+
+import msgspec
 
 
 class PageRows(Protocol):
@@ -35,29 +39,56 @@ class PageRows(Protocol):
     def total_results(self) -> int | None: ...
 
 
-def edge_repeat(before: Sequence[Any], page: Sequence[Any]) -> int:
-    """How many rows at the top of ``page`` repeat, identical and in order, the bottom of ``before``."""
-    if not before or not page:
+def _as_is(row: Any) -> Any:
+    return row
+
+
+@dataclass(frozen=True)
+class RowForm:
+    """Compares rows in one form: ``form`` turns a row of either decoder into it (the normaliser's
+    :meth:`~tap_optico.normalize.Normalizer.row_form`); rows of the same type compare as they are."""
+
+    form: Callable[[Any], Any] = _as_is
+
+    def same(self, a: Any, b: Any) -> bool:
+        return bool(a == b if a.__class__ is b.__class__ else self.form(a) == self.form(b))
+
+    def same_rows(self, a: Sequence[Any], b: Sequence[Any]) -> bool:
+        return len(a) == len(b) and all(map(self.same, a, b))
+
+    def key(self, row: Any) -> bytes:
+        """The row in its one form, as bytes to hash."""
+        return msgspec.json.encode(self.form(row))
+
+    def edge_repeat(self, before: Sequence[Any], page: Sequence[Any]) -> int:
+        """How many rows at the top of ``page`` repeat, identical and in order, the bottom of ``before``."""
+        if not before or not page:
+            return 0
+        first, same = page[0], self.same
+        longest = min(len(before), len(page))
+        for start in range(len(before) - longest, len(before)):
+            row = before[start]
+            if row == first or (row.__class__ is not first.__class__ and same(row, first)):
+                size = len(before) - start
+                if self.same_rows(before[start:], page[:size]):
+                    return size
         return 0
-    first = page[0]
-    longest = min(len(before), len(page))
-    for start in range(len(before) - longest, len(before)):
-        if before[start] == first:
-            size = len(before) - start
-            if before[start:] == page[:size]:
-                return size
-    return 0
+
+
+def edge_repeat(before: Sequence[Any], page: Sequence[Any]) -> int:
+    """:meth:`RowForm.edge_repeat` of rows compared as they are."""
+    return RowForm().edge_repeat(before, page)
 
 
 @dataclass(frozen=True)
 class Reconciled:
     """The rows of one read of a window, repeats dropped, and how they compare with ``total_results``."""
 
-    #: Each page's rows and how many at its top are dropped as repeats, in page order.
-    parts: tuple[tuple[Sequence[Any], int], ...]
+    #: Each page's kept rows, in page order (none once handed over: the figures stay).
+    parts: tuple[Sequence[Any], ...]
     #: Rows the API handed, repeats included.
     handed: int
-    #: Rows dropped as edge repeats.
+    #: Rows dropped as repeats.
     repeats: int
     #: The highest ``total_results`` of the read (None when the API gave none).
     total: int | None
@@ -73,28 +104,40 @@ class Reconciled:
         """How many rows ``total_results`` promised that the read did not give (0 when complete)."""
         return 0 if self.total is None else max(0, self.total - self.kept)
 
+    @property
+    def beyond(self) -> int:
+        """How many rows the read gave beyond ``total_results``."""
+        return 0 if self.total is None else max(0, self.kept - self.total)
+
     def rows(self) -> Iterator[Any]:
         """The kept rows, in the API's order."""
-        return chain.from_iterable(kept_rows(results, dropped) for results, dropped in self.parts)
+        return (row for part in self.parts for row in part)
+
+    def without_pages(self) -> Reconciled:
+        return replace(self, parts=())
 
 
-def kept_rows(results: Sequence[Any], dropped: int) -> Sequence[Any]:
-    """A page's rows less the ``dropped`` repeats at its top."""
-    return results[dropped:] if dropped else results
-
-
-def reconcile(pages: Sequence[PageRows]) -> Reconciled:
+def reconcile(pages: Sequence[PageRows], form: RowForm | None = None) -> Reconciled:
     """The rows of a read's ``pages`` (in page order), as the rules of this module say."""
-    runs = [0] + [edge_repeat(a.results, b.results) for a, b in pairwise(pages)]
+    form = form or RowForm()
     handed = sum(len(page.results) for page in pages)
     totals = {page.total_results for page in pages if page.total_results is not None}
     total = max(totals, default=None)
-    changed = len(totals) > 1
+    if len(totals) > 1:  # no snapshot: a row an earlier page gave is a repeat
+        seen: set[bytes] = set()
+        parts: list[Sequence[Any]] = []
+        for page in pages:
+            keys = [form.key(row) for row in page.results]
+            parts.append([row for row, key in zip(page.results, keys, strict=True) if key not in seen])
+            seen.update(keys)
+        kept = sum(map(len, parts))
+        return Reconciled(tuple(parts), handed, handed - kept, total, changed=True)
+    runs = [0] + [form.edge_repeat(a.results, b.results) for a, b in pairwise(pages)]
     candidates = sum(runs)
-    to_drop = candidates if total is None or changed else min(candidates, max(0, handed - total))
+    to_drop = candidates if total is None else min(candidates, max(0, handed - total))
     dropped = _spread(to_drop, runs)
-    parts = tuple((page.results, drop) for page, drop in zip(pages, dropped, strict=True))
-    return Reconciled(parts, handed, to_drop, total, changed)
+    parts = [page.results[drop:] if drop else page.results for page, drop in zip(pages, dropped, strict=True)]
+    return Reconciled(tuple(parts), handed, to_drop, total, changed=False)
 
 
 def _spread(count: int, runs: list[int]) -> list[int]:

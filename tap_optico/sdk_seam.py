@@ -32,7 +32,7 @@ from tap_optico import stopping
 from tap_optico.errors import AccountsFailedError, SettingsError
 from tap_optico.writer import OpticoWriter
 
-#: The partition state's count of runs that a window read short held its bookmark (bookmarks.py).
+#: What earlier versions kept in a partition's state (runs a short window held it): dropped when it moves.
 HELD_RUNS_KEY = "held_runs"
 
 
@@ -58,16 +58,12 @@ class WindowedStream(Stream):
         """A bookmark moves once a window and every window before it are read
         (bookmarks.py), never per record: it stays put here."""
 
-    def set_bookmark(self, context: Context | None, bookmark: Any, held_runs: int) -> None:
-        """Set the partition's bookmark (bookmarks.py decides where), and the runs a short window
-        has held it, for the next STATE message."""
+    def set_bookmark(self, context: Context | None, bookmark: Any) -> None:
+        """Set the partition's bookmark (bookmarks.py decides where), for the next STATE message."""
         state = self.get_context_state(context)
         state["replication_key"] = self.replication_key
         state["replication_key_value"] = bookmark
-        if held_runs:
-            state[HELD_RUNS_KEY] = held_runs
-        else:
-            state.pop(HELD_RUNS_KEY, None)
+        state.pop(HELD_RUNS_KEY, None)
         self.state_manager.is_flushed = False
 
     def write_state(self) -> None:

@@ -1,4 +1,4 @@
-"""Keep the API key out of every log line, message and traceback.
+"""Keep the API key out of every log line, message and traceback, and text from outside raw out of all.
 
 The key travels in the query string, so any URL that requests, urllib3 or
 backoff prints carries it. Rather than chase every place a URL can surface,
@@ -11,6 +11,12 @@ as HTML entities, in another case. Text is therefore read as a sequence of
 characters with every such escape decoded, compared with the key without
 regard to case, and each run of it that holds a piece of a key is masked in
 the original text, escapes included.
+
+Text from the API (messages, reason phrases, headers, field names, values)
+may hold control characters: escape sequences that erase lines, forge log
+lines or retitle a terminal. Every log message therefore shows each control
+character (C0 but tab, DEL, C1) as ``\\xNN``, after the key is masked, so that
+a log line is one line and shows only what it says.
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ _ESCAPE = re.compile(
     r"|&#(?P<decimal>[0-9]{1,7});|&#x(?P<hex>[0-9a-f]{1,6});|&(?P<name>[a-z][a-z0-9]{1,31});",
     re.IGNORECASE,
 )
+#: C0 control characters but tab, DEL and C1: shown escaped in every log message.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+#: The same but newline: a traceback keeps its lines.
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 #: Every piece of every key, as :func:`_decode` reads text; the lengths of those pieces.
 _pieces: set[str] = set()
 _lengths: tuple[int, ...] = ()
@@ -74,6 +84,11 @@ def redact(text: str) -> str:
         index = end + 1
     out.append(text[done:])
     return "".join(out)
+
+
+def escape_controls(text: str, *, lines: bool = False) -> str:
+    """``text`` with each control character written ``\\xNN``; newlines kept only when ``lines``."""
+    return (_CONTROL_BUT_NEWLINE if lines else _CONTROL).sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
 def shorten(text: str, limit: int) -> str:
@@ -184,14 +199,16 @@ def install() -> None:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed log call must not crash the tap
             message = str(record.msg)
+        message = escape_controls(redact(message))
         if record.exc_info and record.exc_info[1] is not None:
             # Formatters may render exc_info themselves: fold the redacted
-            # traceback into the message instead.
-            message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            # traceback into the message instead (DEBUG shows one).
+            trace = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            message += "\n" + escape_controls(redact(trace), lines=True)
             record.exc_info = record.exc_text = None
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
-        record.msg, record.args = redact(message), None
+            record.stack_info = escape_controls(redact(record.stack_info), lines=True)
+        record.msg, record.args = message, None
         return record
 
     logging.setLogRecordFactory(factory)
@@ -201,6 +218,7 @@ def install() -> None:
         if issubclass(kind, KeyboardInterrupt):
             previous_hook(kind, error, tb)
             return
-        sys.stderr.write(redact("".join(traceback.format_exception(kind, error, tb))))
+        trace = "".join(traceback.format_exception(kind, error, tb))
+        sys.stderr.write(escape_controls(redact(trace), lines=True))
 
     sys.excepthook = excepthook

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +32,18 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(bytes([byte]))
                 self.wfile.flush()
                 time.sleep(0.2)
+        elif self.path in ("/http10", "/close"):  # headers at once, then the body a byte every 0.2 s
+            if self.path == "/http10":
+                self.protocol_version = "HTTP/1.0"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(BODY)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            with contextlib.suppress(ConnectionError):  # the client cut it
+                for byte in BODY:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.2)
         else:
             self.send_response(200)
             self.send_header("Content-Length", str(len(BODY)))
@@ -77,3 +90,14 @@ def test_a_connection_back_in_its_pool_is_not_cut_at_the_deadline_of_its_last_tr
     assert isinstance(adapter, DeadlineAdapter)
     [pool] = adapter.poolmanager.pools._container.values()
     assert pool.num_connections == 1, "the kept connection was cut and replaced"
+
+
+@pytest.mark.parametrize("path", ["/http10", "/close"])
+def test_a_body_is_cut_at_the_deadline_when_the_connection_closes_after_the_answer(
+    server: str, path: str
+) -> None:
+    """http.client closes such a connection once the headers are in; the body still reads from it."""
+    started = time.monotonic()
+    with bounded(time.monotonic() + 1.0), pytest.raises(requests.RequestException):
+        session().get(f"{server}{path}", timeout=5)
+    assert time.monotonic() - started < 2, "the body was read past the deadline"

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tap_optico.sandbox import SANDBOX_API_KEY, Misbehaviour
 from tap_optico.tap import state_hint
 from tests.helpers import TAP, SandboxFactory, TapRun, run_command, run_tap, tap_config
 
@@ -222,3 +224,49 @@ def test_a_refused_state_names_where_to_fix_it(
     assert "after the last day to read (2026-04-08)" in last
     assert hint in last
     assert server.requests == []
+
+
+#: Characters no log line may hold raw: C0 but tab (newline and carriage return included), DEL, C1.
+RAW_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def raw_controls(stderr: str) -> list[str]:
+    """The log lines (split on newlines only) that hold a raw control character."""
+    return [line for line in stderr.split("\n") if RAW_CONTROL.search(line)]
+
+
+def test_control_characters_from_the_api_reach_no_log_line_raw(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    """Field names of calls, and an HTTP 500's reason phrase, Content-Type and body for daily totals,
+    full of terminal escape sequences: every log line shows them escaped, and stays one line."""
+    server = make_sandbox(misbehaviour=Misbehaviour(frozenset({"control-chars"})))
+    run = run_tap(tap_config(server, max_tries=2, max_wait_seconds=1), tmp_path)
+    assert run.returncode == 1  # daily_calls failed
+    assert raw_controls(run.stderr) == []
+    escaped = r"\x1b[2K\x1b[1A\x1b[32mINFO ok\x1b[0m\x1b]0;TITLE\x07\x9b\x00\x08\x7f"
+    name = ("note" + escaped).lower().replace(" ", "_")  # as the tap names fields
+    assert f"the API sent the field '{name}'" in run.stderr
+    [failed] = [line for line in run.stderr.splitlines() if "account" in line and " ERROR " in line][:1]
+    assert f"HTTP 500 Erreur{escaped} (text/html{escaped})" in failed
+    assert SANDBOX_API_KEY not in run.stderr
+    assert json.loads(run.stdout.splitlines()[-1])["type"] == "STATE"  # stdout stays Singer
+
+
+def test_an_error_message_of_the_api_is_logged_escaped_with_the_key_masked(
+    canned: Any, tmp_path: Path
+) -> None:
+    message = f"Clef API {SANDBOX_API_KEY} invalide\x1b]52;c;ZWNobyBvd25lZA==\x07\x1b[2K\rINFO ok"
+    api = canned([{"status": "ERROR", "errors": [message, "\x9b31mrouge"]}])
+    config = {
+        "api_key": SANDBOX_API_KEY,
+        "api_url": api.url,
+        "start_date": "2026-01-01",
+        "end_date": "2026-01-01",
+        "max_tries": 1,
+    }
+    run = run_tap(config, tmp_path)
+    assert run.returncode != 0
+    assert raw_controls(run.stderr) == []
+    assert r"Clef API *** invalide\x1b]52;c;ZWNobyBvd25lZA==\x07\x1b[2K INFO ok; \x9b31mrouge" in run.stderr
+    assert SANDBOX_API_KEY not in run.stderr

@@ -4,7 +4,6 @@ misbehaviours (``--misbehave``), one test per rule of the README's Reliability s
 from __future__ import annotations
 
 import datetime as dt
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tap_optico.bookmarks import HELD_RUNS
 from tap_optico.paging import SLACK_PAGES
 from tap_optico.reading import MAX_WINDOW_READS
 from tap_optico.sandbox import Misbehaviour, SandboxServer, account_key, build_server
@@ -116,39 +114,29 @@ def test_a_page_that_repeats_the_last_row_of_the_page_before_gives_each_call_onc
     assert set(ids) == sandbox_call_ids(server)
 
 
-def test_a_count_that_is_never_met_holds_the_bookmark_for_some_runs_then_moves_past(
+def test_a_count_that_is_never_met_moves_the_bookmark_once_every_page_is_read_with_a_warning(
     make_sandbox: SandboxFactory, tmp_path: Path
 ) -> None:
+    """Rewritten (issue 29): the bookmark no longer stays for some runs and then gives the rows up.
+    The tap reads every page the API offers (the page after the last one too, as rows are short of
+    total_results), in every read: then it is the API's count that is wrong, and the run says so."""
     server = make_sandbox(misbehaviour=misbehaving("phantom-call"))
-    state: dict[str, Any] | None = None
-    for run_number in range(1, HELD_RUNS + 2):
-        end = FIRST_DAY + dt.timedelta(days=run_number + 1)  # a daily run: one more day each time
-        server.requests.clear()
-        run = run_tap(tap_config(server, end_date=end.isoformat(), window_days=7), tmp_path, state=state)
-        assert run.returncode == 0, run.stderr
-        warnings = [line for line in run.stderr.splitlines() if "short of total_results" in line]
-        state = run.final_state
-        if run_number < HELD_RUNS:
-            total = 50 * (run_number + 2) + 1
-            assert len(warnings) == 2  # calls and daily_calls
-            assert f"stayed 1 row(s) short of total_results {total}" in warnings[0]
-            assert f"(run {run_number} of {HELD_RUNS}; at run {HELD_RUNS} it moves past)" in warnings[0]
-            assert run.bookmark("calls") is None
-            assert run.bookmark("daily_calls") is None
-            reads = [r for r in server.requests if "group_by_day" not in r.params]
-            # Each read asks for the pages total_results justifies (100 a page), and no more.
-            assert len(reads) == MAX_WINDOW_READS * math.ceil(total / 100)
-        elif run_number == HELD_RUNS:
-            assert len(warnings) == 2
-            assert f"for {HELD_RUNS} runs: the bookmark moves past it" in warnings[0]
-            assert run.bookmark("daily_calls") == end.isoformat()
-            assert run.bookmark("calls").startswith(f"{end}T")
-        else:  # the day short for good is behind the bookmark: reads go on as usual
-            assert warnings == []
-            assert {r.params["start_date"] for r in server.requests} == {
-                (end - dt.timedelta(days=2)).isoformat()
-            }
-            assert run.bookmark("daily_calls") == end.isoformat()
+    end = FIRST_DAY + dt.timedelta(days=2)
+    run = run_tap(tap_config(server, end_date=end.isoformat(), window_days=7), tmp_path)
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if "short)" in line and " WARNING " in line]
+    assert len(warnings) == 2  # calls and daily_calls
+    assert f"gave 150 rows for total_results 151 after {MAX_WINDOW_READS} reads" in warnings[0]
+    assert "of every page the API offers (1 short)" in warnings[0]
+    assert "the bookmark moves past it" in warnings[0]
+    summary = [line for line in run.stderr.splitlines() if "stayed short of total_results after" in line]
+    assert len(summary) == 2
+    assert "calls: 1 window(s) stayed short of total_results" in summary[0]
+    assert run.bookmark("daily_calls") == end.isoformat()
+    assert run.bookmark("calls").startswith(f"{end}T")
+    reads = [r for r in server.requests if "group_by_day" not in r.params]
+    # Each read asks for pages 1 and 2 (100 a page), then page 3, which is empty.
+    assert sorted(int(r.params["page"]) for r in reads) == sorted([1, 2, 3] * MAX_WINDOW_READS)
 
 
 # At 64 bytes/s the headers arrive within the deadline and the body does not; at 8 bytes/s not
@@ -174,6 +162,26 @@ def test_an_answer_that_trickles_is_cut_at_request_timeout_and_fails_its_account
     assert ids_by_account(run) == {"lyon": account_ids(server, 1)}
     assert bookmark(run.final_state, "calls", "lyon").startswith("2026-03-22T")
     assert bookmark(run.final_state, "daily_calls", "lyon") == "2026-03-22"
+
+
+@pytest.mark.parametrize("connection", ["http10", "connection-close", "redirect"])
+def test_a_body_that_trickles_is_cut_at_request_timeout_on_every_kind_of_connection(
+    make_sandbox: SandboxFactory, tmp_path: Path, connection: MisbehaviourKind
+) -> None:
+    """HTTP/1.0 and 'Connection: close' make http.client close the connection before the body is
+    read; a redirect makes two answers of one try: the deadline holds for the whole try all the same."""
+    server = make_sandbox(
+        last_day=THIRD_DAY, misbehaviour=misbehaving("trickle", connection, trickle_bytes_per_second=64)
+    )
+    config = tap_config(server, request_timeout=2, max_tries=2, max_wait_seconds=1)
+    started = time.monotonic()
+    run = run_tap(config, tmp_path, timeout=60)
+    elapsed = time.monotonic() - started
+    assert run.returncode == 1
+    assert elapsed < 20, "two tries of 2 s each, and a wait"
+    [line] = [line for line in errors(run) if "failed, its bookmark stays" in line]
+    assert "after 2 tries" in line
+    assert "took more than request_timeout (2 s)" in line
 
 
 def test_a_null_inside_results_is_skipped_with_a_warning_and_the_bookmark_moves(

@@ -6,7 +6,7 @@ import pytest
 import requests
 from singer_sdk.exceptions import FatalAPIError
 
-from tap_optico.client import OpticoPaginator, read_next_page
+from tap_optico.client import read_next_page
 from tap_optico.reading import plan_windows
 from tap_optico.sandbox import SANDBOX_API_KEY, SandboxServer
 from tests.helpers import ACCOUNT
@@ -42,28 +42,24 @@ def test_follows_the_sandbox_to_the_last_page(sandbox: SandboxServer) -> None:
         "end_date": "2026-03-22",
         "limit": 40,
     }
-    paginator = OpticoPaginator()
+    page: int | None = 1
     pages = 0
-    while not paginator.finished:
-        response = requests.get(sandbox.url, params={**params, "page": paginator.current_value}, timeout=10)
-        paginator.follow(response, response.json())
+    while page is not None:
+        response = requests.get(sandbox.url, params={**params, "page": page}, timeout=10)
+        page = read_next_page(response.json().get("next_page"), page)
         pages += 1
     assert pages == 4  # 150 calls by 40
 
 
 @pytest.mark.parametrize("body", [{}, {"next_page": None}, {"next_page": ""}, {"next_page": 0}])
-def test_the_paginator_stops_on_the_last_page(body: dict[str, object]) -> None:
-    paginator = OpticoPaginator(2)
-    assert paginator.follow(requests.Response(), body) is None
-    assert paginator.finished
+def test_the_last_page_is_found_in_every_form_of_body(body: dict[str, object]) -> None:
+    assert read_next_page(body.get("next_page"), 2) is None
 
 
-def test_the_paginator_follows_next_page_and_refuses_one_that_goes_back() -> None:
-    paginator = OpticoPaginator()
-    assert paginator.follow(requests.Response(), {"next_page": "2"}) == 2
-    assert (paginator.finished, paginator.current_value) == (False, 2)
+def test_next_page_is_followed_and_one_that_goes_back_refused() -> None:
+    assert read_next_page("2", 1) == 2
     with pytest.raises(FatalAPIError, match="does not move forward"):
-        paginator.follow(requests.Response(), {"next_page": 2})
+        read_next_page(2, 2)
 
 
 def test_windows_cover_the_range_without_overlap() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -20,8 +21,23 @@ TRUE_VALUES = frozenset({"1", "true", "True", "yes", "on"})
 
 Order = Literal["asc", "desc"]
 MisbehaviourKind = Literal[
-    "endless-pages", "ignore-page", "repeat-last-row", "phantom-call", "null-row", "trickle"
+    "endless-pages",
+    "ignore-page",
+    "repeat-last-row",
+    "phantom-call",
+    "null-row",
+    "trickle",
+    "http10",
+    "connection-close",
+    "redirect",
+    "control-chars",
+    "page-cap",
+    "capped-count",
+    "no-next-page",
+    "spaced-json",
 ]
+#: Terminal escape sequences (erase a line, move up, a forged line, a window title, a bell, C1 CSI).
+CONTROL_CHARS = "\x1b[2K\x1b[1A\x1b[32mINFO ok\x1b[0m\x1b]0;TITLE\x07\x9b\x00\x08\x7f"
 #: What each misbehaviour does (all are off unless asked for).
 MISBEHAVIOURS: dict[MisbehaviourKind, str] = {
     "endless-pages": "next_page is always page + 1; a page past the end answers the last page again",
@@ -30,6 +46,15 @@ MISBEHAVIOURS: dict[MisbehaviourKind, str] = {
     "phantom-call": "total_results counts a call more than it returns, when the days asked include the first",
     "null-row": "the first row of each answer's first page is null (and counted)",
     "trickle": "the whole answer, headers included, is sent at trickle_bytes_per_second",
+    "http10": "answers as an HTTP/1.0 server (the connection closes after each answer)",
+    "connection-close": "every answer says 'Connection: close' (as many proxies do)",
+    "redirect": "every request is first redirected (HTTP 307) to the same URL",
+    "page-cap": "a page holds at most a fifth of the limit asked (its own maximum), with a true next_page",
+    "capped-count": "total_results stops at count_cap, as search-backed APIs report, while next_page goes on",
+    "no-next-page": "next_page is null on every page, while total_results says rows remain",
+    "spaced-json": "even pages are written with spaces after ':' and ',' (empty texts need the converters)",
+    "control-chars": "terminal escape sequences in each call's field names and, for daily totals, in an "
+    "HTTP 500's reason phrase, Content-Type and body",
 }
 # How the last page says there is no next one (None: no next_page key); the mixed style cycles them all.
 _NO_NEXT_PAGE_FORMS: tuple[bytes | None, ...] = (None, *map(msgspec.json.encode, LAST_PAGE_MARKERS))
@@ -42,6 +67,7 @@ class Misbehaviour:
     kinds: frozenset[MisbehaviourKind] = frozenset()
     accounts: frozenset[int] = frozenset()
     trickle_bytes_per_second: float = 64.0
+    count_cap: int = 500
 
     def applies(self, kind: MisbehaviourKind, account: int) -> bool:
         return kind in self.kinds and (not self.accounts or account in self.accounts)
@@ -196,6 +222,8 @@ class SandboxApi:
             query = parse_query(params)
         except QueryError as error:
             return error_body(str(error))
+        if self.misbehaves("page-cap", params):
+            query = replace(query, limit=max(1, query.limit // 5))
         stride = query.limit - 1 if self.misbehaves("repeat-last-row", params) else query.limit
         if self.misbehaves("ignore-page", params):  # page 1's rows, next_page as asked
             items, total = self._page(replace(query, page=FIRST_PAGE), data, stride)
@@ -211,6 +239,15 @@ class SandboxApi:
             items[0] = b"null"
         if self.misbehaves("phantom-call", params) and query.start <= data.first_day <= query.end:
             total += 1
+        if self.misbehaves("control-chars", params):
+            field = msgspec.json.encode(f"note{CONTROL_CHARS}")
+            items = [item[:-1] + b"," + field + b':"x"}' if item.endswith(b"}") else item for item in items]
+        if self.misbehaves("capped-count", params):
+            total = min(total, self.misbehaviour.count_cap)
+        if self.misbehaves("no-next-page", params):
+            more = False
+        if self.misbehaves("spaced-json", params) and query.page % 2 == 0:
+            items = [json.dumps(json.loads(item), ensure_ascii=False).encode() for item in items]
         body = bytearray(b'{"status":"OK","total_results":%d,' % total)
         if more:
             body += b'"next_page":%d,' % (query.page + 1)

@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 from typing_extensions import override
 
 from tap_optico.sandbox.api import (
+    CONTROL_CHARS,
     MISBEHAVIOURS,
     SANDBOX_API_KEY,
     Misbehaviour,
@@ -153,10 +154,24 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             if url.path.rstrip("/") != "/data-api":
                 self._send(HTTPStatus.NOT_FOUND, "text/html", HTML_ERROR_PAGE)
                 return
-            if request.fault is None:
+            misbehaves = server.api.misbehaves
+            if misbehaves("http10", params):
+                self.protocol_version = "HTTP/1.0"
+                self.close_connection = True
+            self.close_connection |= misbehaves("connection-close", params)
+            if misbehaves("redirect", params) and "redirected" not in params:
+                moved = f"{url.path}?{url.query}&redirected=1"
+                self._send(HTTPStatus.TEMPORARY_REDIRECT, "text/plain", b"", {"Location": moved})
+            elif misbehaves("control-chars", params) and "group_by_day" in params:
+                self._send(
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                    f"text/html{CONTROL_CHARS}",
+                    f"<h1>Erreur{CONTROL_CHARS}</h1>".encode(),
+                    reason=f"Erreur{CONTROL_CHARS}",
+                )
+            elif request.fault is None:
                 body = server.api.answer(params)
-                trickle = server.api.misbehaves("trickle", params)
-                self._send(HTTPStatus.OK, "application/json", body, trickle=trickle)
+                self._send(HTTPStatus.OK, "application/json", body, trickle=misbehaves("trickle", params))
             else:
                 self._inject(request.fault, params)
 
@@ -183,11 +198,14 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             headers: dict[str, str] | None = None,
             *,
             trickle: bool = False,
+            reason: str | None = None,
         ) -> None:
             fields = {"Content-Type": content_type, "Content-Length": str(len(body)), **(headers or {})}
+            if self.close_connection:
+                fields["Connection"] = "close"
             try:
                 if not trickle:
-                    self.send_response(status)
+                    self.send_response(status, reason)
                     for name, value in fields.items():
                         self.send_header(name, value)
                     self.end_headers()
