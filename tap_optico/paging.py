@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -206,11 +206,8 @@ class _Read:
     end: WindowEnd | None = None
 
     def start(self, page_size: int) -> None:
-        self.reads += 1
-        self.pages, self.early, self.answers, self.seen = [], {}, {}, None
-        self.next_unrequested = self.last_page = FIRST_PAGE
-        self.handed = self.rows = 0
-        self.total, self.moved, self.page_size = None, False, page_size
+        """Begin the window's next read: every other field back to its declared start."""
+        vars(self).update(vars(_Read(self.window, self.reads + 1, page_size=page_size)))
 
     @property
     def held(self) -> int:
@@ -355,22 +352,18 @@ class WindowPager:
                 schedule.failed.add(read.window.account.name)
                 failures.append(Failure(read.window, error))
         while len(in_flight) < self.max_concurrency and (asking := schedule.next_to_request()):
-            in_flight[pool.submit(self.fetch, asking.window, asking.next_unrequested)] = (
-                asking,
-                asking.reads,
-            )
+            number = asking.next_unrequested
             asking.next_unrequested += 1
+            in_flight[pool.submit(self.fetch, asking.window, number)] = (asking, asking.reads)
         return failures
 
     def _take_pages(self, read: _Read) -> None:
         """Take the pages that arrived, in page order, while the read goes on."""
         while read.end is None and (page := read.early.pop(FIRST_PAGE + len(read.pages), None)):
             step = self._take(read, page)
-            if step is Step.MORE:
-                continue
             if step is Step.END:
                 self._close(read)
-            else:
+            elif step is not Step.MORE:
                 raise FatalAPIError(self._unreadable(read, page, step))
 
     def _take(self, read: _Read, page: Page) -> Step:
@@ -448,16 +441,6 @@ class WindowPager:
         same = f"page {page.number} is the same answer as page {earlier}"
         return f"{where}: {same} {missing} (the API ignores 'page')"
 
-    def _again(self, read: _Read, why: str) -> None:
-        self.logger.warning(
-            "%s: %s; reading it again (%d/%d)",
-            self.describe(read.window),
-            why,
-            read.reads + 1,
-            self.max_reads,
-        )
-        read.start(self.page_size)
-
     def _close(self, read: _Read) -> None:
         result = reconcile(read.pages, self.form)
         outcome = after_read(result, read.reads, self.max_reads, moved=read.moved)
@@ -467,8 +450,10 @@ class WindowPager:
                 if read.moved
                 else f"it gave {result.kept} rows but total_results is {result.total}"
             )
-            self._again(read, why)
+            where, again = self.describe(read.window), read.reads + 1
+            self.logger.warning("%s: %s; reading it again (%d/%d)", where, why, again, self.max_reads)
+            read.start(self.page_size)
             return
         read.parts = [rows for rows in result.parts if rows]
-        read.end = WindowEnd(read.window, result.without_pages(), read.reads, outcome)
+        read.end = WindowEnd(read.window, replace(result, parts=()), read.reads, outcome)
         read.pages, read.early, read.answers, read.seen = [], {}, {}, None

@@ -197,8 +197,8 @@ def normalizer_for(
 
 def plain_struct(normalizer: Normalizer) -> type[msgspec.Struct]:
     """The normaliser's fast decoder, which the calls stream has."""
-    assert normalizer.plain is not None
-    return normalizer.plain
+    assert normalizer.fast_type is not None
+    return normalizer.fast_type
 
 
 class CannedApi:
