@@ -301,17 +301,16 @@ class WindowPager:
         self.logger = logger
         self.describe = describe
         self.form = form or RowForm()
-        self._reads: dict[int, _Read] = {}
+        self._schedule = _Schedule([], max_concurrency, page_size)
 
     def held(self, window: Window) -> int:
         """Pages the pager holds in memory for ``window`` now (what its memory bound limits)."""
-        read = self._reads.get(window.index)
-        return 0 if read is None else read.held
+        return sum(read.held for read in self._schedule.reads if read.window.index == window.index)
 
     def read(self, windows: Sequence[Window]) -> Iterator[Rows | WindowEnd | Failure]:
         """The windows' rows and ends, in window order, and the failures as they come."""
         schedule = _Schedule([_Read(window) for window in windows], self.max_concurrency, self.page_size)
-        self._reads = {read.window.index: read for read in schedule.reads}
+        self._schedule = schedule
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico")
         try:
             while (first := schedule.first()) is not None:
@@ -330,7 +329,6 @@ class WindowPager:
                     yield Rows(first.window, first.parts.pop(0))
                     yield from self._keep_busy(schedule, pool)
                 yield first.end
-                del self._reads[first.window.index]  # nothing of the window is held any more
                 schedule.handed()
         finally:
             # Never wait here for a request that hangs: a failed or stopped run ends promptly.

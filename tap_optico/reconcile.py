@@ -75,11 +75,6 @@ class RowForm:
         return 0
 
 
-def edge_repeat(before: Sequence[Any], page: Sequence[Any]) -> int:
-    """:meth:`RowForm.edge_repeat` of rows compared as they are."""
-    return RowForm().edge_repeat(before, page)
-
-
 @dataclass(frozen=True)
 class Reconciled:
     """The rows of one read of a window, repeats dropped, and how they compare with ``total_results``."""
