@@ -367,7 +367,7 @@ class WindowPager:
     def _take(self, read: _Read, page: Page) -> Step:
         """Judge one page of the read under way (the pages before it are taken)."""
         results, form = page.results, self.form
-        same = bool(results) and self._same_answer(read, page)
+        same = bool(results) and self._same_answer(read, page) is not None
         if page.total_results is not None:
             if read.total is None:
                 read.total = page.total_results
@@ -410,15 +410,15 @@ class WindowPager:
             read.last_page = max(read.last_page, page.number + 1, justified)
         return step
 
-    def _same_answer(self, read: _Read, page: Page) -> bool:
-        """Whether an earlier page of the read had the very same rows (noting this one if not)."""
+    def _same_answer(self, read: _Read, page: Page) -> Page | None:
+        """The earlier page of the read with the very same rows, if any (else this one is noted)."""
         form = self.form
         key = len(page.results).to_bytes(4, "big") + form.key(page.results[0])
         alike = read.answers.setdefault(key, [])
-        if any(form.same_rows(other.results, page.results) for other in alike):
-            return True
-        alike.append(page)
-        return False
+        earlier = next((other for other in alike if form.same_rows(other.results, page.results)), None)
+        if earlier is None:
+            alike.append(page)
+        return earlier
 
     def _unreadable(self, read: _Read, page: Page, step: Step) -> str:
         where = f"{self.describe(read.window)} cannot be read"
@@ -433,10 +433,9 @@ class WindowPager:
             if read.total is not None
             else "and no total_results says whether rows are missing"
         )
-        earlier = next(
-            other.number for other in read.pages if self.form.same_rows(other.results, page.results)
-        )
-        same = f"page {page.number} is the same answer as page {earlier}"
+        earlier = self._same_answer(read, page)
+        assert earlier is not None  # the step says so
+        same = f"page {page.number} is the same answer as page {earlier.number}"
         return f"{where}: {same} {missing} (the API ignores 'page')"
 
     def _close(self, read: _Read) -> None:
