@@ -335,8 +335,8 @@ class Normalizer:
             ),
             extra=self._keeps_extra,
         )
-        #: What a plain page's results decode into: the record type, when every field has a plain form.
-        self.plain = (
+        #: The fast path's type, a plain page's results decode into (None: a field has no plain form).
+        self.fast_type = (
             self.record_type if all(field.plain is not None for field in self.fields.values()) else None
         )
         self._after_plain = tuple(
@@ -352,11 +352,11 @@ class Normalizer:
     def records(self, rows: Iterable[Any], account: str | None) -> tuple[list[Record], list[Any]]:
         """The typed records of ``rows``, in order, with their ``account``, and the rows that are not
         JSON objects. A plain result is typed in place: it becomes the record (a row is read once)."""
-        plain, after_plain, from_raw = self.plain, self._after_plain, self._from_raw
+        fast_type, after_plain, from_raw = self.fast_type, self._after_plain, self._from_raw
         records: list[Record] = []
         not_objects: list[Any] = []
         for raw in rows:
-            if raw.__class__ is plain:
+            if raw.__class__ is fast_type:
                 record = raw
                 for name, convert in after_plain:
                     value = getattr(record, name)
@@ -379,17 +379,18 @@ class Normalizer:
     def row_form(self, raw: Any) -> Any:
         """A result in one form whichever decoder read it, to compare rows: a JSON object of plain
         values (empty texts as nulls) as the struct the fast path decodes it into; else as it is."""
-        plain = self.plain
-        if plain is None or raw.__class__ is not dict:
+        fast_type = self.fast_type
+        if fast_type is None or raw.__class__ is not dict:
             return raw
+        values = {k: None if v == "" else v for k, v in raw.items()}
         try:
-            return msgspec.convert({k: None if v == "" else v for k, v in raw.items()}, plain, strict=False)
+            return msgspec.convert(values, fast_type, strict=False)
         except msgspec.ValidationError:
             return raw
 
     def __call__(self, raw: Any) -> dict[str, Any]:
         """The record of the result ``raw`` as a dict, with no account; ``raw`` stays as it is."""
-        [record], _ = self.records([copy.copy(raw) if raw.__class__ is self.plain else raw], None)
+        [record], _ = self.records([copy.copy(raw) if raw.__class__ is self.fast_type else raw], None)
         return self.as_dict(record)
 
     @staticmethod

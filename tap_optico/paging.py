@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -206,11 +206,8 @@ class _Read:
     end: WindowEnd | None = None
 
     def start(self, page_size: int) -> None:
-        self.reads += 1
-        self.pages, self.early, self.answers, self.seen = [], {}, {}, None
-        self.next_unrequested = self.last_page = FIRST_PAGE
-        self.handed = self.rows = 0
-        self.total, self.moved, self.page_size = None, False, page_size
+        """Begin the window's next read: every other field back to its declared start."""
+        vars(self).update(vars(_Read(self.window, self.reads + 1, page_size=page_size)))
 
     @property
     def held(self) -> int:
@@ -304,17 +301,16 @@ class WindowPager:
         self.logger = logger
         self.describe = describe
         self.form = form or RowForm()
-        self._reads: dict[int, _Read] = {}
+        self._schedule = _Schedule([], max_concurrency, page_size)
 
     def held(self, window: Window) -> int:
         """Pages the pager holds in memory for ``window`` now (what its memory bound limits)."""
-        read = self._reads.get(window.index)
-        return 0 if read is None else read.held
+        return sum(read.held for read in self._schedule.reads if read.window.index == window.index)
 
     def read(self, windows: Sequence[Window]) -> Iterator[Rows | WindowEnd | Failure]:
         """The windows' rows and ends, in window order, and the failures as they come."""
         schedule = _Schedule([_Read(window) for window in windows], self.max_concurrency, self.page_size)
-        self._reads = {read.window.index: read for read in schedule.reads}
+        self._schedule = schedule
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico")
         try:
             while (first := schedule.first()) is not None:
@@ -333,7 +329,6 @@ class WindowPager:
                     yield Rows(first.window, first.parts.pop(0))
                     yield from self._keep_busy(schedule, pool)
                 yield first.end
-                del self._reads[first.window.index]  # nothing of the window is held any more
                 schedule.handed()
         finally:
             # Never wait here for a request that hangs: a failed or stopped run ends promptly.
@@ -355,28 +350,24 @@ class WindowPager:
                 schedule.failed.add(read.window.account.name)
                 failures.append(Failure(read.window, error))
         while len(in_flight) < self.max_concurrency and (asking := schedule.next_to_request()):
-            in_flight[pool.submit(self.fetch, asking.window, asking.next_unrequested)] = (
-                asking,
-                asking.reads,
-            )
+            number = asking.next_unrequested
             asking.next_unrequested += 1
+            in_flight[pool.submit(self.fetch, asking.window, number)] = (asking, asking.reads)
         return failures
 
     def _take_pages(self, read: _Read) -> None:
         """Take the pages that arrived, in page order, while the read goes on."""
         while read.end is None and (page := read.early.pop(FIRST_PAGE + len(read.pages), None)):
             step = self._take(read, page)
-            if step is Step.MORE:
-                continue
             if step is Step.END:
                 self._close(read)
-            else:
+            elif step is not Step.MORE:
                 raise FatalAPIError(self._unreadable(read, page, step))
 
     def _take(self, read: _Read, page: Page) -> Step:
         """Judge one page of the read under way (the pages before it are taken)."""
         results, form = page.results, self.form
-        same = bool(results) and self._same_answer(read, page)
+        same = bool(results) and self._same_answer(read, page) is not None
         if page.total_results is not None:
             if read.total is None:
                 read.total = page.total_results
@@ -419,15 +410,15 @@ class WindowPager:
             read.last_page = max(read.last_page, page.number + 1, justified)
         return step
 
-    def _same_answer(self, read: _Read, page: Page) -> bool:
-        """Whether an earlier page of the read had the very same rows (noting this one if not)."""
+    def _same_answer(self, read: _Read, page: Page) -> Page | None:
+        """The earlier page of the read with the very same rows, if any (else this one is noted)."""
         form = self.form
         key = len(page.results).to_bytes(4, "big") + form.key(page.results[0])
         alike = read.answers.setdefault(key, [])
-        if any(form.same_rows(other.results, page.results) for other in alike):
-            return True
-        alike.append(page)
-        return False
+        earlier = next((other for other in alike if form.same_rows(other.results, page.results)), None)
+        if earlier is None:
+            alike.append(page)
+        return earlier
 
     def _unreadable(self, read: _Read, page: Page, step: Step) -> str:
         where = f"{self.describe(read.window)} cannot be read"
@@ -442,21 +433,10 @@ class WindowPager:
             if read.total is not None
             else "and no total_results says whether rows are missing"
         )
-        earlier = next(
-            other.number for other in read.pages if self.form.same_rows(other.results, page.results)
-        )
-        same = f"page {page.number} is the same answer as page {earlier}"
+        earlier = self._same_answer(read, page)
+        assert earlier is not None  # the step says so
+        same = f"page {page.number} is the same answer as page {earlier.number}"
         return f"{where}: {same} {missing} (the API ignores 'page')"
-
-    def _again(self, read: _Read, why: str) -> None:
-        self.logger.warning(
-            "%s: %s; reading it again (%d/%d)",
-            self.describe(read.window),
-            why,
-            read.reads + 1,
-            self.max_reads,
-        )
-        read.start(self.page_size)
 
     def _close(self, read: _Read) -> None:
         result = reconcile(read.pages, self.form)
@@ -467,8 +447,10 @@ class WindowPager:
                 if read.moved
                 else f"it gave {result.kept} rows but total_results is {result.total}"
             )
-            self._again(read, why)
+            where, again = self.describe(read.window), read.reads + 1
+            self.logger.warning("%s: %s; reading it again (%d/%d)", where, why, again, self.max_reads)
+            read.start(self.page_size)
             return
         read.parts = [rows for rows in result.parts if rows]
-        read.end = WindowEnd(read.window, result.without_pages(), read.reads, outcome)
+        read.end = WindowEnd(read.window, replace(result, parts=()), read.reads, outcome)
         read.pages, read.early, read.answers, read.seen = [], {}, {}, None

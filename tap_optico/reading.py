@@ -19,7 +19,7 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -217,23 +217,25 @@ class WindowReader:
                     plan.last,
                 )
         progress = Progress(name, plans, self.logger)
-        current: _WindowRecords | None = None
+        window: Window | None = None
+        records: Generator[list[Record] | Delivered, Rows | WindowEnd, None]
         for item in pager.read(windows):
             if isinstance(item, Failure):
-                for window in self._plans[item.window.account.name].windows:
-                    self._claimed.pop(window.index, None)
+                for failed in self._plans[item.window.account.name].windows:
+                    self._claimed.pop(failed.index, None)
                 yield item
                 continue
-            if current is None or current.window is not item.window:
-                current = _WindowRecords(self, item.window)
+            if window is not item.window:
+                window = item.window
+                records = self._records(window)
+                next(records)
             if isinstance(item, Rows):
                 progress.page(len(item.rows))
-                if records := current.take(item.rows):
-                    yield records
             else:
-                progress.window_done(item.window)
-                yield Delivered(item, current.finish())
-                current = None
+                progress.window_done(window)
+                window = None
+            if out := records.send(item):  # no empty list of records
+                yield out
         if self._stray_days:
             days = sorted(map(str, self._stray_days))
             self.logger.warning(
@@ -245,6 +247,63 @@ class WindowReader:
                 f" and {len(days) - 5} more day(s)" if len(days) > 5 else "",
             )
         self.normalize.log_summary()
+
+    def _records(self, window: Window) -> Generator[list[Record] | Delivered, Rows | WindowEnd, None]:
+        """The records of ``window``, sent its :class:`Rows` (each answered with the records to emit)
+        then its :class:`WindowEnd` (answered with the :class:`Delivered`)."""
+        normalize, identity, lookalike = self.normalize, self.identity, self.lookalike
+        value_of = self.replication_value
+        ranks: dict[Any, int] = {}
+        keys: set[Hashable] = set()
+        claimed = self._claimed.pop(window.index, ())
+        newest: Any = None
+        not_objects: list[Any] = []
+        # The tap writes every replication value in one form (an instant in UTC, or a date), and
+        # day_value the window's bounds in it: a value between them as text is in the window's days
+        # (days() has the last word on any other).
+        first, after = self.day_value(window.start), self.day_value(window.end + ONE_DAY)
+        form = len(first)
+        item = yield []
+        while isinstance(item, Rows):
+            typed, odd = normalize.records(item.rows, window.account.name)
+            not_objects += odd
+            records: list[Record] = []
+            for record in typed:
+                if lookalike is not None:
+                    look = lookalike(record)
+                    rank = ranks.get(look, 0)
+                    ranks[look] = rank + 1
+                    if rank:
+                        normalize.renumber(record, rank)
+                key = identity(record)
+                if key in keys:
+                    continue
+                keys.add(key)
+                value = value_of(record)
+                if value is not None:
+                    if not (first <= value < after and len(value) == form):
+                        day = self.days(value)
+                        if not window.start <= day <= window.end:
+                            if self._first_time_stray(key, day, window):
+                                records.append(record)
+                            continue
+                    if newest is None or value > newest:
+                        newest = value
+                if key not in claimed:
+                    records.append(record)
+            item = yield records
+        self._previous = (window.index, keys)
+        if not_objects:
+            self.logger.warning(
+                "%s: skipped a result that is not a JSON object: %s (%d in %s..%s%s; counted as read)",
+                normalize.stream_name,
+                shorten(repr(not_objects[0]), 80),
+                len(not_objects),
+                window.start,
+                window.end,
+                f" of account {window.account.name}" if len(self._plans) > 1 else "",
+            )
+        yield Delivered(item, newest)
 
     def _first_time_stray(self, key: Hashable, day: dt.date, window: Window) -> bool:
         """Whether a record dated ``day``, outside ``window``, is to be emitted now (and count it)."""
@@ -270,77 +329,6 @@ class WindowReader:
             return None
         span = (windows[0].end - windows[0].start).days + 1
         return windows[(day - windows[0].start).days // span]
-
-
-class _WindowRecords:
-    """The records of one window, from its rows a page at a time (the reader's, for that window)."""
-
-    def __init__(self, reader: WindowReader, window: Window) -> None:
-        self.reader, self.window = reader, window
-        self.ranks: dict[Any, int] = {}
-        self.keys: set[Hashable] = set()
-        self.claimed = reader._claimed.pop(window.index, ())
-        self.newest: Any = None
-        self.not_objects: list[Any] = []
-        # The tap writes every replication value in one form (an instant in UTC, or a date), and
-        # day_value the window's bounds in it: a value between them as text is in the window's days
-        # (days() has the last word on any other).
-        self.first, self.after = reader.day_value(window.start), reader.day_value(window.end + ONE_DAY)
-
-    def take(self, rows: Sequence[Any]) -> list[Record]:
-        """The records of ``rows`` to emit."""
-        reader, window, keys, ranks, claimed = self.reader, self.window, self.keys, self.ranks, self.claimed
-        normalize, identity, replication_value, lookalike = (
-            reader.normalize,
-            reader.identity,
-            reader.replication_value,
-            reader.lookalike,
-        )
-        first, after, form, newest = self.first, self.after, len(self.first), self.newest
-        typed, odd = normalize.records(rows, window.account.name)
-        self.not_objects += odd
-        records: list[Record] = []
-        for record in typed:
-            if lookalike is not None:
-                look = lookalike(record)
-                rank = ranks.get(look, 0)
-                ranks[look] = rank + 1
-                if rank:
-                    normalize.renumber(record, rank)
-            key = identity(record)
-            if key in keys:
-                continue
-            keys.add(key)
-            value = replication_value(record)
-            if value is not None:
-                if not (first <= value < after and len(value) == form):
-                    day = reader.days(value)
-                    if not window.start <= day <= window.end:
-                        if reader._first_time_stray(key, day, window):
-                            records.append(record)
-                        continue
-                if newest is None or value > newest:
-                    newest = value
-            if key not in claimed:
-                records.append(record)
-        self.newest = newest
-        return records
-
-    def finish(self) -> Any:
-        """The newest replication value dated inside the window, once its rows are all taken."""
-        reader, window = self.reader, self.window
-        reader._previous = (window.index, self.keys)
-        if self.not_objects:
-            reader.logger.warning(
-                "%s: skipped a result that is not a JSON object: %s (%d in %s..%s%s; counted as read)",
-                reader.normalize.stream_name,
-                shorten(repr(self.not_objects[0]), 80),
-                len(self.not_objects),
-                window.start,
-                window.end,
-                f" of account {window.account.name}" if len(reader._plans) > 1 else "",
-            )
-        return self.newest
 
 
 class OpticoStream(WindowedStream, OpticoClient):
