@@ -193,15 +193,12 @@ class OpticoClient(RESTStream[int]):
 
     def decode(self, response: requests.Response, number: int) -> dict[str, Any]:
         """The answer's body: one that is not JSON is retried, an ERROR or a malformed one is fatal."""
-        with self._decoding:
-            return self._decode(response, number)
-
-    def _decode(self, response: requests.Response, number: int) -> dict[str, Any]:
-        fast_type = self.normalizer.fast_type
-        if fast_type is not None and (body := decode_plain_page(fast_type, response.content)) is not None:
-            return body
         try:
-            body = msgspec.json.decode(response.content)
+            with self._decoding:
+                fast_type = self.normalizer.fast_type
+                body = decode_plain_page(fast_type, response.content) if fast_type else None
+                if body is None:  # not a plain page: any JSON, judged below
+                    body = msgspec.json.decode(response.content)
         except msgspec.DecodeError:
             content_type = response.headers.get("Content-Type", "no content type")
             msg = (

@@ -105,13 +105,6 @@ def to_number(value: Any) -> int | float:
 
 
 def to_integer(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            pass
     number = to_number(value)
     if isinstance(number, float) and not number.is_integer():
         raise ValueError("not a whole number")
@@ -343,11 +336,10 @@ class Normalizer:
             (name, field.convert or to_text) for name, field in self.fields.items() if field.after_plain
         )
         # Raw key -> (field, converter, memo); (None, None, None) for keys the schema lacks.
-        self._key_rules: dict[str, _KeyRule] = {name: self._key_rule(name) for name in self.fields}
-
-    def _key_rule(self, name: str) -> _KeyRule:
-        convert = self.fields[name].convert
-        return name, convert, None if convert in (None, keep) else {}
+        self._key_rules: dict[str, _KeyRule] = {
+            name: (name, field.convert, None if field.convert in (None, keep) else {})
+            for name, field in self.fields.items()
+        }
 
     def records(self, rows: Iterable[Any], account: str | None) -> tuple[list[Record], list[Any]]:
         """The typed records of ``rows``, in order, with their ``account``, and the rows that are not
@@ -456,11 +448,8 @@ class Normalizer:
 
     def _resolve(self, key: str) -> _KeyRule:
         name = canonical_key(key)
-        if name in self.fields:
-            self._key_rules[key] = self._key_rules[name]
-            return self._key_rules[key]
-        self._key_rules[key] = _UNKNOWN
-        if name not in self.unknown_fields:
+        rule = self._key_rules[key] = self._key_rules[name] if name in self.fields else _UNKNOWN
+        if rule is _UNKNOWN and name not in self.unknown_fields:
             self.unknown_fields.add(name)
             self.logger.warning(
                 "%s: the API sent the field '%s', which the schema does not list; it is kept under '%s'",
@@ -468,7 +457,7 @@ class Normalizer:
                 name,
                 EXTRA_FIELDS,
             )
-        return _UNKNOWN
+        return rule
 
     def _warn_unreadable(self, name: str, value: Any) -> None:
         self.unreadable[name] += 1
@@ -560,12 +549,7 @@ def decode_plain_page(plain: type[msgspec.Struct], content: bytes) -> dict[str, 
         return None
     if str(page.status).upper() == "ERROR":
         return None
-    return {
-        "status": page.status,
-        "results": page.results,
-        "total_results": page.total_results,
-        "next_page": page.next_page,
-    }
+    return msgspec.structs.asdict(page)
 
 
 class CallNormalizer(Normalizer):

@@ -183,7 +183,7 @@ class _Read:
     """Where the read of one window stands: the pager's alone."""
 
     window: Window
-    reads: int = 0
+    reads: int
     pages: list[Page] = field(default_factory=list)
     #: Pages that arrived before the pages before them.
     early: dict[int, Page] = field(default_factory=dict)
@@ -229,7 +229,6 @@ class _Schedule:
 
     reads: list[_Read]
     room: int
-    page_size: int
     #: Windows started; windows handed over (or given up).
     started: int = 0
     reported: int = 0
@@ -257,7 +256,6 @@ class _Schedule:
             self.started += 1
             read = self.reads[self.started - 1]
             if self.live(read):
-                read.start(self.page_size)
                 return read
         return None
 
@@ -301,7 +299,7 @@ class WindowPager:
         self.logger = logger
         self.describe = describe
         self.form = form or RowForm()
-        self._schedule = _Schedule([], max_concurrency, page_size)
+        self._schedule = _Schedule([], max_concurrency)
 
     def held(self, window: Window) -> int:
         """Pages the pager holds in memory for ``window`` now (what its memory bound limits)."""
@@ -309,7 +307,8 @@ class WindowPager:
 
     def read(self, windows: Sequence[Window]) -> Iterator[Rows | WindowEnd | Failure]:
         """The windows' rows and ends, in window order, and the failures as they come."""
-        schedule = _Schedule([_Read(window) for window in windows], self.max_concurrency, self.page_size)
+        first_reads = [_Read(window, 1, page_size=self.page_size) for window in windows]
+        schedule = _Schedule(first_reads, self.max_concurrency)
         self._schedule = schedule
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico")
         try:

@@ -21,7 +21,7 @@ A pure function of the pages, so that each rule is checked in one place:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Protocol
@@ -101,10 +101,6 @@ class Reconciled:
     def beyond(self) -> int:
         """How many rows the read gave beyond ``total_results``."""
         return 0 if self.total is None else max(0, self.kept - self.total)
-
-    def rows(self) -> Iterator[Any]:
-        """The kept rows, in the API's order."""
-        return (row for part in self.parts for row in part)
 
 
 def reconcile(pages: Sequence[PageRows], form: RowForm | None = None) -> Reconciled:

@@ -22,6 +22,7 @@ a log line is one line and shows only what it says.
 from __future__ import annotations
 
 import html.entities
+import itertools
 import logging
 import re
 import sys
@@ -44,6 +45,8 @@ _ESCAPE = re.compile(
     r"|&#(?P<decimal>[0-9]{1,7});|&#x(?P<hex>[0-9a-f]{1,6});|&(?P<name>[a-z][a-z0-9]{1,31});",
     re.IGNORECASE,
 )
+#: HTML entity names (and XML's &apos;), as code points.
+_ENTITIES = html.entities.name2codepoint | {"apos": ord("'")}
 #: C0 control characters but tab, DEL and C1: shown escaped in every log message.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 #: Every piece of every key, as :func:`_decode` reads text; the lengths of those pieces.
@@ -69,17 +72,11 @@ def redact(text: str) -> str:
         return text
     out: list[str] = []
     done = 0  # text[:done] is written
-    index = 0
-    while index < len(chars):
-        if not covered[index]:
-            index += 1
-            continue
-        end = index
-        while end + 1 < len(chars) and covered[end + 1]:
-            end += 1
-        out += [text[done : spans[index][0]], MASK]
-        done = spans[end][1]
-        index = end + 1
+    for hidden, run in itertools.groupby(range(len(chars)), covered.__getitem__):
+        if hidden:
+            indexes = list(run)
+            out += [text[done : spans[indexes[0]][0]], MASK]
+            done = spans[indexes[-1]][1]
     out.append(text[done:])
     return "".join(out)
 
@@ -155,12 +152,8 @@ def _unescape(match: re.Match[str]) -> list[tuple[str, tuple[int, int]]] | None:
     if match["percent"]:
         return _percent_decoded(match["percent"], span[0])
     if match["name"]:
-        point = html.entities.name2codepoint.get(match["name"]) or html.entities.name2codepoint.get(
-            match["name"].lower()
-        )
-        if point is None:
-            return None if match["name"].lower() != "apos" else [("'", span)]
-        return [(chr(point), span)]
+        point = _ENTITIES.get(match["name"]) or _ENTITIES.get(match["name"].lower())
+        return None if point is None else [(chr(point), span)]
     code = match["unicode"] or match["hex"]
     point = int(code, 16) if code else int(match["decimal"]) if match["decimal"] else None
     if point is None:

@@ -34,8 +34,12 @@ class OpticoWriter(MsgSpecWriter):
         self._pending = bytearray()
 
     def write_record(self, stream: str, record: dict[str, Any], version: int | None) -> None:
-        """A RECORD message, as the SDK's RecordMessage would serialise it."""
-        encoder.encode_into(_envelope(stream, record, version, _now()), self._pending, -1)
+        """A RECORD message, as the SDK's RecordMessage would serialise it: its keys, in its order."""
+        message: dict[str, Any] = {"type": "RECORD", "stream": stream, "record": record}
+        if version is not None:
+            message["version"] = version
+        message["time_extracted"] = _now()
+        encoder.encode_into(message, self._pending, -1)
         self._pending += b"\n"
         if len(self._pending) >= BLOCK_BYTES:
             self.flush()
@@ -69,12 +73,8 @@ class OpticoWriter(MsgSpecWriter):
         view, start, size = memoryview(data), 0, len(data)
         try:
             with stopping.writing():
-                while start < size:
-                    end = (
-                        size
-                        if size - start <= PIECE_BYTES
-                        else data.rfind(b"\n", start, start + PIECE_BYTES) + 1
-                    )
+                while start < size:  # every message ends its line: so do the pieces, the last one too
+                    end = data.rfind(b"\n", start, start + PIECE_BYTES) + 1
                     if end <= start:  # one line longer than a piece: up to its end
                         end = data.find(b"\n", start + PIECE_BYTES) + 1 or size
                     _write_all(view[start:end])
@@ -87,13 +87,6 @@ class OpticoWriter(MsgSpecWriter):
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def _envelope(stream: str, record: dict[str, Any], version: int | None, now: dt.datetime) -> dict[str, Any]:
-    """A RECORD message with the SDK's keys, in the SDK's order (``write_records`` writes the same)."""
-    if version is None:
-        return {"type": "RECORD", "stream": stream, "record": record, "time_extracted": now}
-    return {"type": "RECORD", "stream": stream, "record": record, "version": version, "time_extracted": now}
 
 
 def _write_all(data: memoryview) -> None:
