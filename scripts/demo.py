@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,8 @@ OUTPUT = ROOT / "output"
 MELTANO = Path(sys.executable).parent / "meltano"
 #: The demo's state id is the environment's, with this suffix.
 STATE_ID_SUFFIX = "demo"
+#: The tap's reconciliation line (tap_optico/totals.py), in Meltano's log of the run.
+RECONCILED = re.compile(r"reconciled [\d,]+ account-days .*?\(read completely by one stream only\)")
 
 
 def newest_file(stream: str, before: set[Path]) -> Path | None:
@@ -59,13 +62,22 @@ def main() -> int:
             "MELTANO_ENVIRONMENT": "sandbox",
         }
         command = [str(MELTANO), "run", "--state-id-suffix", STATE_ID_SUFFIX, "tap-optico", "target-jsonl"]
-        run = subprocess.run(command, cwd=ROOT, env=env, check=False)
+        # Meltano's log goes on to the terminal as it comes; the reconciliation line is kept.
+        with subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) as run:
+            assert run.stderr is not None
+            reconciled = None
+            for line in run.stderr:
+                sys.stderr.write(line)
+                if found := RECONCILED.search(line):
+                    reconciled = found[0]
     if run.returncode:
         print("meltano run failed; see the log above", file=sys.stderr)
         return run.returncode
     print("\nThis run wrote:")
     print(summarise("calls", newest_file("calls", before), "start_date_local"))
     print(summarise("daily_calls", newest_file("daily_calls", before), "date"))
+    print(summarise("reconciliation", newest_file("reconciliation", before), "date"))
+    print(f"\nReconciliation: {reconciled or 'no line in the log (is the extractor tap-optico?)'}")
     print(
         "\nRun `make demo` again: Meltano passes the saved state, so the next run reads only\n"
         "from the last bookmark minus `lookback_days` (1 day by default)."

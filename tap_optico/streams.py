@@ -80,11 +80,12 @@ class ReconciliationStream(Stream):
     """One record per account-day read completely by both other streams: the calls delivered
     against Optico's own totals (totals.py). It asks the API nothing: singer-sdk syncs streams in
     the order of their names, so it runs after ``calls`` and ``daily_calls`` and writes what
-    they read. Keyed by account and day, each run's verdict replaces the one before."""
+    they read. Keyed by account and day, each run's verdict replaces the one before; its bookmark is
+    the last day checked (a date, as the others': two runs that read the same write the same state)."""
 
     name = "reconciliation"
     primary_keys = ("account", "date")
-    replication_key = "checked_at"
+    replication_key = "date"
     schema = StreamSchema(SCHEMAS)
 
     @override

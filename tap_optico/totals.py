@@ -7,8 +7,9 @@ records, as handed to the target), and which days it read completely.
 singer-sdk syncs one stream after the other, so the two tallies are compared
 once both are complete (:func:`compare`, a pure function): a day read
 completely by both streams is judged, a day read by one only (a failed
-account, a deselected stream, a window not read to its end) is counted as not
-checked. Memory grows with account-days, never with calls.
+account, a deselected stream, a window not read to its end, or whose
+``total_results`` moved while it was paged) is counted as not checked.
+Memory grows with account-days, never with calls.
 """
 
 from __future__ import annotations
