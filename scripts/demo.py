@@ -37,7 +37,7 @@ def newest_file(stream: str, before: set[Path]) -> Path | None:
 
 def summarise(stream: str, path: Path | None, day_field: str) -> str:
     if path is None:
-        return f"  {stream:<12} no new file"
+        return f"  {stream:<14} no new file"
     days = []
     count = 0
     with path.open(encoding="utf-8") as lines:
@@ -45,7 +45,7 @@ def summarise(stream: str, path: Path | None, day_field: str) -> str:
             count += 1
             days.append(str(json.loads(line)[day_field])[:10])
     span = f"{min(days)} .. {max(days)}" if days else "no records"
-    return f"  {stream:<12} {count:>7} records  {span}  {path.relative_to(ROOT)}"
+    return f"  {stream:<14} {count:>7} records  {span}  {path.relative_to(ROOT)}"
 
 
 def main() -> int:

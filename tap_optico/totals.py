@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal, get_args
 
 from typing_extensions import override
@@ -139,7 +140,7 @@ class Reconciliation:
     #: When the comparison was made (UTC, RFC 3339).
     checked_at: str
 
-    @property
+    @cached_property
     def differing(self) -> list[DayCheck]:
         return [check for check in self.checks if check.differs]
 
