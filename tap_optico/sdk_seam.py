@@ -205,11 +205,20 @@ class _AccountsTimer(metrics.Timer):
         super().__exit__(exc_type, exc_val, exc_tb)
 
 
-def tap_of(stream: Stream) -> TapSeam:
-    """The tap ``stream`` belongs to (singer-sdk keeps it in a private attribute)."""
-    tap = stream._tap
-    assert isinstance(tap, TapSeam)
-    return tap
+class DerivedStream(Stream):
+    """A stream whose records the tap computes from what its other streams read: it asks the API
+    nothing, and announces no starting value (as :class:`WindowedStream`)."""
+
+    @property
+    def source(self) -> TapSeam:
+        """The tap this stream belongs to (singer-sdk keeps it in a private attribute)."""
+        tap = self._tap
+        assert isinstance(tap, TapSeam)
+        return tap
+
+    @override
+    def _write_starting_replication_value(self, context: Context | None) -> None:
+        """Not the SDK's, which logs start_date as where the stream starts: it reads no days."""
 
 
 class TapSeam(Tap):

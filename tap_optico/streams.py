@@ -13,7 +13,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from singer_sdk import SchemaDirectory, Stream, StreamSchema
+from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk.helpers.types import Context
 from typing_extensions import override
 
@@ -26,7 +26,7 @@ from tap_optico.normalize import (
     Normalizer,
 )
 from tap_optico.reading import OpticoStream
-from tap_optico.sdk_seam import tap_of
+from tap_optico.sdk_seam import DerivedStream
 from tap_optico.totals import CallTally, Tally, TotalsTally, records
 
 
@@ -76,7 +76,7 @@ class DailyCallsStream(OpticoStream):
     tally_type: ClassVar[type[Tally]] = TotalsTally
 
 
-class ReconciliationStream(Stream):
+class ReconciliationStream(DerivedStream):
     """One record per account-day read completely by both other streams: the calls delivered
     against Optico's own totals (totals.py). It asks the API nothing: singer-sdk syncs streams in
     the order of their names, so it runs after ``calls`` and ``daily_calls`` and writes what
@@ -90,5 +90,5 @@ class ReconciliationStream(Stream):
 
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
-        result = tap_of(self).reconciliation
+        result = self.source.reconciliation
         return () if result is None else records(result)
