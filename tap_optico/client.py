@@ -197,8 +197,8 @@ class OpticoClient(RESTStream[int]):
             return self._decode(response, number)
 
     def _decode(self, response: requests.Response, number: int) -> dict[str, Any]:
-        plain = self.normalizer.plain
-        if plain is not None and (body := decode_plain_page(plain, response.content)) is not None:
+        fast_type = self.normalizer.fast_type
+        if fast_type is not None and (body := decode_plain_page(fast_type, response.content)) is not None:
             return body
         try:
             body = msgspec.json.decode(response.content)
@@ -294,9 +294,7 @@ class OpticoClient(RESTStream[int]):
             logger=None,
         )(paced)
 
-    def _send(
-        self, prepared: requests.PreparedRequest, number: int, window: Window
-    ) -> tuple[requests.Response, dict[str, Any]]:
+    def _send(self, prepared: requests.PreparedRequest, number: int, window: Window) -> dict[str, Any]:
         deadline = time.monotonic() + self.timeout
         too_slow = f"the answer took more than request_timeout ({self.timeout:g} s) to arrive"
         with bounded(deadline):
@@ -312,12 +310,10 @@ class OpticoClient(RESTStream[int]):
         if time.monotonic() >= deadline:  # cut at the deadline, an answer may look whole but be short
             raise requests.exceptions.ReadTimeout(too_slow)
         self.validate_response(response)
-        return response, self.decode(response, number)
+        return self.decode(response, number)
 
     @cached_property
-    def _send_with_retries(
-        self,
-    ) -> Callable[[requests.PreparedRequest, int, Window], tuple[requests.Response, dict[str, Any]]]:
+    def _send_with_retries(self) -> Callable[[requests.PreparedRequest, int, Window], dict[str, Any]]:
         return self.request_decorator(self._send)
 
     def fetch_page(self, window: Window, number: int) -> Page:
@@ -326,7 +322,7 @@ class OpticoClient(RESTStream[int]):
             prepared = self.build_prepared_request(
                 method="GET", url=self.url_base, params=self.query(window, number)
             )
-            _, body = self._send_with_retries(prepared, number, window)
+            body = self._send_with_retries(prepared, number, window)
         except RefusedKeyError as error:
             account = window.account.name
             setting = (

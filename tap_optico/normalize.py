@@ -52,8 +52,8 @@ HOURS_KEPT = 1024
 #: Minutes and seconds as a plain local time ends: ``:MM:SS``.
 _CLOCKS = frozenset(f":{minute:02d}:{second:02d}" for minute in range(60) for second in range(60))
 _HOUR = dt.timedelta(hours=1)
-_Plan = tuple[str | None, Converter | None, dict[str, Any] | None]
-_UNKNOWN: _Plan = (None, None, None)
+_KeyRule = tuple[str | None, Converter | None, dict[str, Any] | None]
+_UNKNOWN: _KeyRule = (None, None, None)
 
 
 def canonical_key(key: str) -> str:
@@ -335,28 +335,28 @@ class Normalizer:
             ),
             extra=self._keeps_extra,
         )
-        #: What a plain page's results decode into: the record type, when every field has a plain form.
-        self.plain = (
+        #: The fast path's type, a plain page's results decode into (None: a field has no plain form).
+        self.fast_type = (
             self.record_type if all(field.plain is not None for field in self.fields.values()) else None
         )
         self._after_plain = tuple(
             (name, field.convert or to_text) for name, field in self.fields.items() if field.after_plain
         )
         # Raw key -> (field, converter, memo); (None, None, None) for keys the schema lacks.
-        self._plan: dict[str, _Plan] = {name: self._plan_field(name) for name in self.fields}
+        self._key_rules: dict[str, _KeyRule] = {name: self._key_rule(name) for name in self.fields}
 
-    def _plan_field(self, name: str) -> _Plan:
+    def _key_rule(self, name: str) -> _KeyRule:
         convert = self.fields[name].convert
         return name, convert, None if convert in (None, keep) else {}
 
     def records(self, rows: Iterable[Any], account: str | None) -> tuple[list[Record], list[Any]]:
         """The typed records of ``rows``, in order, with their ``account``, and the rows that are not
         JSON objects. A plain result is typed in place: it becomes the record (a row is read once)."""
-        plain, after_plain, from_raw = self.plain, self._after_plain, self._from_raw
+        fast_type, after_plain, from_raw = self.fast_type, self._after_plain, self._from_raw
         records: list[Record] = []
         not_objects: list[Any] = []
         for raw in rows:
-            if raw.__class__ is plain:
+            if raw.__class__ is fast_type:
                 record = raw
                 for name, convert in after_plain:
                     value = getattr(record, name)
@@ -379,17 +379,18 @@ class Normalizer:
     def row_form(self, raw: Any) -> Any:
         """A result in one form whichever decoder read it, to compare rows: a JSON object of plain
         values (empty texts as nulls) as the struct the fast path decodes it into; else as it is."""
-        plain = self.plain
-        if plain is None or raw.__class__ is not dict:
+        fast_type = self.fast_type
+        if fast_type is None or raw.__class__ is not dict:
             return raw
+        values = {k: None if v == "" else v for k, v in raw.items()}
         try:
-            return msgspec.convert({k: None if v == "" else v for k, v in raw.items()}, plain, strict=False)
+            return msgspec.convert(values, fast_type, strict=False)
         except msgspec.ValidationError:
             return raw
 
     def __call__(self, raw: Any) -> dict[str, Any]:
         """The record of the result ``raw`` as a dict, with no account; ``raw`` stays as it is."""
-        [record], _ = self.records([copy.copy(raw) if raw.__class__ is self.plain else raw], None)
+        [record], _ = self.records([copy.copy(raw) if raw.__class__ is self.fast_type else raw], None)
         return self.as_dict(record)
 
     @staticmethod
@@ -403,10 +404,10 @@ class Normalizer:
     def _from_raw(self, raw: Mapping[str, Any]) -> Record:
         record: dict[str, Any] = {}
         extra: dict[str, Any] | None = None
-        plan = self._plan
+        rules = self._key_rules
         for key, value in raw.items():
             try:
-                name, convert, memo = plan[key]
+                name, convert, memo = rules[key]
             except KeyError:
                 name, convert, memo = self._resolve(key)
             if name is None:
@@ -453,12 +454,12 @@ class Normalizer:
     def renumber(self, record: Record, occurrence: int) -> None:
         """Key ``record`` as the ``occurrence``-th (from 1) record after the first with the same key."""
 
-    def _resolve(self, key: str) -> _Plan:
+    def _resolve(self, key: str) -> _KeyRule:
         name = canonical_key(key)
         if name in self.fields:
-            self._plan[key] = self._plan[name]
-            return self._plan[key]
-        self._plan[key] = _UNKNOWN
+            self._key_rules[key] = self._key_rules[name]
+            return self._key_rules[key]
+        self._key_rules[key] = _UNKNOWN
         if name not in self.unknown_fields:
             self.unknown_fields.add(name)
             self.logger.warning(

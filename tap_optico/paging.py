@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -134,14 +134,15 @@ class Outcome(Enum):
     UNSETTLED = "unsettled"
 
 
-def after_read(result: Reconciled, reads: int, max_reads: int) -> Outcome:
+def after_read(result: Reconciled, reads: int, max_reads: int, *, moved: bool) -> Outcome:
     """The outcome of a window's ``reads``-th read (of ``max_reads``), which ended as ``result``: a
-    read whose count moved is complete only when its rows add up to the count."""
-    if not result.short_by and not (result.changed and result.beyond):
+    read whose count ``moved`` (on any page, one dropped as a repeat too) is complete only when
+    its rows add up to the count."""
+    if not result.short_by and not (moved and result.beyond):
         return Outcome.COMPLETE
     if reads < max_reads:
         return Outcome.AGAIN
-    return Outcome.UNSETTLED if result.changed else Outcome.COUNT_WRONG
+    return Outcome.UNSETTLED if moved else Outcome.COUNT_WRONG
 
 
 # What the pager yields
@@ -205,16 +206,70 @@ class _Read:
     end: WindowEnd | None = None
 
     def start(self, page_size: int) -> None:
-        self.reads += 1
-        self.pages, self.early, self.answers, self.seen = [], {}, {}, None
-        self.next_unrequested = self.last_page = FIRST_PAGE
-        self.handed = self.rows = 0
-        self.total, self.moved, self.page_size = None, False, page_size
+        """Begin the window's next read: every other field back to its declared start."""
+        vars(self).update(vars(_Read(self.window, self.reads + 1, page_size=page_size)))
 
     @property
     def held(self) -> int:
         """Pages this read holds in memory."""
         return len(self.parts) if self.end else len(self.pages) + len(self.early)
+
+
+@dataclass(eq=False)
+class _Schedule:
+    """Which read may request its next page, and which window is handed over next: the pager's.
+
+    Windows start, and are handed over, in order; ``reads[reported]`` is
+    first in line. Memory holds one window and about ``room`` pages of the
+    next: the window first in line (read, or handed over) may always request,
+    and so may the first window still being read while it holds few pages;
+    the others, and a new window, only while the windows after the first in
+    line hold few pages.
+    """
+
+    reads: list[_Read]
+    room: int
+    page_size: int
+    #: Windows started; windows handed over (or given up).
+    started: int = 0
+    reported: int = 0
+    #: Accounts one of whose windows failed: their windows are given up.
+    failed: set[str] = field(default_factory=set)
+    #: Requests under way: the read each is for, and which read of its window it belongs to.
+    in_flight: dict[Future[Page], tuple[_Read, int]] = field(default_factory=dict)
+
+    def live(self, read: _Read) -> bool:
+        return read.window.account.name not in self.failed
+
+    def next_to_request(self) -> _Read | None:
+        """The first read with a page to request now (starting a new window if need be); None: none."""
+        held = sum(read.held for read in self.reads[self.reported + 1 : self.started])
+        active = [read for read in self.reads[self.reported : self.started] if self.live(read)]
+        reading = next((read for read in active if read.end is None), None)
+        for read in active:
+            if read.end is not None or read.next_unrequested > read.last_page:
+                continue
+            first = read is self.reads[self.reported] or (read is reading and read.held < self.room)
+            return read if first or held < self.room else None
+        while self.started < len(self.reads):
+            if self.started > self.reported and held >= self.room:
+                return None
+            self.started += 1
+            read = self.reads[self.started - 1]
+            if self.live(read):
+                read.start(self.page_size)
+                return read
+        return None
+
+    def first(self) -> _Read | None:
+        """The window to hand over next, the windows of failed accounts skipped; None: all are."""
+        while self.reported < len(self.reads) and not self.live(self.reads[self.reported]):
+            self.reported += 1
+        return self.reads[self.reported] if self.reported < len(self.reads) else None
+
+    def handed(self) -> None:
+        self.reported += 1
+        self.started = max(self.started, self.reported)
 
 
 class WindowPager:
@@ -246,116 +301,73 @@ class WindowPager:
         self.logger = logger
         self.describe = describe
         self.form = form or RowForm()
-        self._reads: dict[int, _Read] = {}
+        self._schedule = _Schedule([], max_concurrency, page_size)
 
     def held(self, window: Window) -> int:
         """Pages the pager holds in memory for ``window`` now (what its memory bound limits)."""
-        read = self._reads.get(window.index)
-        return 0 if read is None else read.held
+        return sum(read.held for read in self._schedule.reads if read.window.index == window.index)
 
     def read(self, windows: Sequence[Window]) -> Iterator[Rows | WindowEnd | Failure]:
         """The windows' rows and ends, in window order, and the failures as they come."""
-        reads = [_Read(window) for window in windows]
-        self._reads = {read.window.index: read for read in reads}
-        in_flight: dict[Future[Page], tuple[_Read, int]] = {}
-        failed: set[str] = set()
-        failures: list[Failure] = []
-        started = reported = 0
-
-        def next_to_request() -> _Read | None:
-            """The first read with a page to request. The window first in line (read, or handed
-            over) always may, and the first window still being read while it holds few pages; the
-            others, and a new window, only while the windows after the first in line hold few
-            pages. Memory holds one window and about ``max_concurrency`` pages of the next."""
-            nonlocal started
-            held = sum(read.held for read in reads[reported + 1 : started])
-            active = [read for read in reads[reported:started] if read.window.account.name not in failed]
-            reading = next((read for read in active if read.end is None), None)
-            for read in active:
-                if read.end is not None or read.next_unrequested > read.last_page:
-                    continue
-                first = read is reads[reported] or (read is reading and read.held < self.max_concurrency)
-                return read if first or held < self.max_concurrency else None
-            while started < len(reads):
-                if started > reported and held >= self.max_concurrency:
-                    return None
-                started += 1
-                read = reads[started - 1]
-                if read.window.account.name not in failed:
-                    read.start(self.page_size)
-                    return read
-            return None
-
-        def request_more() -> None:
-            while len(in_flight) < self.max_concurrency and (read := next_to_request()):
-                number = read.next_unrequested
-                read.next_unrequested += 1
-                in_flight[pool.submit(self.fetch, read.window, number)] = (read, read.reads)
-
-        def take_answers() -> None:
-            """Take the answers that arrived into their reads, in window order."""
-            for future in sorted(
-                (f for f in in_flight if f.done()), key=lambda f: in_flight[f][0].window.index
-            ):
-                read, number = in_flight.pop(future)
-                if read.end is not None or number != read.reads or read.window.account.name in failed:
-                    continue  # a page past the end of its read, or of an earlier read
-                try:
-                    page = future.result()
-                    read.early[page.number] = page
-                    self._take_pages(read)
-                except FatalAPIError as error:
-                    failed.add(read.window.account.name)
-                    failures.append(Failure(read.window, error))
-
-        def keep_busy() -> Iterator[Failure]:
-            take_answers()
-            request_more()
-            while failures:
-                yield failures.pop(0)
-
+        schedule = _Schedule([_Read(window) for window in windows], self.max_concurrency, self.page_size)
+        self._schedule = schedule
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico")
         try:
-            while reported < len(reads):
-                yield from keep_busy()
-                if in_flight:
-                    wait(in_flight, return_when=FIRST_COMPLETED)
-                    yield from keep_busy()
-                first = reads[reported]
-                if first.window.account.name in failed:
-                    reported += 1
+            while (first := schedule.first()) is not None:
+                yield from self._keep_busy(schedule, pool)
+                if schedule.in_flight:
+                    wait(schedule.in_flight, return_when=FIRST_COMPLETED)
+                    yield from self._keep_busy(schedule, pool)
+                if not schedule.live(first):
                     continue
                 if first.end is None:
-                    if not in_flight:
+                    if not schedule.in_flight:
                         msg = f"nothing to request for {self.describe(first.window)}, which is not read"
                         raise RuntimeError(msg)
                     continue
                 while first.parts:  # each page let go as it is handed over; requests go on meanwhile
                     yield Rows(first.window, first.parts.pop(0))
-                    yield from keep_busy()
+                    yield from self._keep_busy(schedule, pool)
                 yield first.end
-                del self._reads[first.window.index]  # nothing of the window is held any more
-                reported += 1
-                started = max(started, reported)
+                schedule.handed()
         finally:
             # Never wait here for a request that hangs: a failed or stopped run ends promptly.
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def _keep_busy(self, schedule: _Schedule, pool: ThreadPoolExecutor) -> list[Failure]:
+        """Take the answers that arrived into their reads, in window order, then request what the
+        schedule allows; the windows that failed meanwhile."""
+        in_flight, failures = schedule.in_flight, list[Failure]()
+        for future in sorted((f for f in in_flight if f.done()), key=lambda f: in_flight[f][0].window.index):
+            read, nth = in_flight.pop(future)
+            if read.end is not None or nth != read.reads or not schedule.live(read):
+                continue  # a page past the end of its read, or of an earlier read
+            try:
+                page = future.result()
+                read.early[page.number] = page
+                self._take_pages(read)
+            except FatalAPIError as error:
+                schedule.failed.add(read.window.account.name)
+                failures.append(Failure(read.window, error))
+        while len(in_flight) < self.max_concurrency and (asking := schedule.next_to_request()):
+            number = asking.next_unrequested
+            asking.next_unrequested += 1
+            in_flight[pool.submit(self.fetch, asking.window, number)] = (asking, asking.reads)
+        return failures
 
     def _take_pages(self, read: _Read) -> None:
         """Take the pages that arrived, in page order, while the read goes on."""
         while read.end is None and (page := read.early.pop(FIRST_PAGE + len(read.pages), None)):
             step = self._take(read, page)
-            if step is Step.MORE:
-                continue
             if step is Step.END:
                 self._close(read)
-            else:
+            elif step is not Step.MORE:
                 raise FatalAPIError(self._unreadable(read, page, step))
 
     def _take(self, read: _Read, page: Page) -> Step:
         """Judge one page of the read under way (the pages before it are taken)."""
         results, form = page.results, self.form
-        same = bool(results) and self._same_answer(read, page)
+        same = bool(results) and self._same_answer(read, page) is not None
         if page.total_results is not None:
             if read.total is None:
                 read.total = page.total_results
@@ -398,55 +410,47 @@ class WindowPager:
             read.last_page = max(read.last_page, page.number + 1, justified)
         return step
 
-    def _same_answer(self, read: _Read, page: Page) -> bool:
-        """Whether an earlier page of the read had the very same rows (noting this one if not)."""
+    def _same_answer(self, read: _Read, page: Page) -> Page | None:
+        """The earlier page of the read with the very same rows, if any (else this one is noted)."""
         form = self.form
         key = len(page.results).to_bytes(4, "big") + form.key(page.results[0])
         alike = read.answers.setdefault(key, [])
-        if any(form.same_rows(other.results, page.results) for other in alike):
-            return True
-        alike.append(page)
-        return False
+        earlier = next((other for other in alike if form.same_rows(other.results, page.results)), None)
+        if earlier is None:
+            alike.append(page)
+        return earlier
 
     def _unreadable(self, read: _Read, page: Page, step: Step) -> str:
         where = f"{self.describe(read.window)} cannot be read"
         if step is Step.TOO_LONG:
+            bound = "no total_results bounds" if read.total is None else f"total_results {read.total} ends"
             return (
-                f"{where}: after {read.handed} rows next_page still says there is more "
-                f"(total_results {read.total}; at most {MAX_READ_ROWS} rows are read in one read)"
+                f"{where}: after {read.handed} rows next_page still says there is more, and {bound} "
+                f"the read (at most {MAX_READ_ROWS} rows are read so)"
             )
         missing = (
             f"while {read.total - read.rows} of its {read.total} results are missing"
             if read.total is not None
             else "and no total_results says whether rows are missing"
         )
-        earlier = next(
-            other.number for other in read.pages if self.form.same_rows(other.results, page.results)
-        )
-        same = f"page {page.number} is the same answer as page {earlier}"
+        earlier = self._same_answer(read, page)
+        assert earlier is not None  # the step says so
+        same = f"page {page.number} is the same answer as page {earlier.number}"
         return f"{where}: {same} {missing} (the API ignores 'page')"
-
-    def _again(self, read: _Read, why: str) -> None:
-        self.logger.warning(
-            "%s: %s; reading it again (%d/%d)",
-            self.describe(read.window),
-            why,
-            read.reads + 1,
-            self.max_reads,
-        )
-        read.start(self.page_size)
 
     def _close(self, read: _Read) -> None:
         result = reconcile(read.pages, self.form)
-        outcome = after_read(result, read.reads, self.max_reads)
+        outcome = after_read(result, read.reads, self.max_reads, moved=read.moved)
         if outcome is Outcome.AGAIN:
             why = (
                 "its total_results moved while it was paged"
-                if result.changed
+                if read.moved
                 else f"it gave {result.kept} rows but total_results is {result.total}"
             )
-            self._again(read, why)
+            where, again = self.describe(read.window), read.reads + 1
+            self.logger.warning("%s: %s; reading it again (%d/%d)", where, why, again, self.max_reads)
+            read.start(self.page_size)
             return
-        read.parts = [rows for rows in result.pages() if rows]
-        read.end = WindowEnd(read.window, result.without_pages(), read.reads, outcome)
+        read.parts = [rows for rows in result.parts if rows]
+        read.end = WindowEnd(read.window, replace(result, parts=()), read.reads, outcome)
         read.pages, read.early, read.answers, read.seen = [], {}, {}, None

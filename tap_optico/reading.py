@@ -1,9 +1,10 @@
 """Reading: which windows to read, the records they hand over, and the stream that reads them.
 
 A run cuts each account's days into windows (:func:`plan`); the pager
-(``paging.py``) reads each window into pages, bounded by evidence, and
-reconciles them as one (``reconcile.py``); :class:`WindowReader` turns the
-reconciled rows into records; the bookmark rule (``bookmarks.py``) then
+(``paging.py``) reads each window, page by page until every signal agrees
+the read is over, and yields its reconciled rows (``reconcile.py``) and its
+end; :class:`WindowReader` turns those rows into records; the stream says
+what a window's end calls for (:meth:`OpticoStream._say`); the bookmark rule (``bookmarks.py``) then
 decides, window by window, where the account's bookmark goes, and the stream
 writes STATE as :class:`~tap_optico.bookmarks.StateCadence` says. A record
 dated outside the days its window asked for is still emitted (once per run),
@@ -18,7 +19,7 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -36,7 +37,7 @@ from tap_optico.secrets import shorten
 from tap_optico.settings import Account, Settings, read_day
 from tap_optico.totals import Tally
 
-#: Reads of one window whose records fall short of its total_results, before moving on.
+#: Reads of a window short of its total_results, or whose count moved, before its outcome stands.
 MAX_WINDOW_READS = 3
 #: Longest silence, in seconds, between two progress lines of a long read.
 PROGRESS_SECONDS = 10.0
@@ -67,7 +68,7 @@ class Plan:
     windows: list[Window]
 
     @property
-    def days(self) -> int:
+    def day_count(self) -> int:
         return max(0, (self.last - self.first).days + 1)
 
 
@@ -106,7 +107,7 @@ class Progress:
         self, name: str, plans: list[Plan], logger: logging.Logger, every: float = PROGRESS_SECONDS
     ) -> None:
         self.name, self.logger, self.every = name, logger, every
-        self.days = sum(plan.days for plan in plans)
+        self.day_count = sum(plan.day_count for plan in plans)
         self.windows = sum(len(plan.windows) for plan in plans)
         self.several_accounts = len(plans) > 1
         self.started = self.last_line = time.monotonic()
@@ -129,14 +130,14 @@ class Progress:
         now = time.monotonic()
         self.last_line = now
         elapsed = max(now - self.started, 1e-6)
-        to_go = elapsed / self.days_done * (self.days - self.days_done) if self.days_done else None
+        to_go = elapsed / self.days_done * (self.day_count - self.days_done) if self.days_done else None
         self.logger.info(
             "%s: %s; %d records and %d of %d days so far (%.0f records/s); %d window(s) left%s",
             self.name,
             doing,
             self.records,
             self.days_done,
-            self.days,
+            self.day_count,
             self.records / elapsed,
             self.windows - self.windows_done,
             "" if to_go is None else f", about {to_go:.0f} s to go",
@@ -217,23 +218,25 @@ class WindowReader:
                     plan.last,
                 )
         progress = Progress(name, plans, self.logger)
-        current: _WindowRecords | None = None
+        window: Window | None = None
+        records: Generator[list[Record] | Delivered, Rows | WindowEnd, None]
         for item in pager.read(windows):
             if isinstance(item, Failure):
-                for window in self._plans[item.window.account.name].windows:
-                    self._claimed.pop(window.index, None)
+                for failed in self._plans[item.window.account.name].windows:
+                    self._claimed.pop(failed.index, None)
                 yield item
                 continue
-            if current is None or current.window != item.window:
-                current = _WindowRecords(self, item.window)
+            if window is not item.window:
+                window = item.window
+                records = self._records(window)
+                next(records)
             if isinstance(item, Rows):
                 progress.page(len(item.rows))
-                if records := current.take(item.rows):
-                    yield records
             else:
-                progress.window_done(item.window)
-                yield Delivered(item, current.finish())
-                current = None
+                progress.window_done(window)
+                window = None
+            if out := records.send(item):  # no empty list of records
+                yield out
         if self._stray_days:
             days = sorted(map(str, self._stray_days))
             self.logger.warning(
@@ -245,6 +248,63 @@ class WindowReader:
                 f" and {len(days) - 5} more day(s)" if len(days) > 5 else "",
             )
         self.normalize.log_summary()
+
+    def _records(self, window: Window) -> Generator[list[Record] | Delivered, Rows | WindowEnd, None]:
+        """The records of ``window``, sent its :class:`Rows` (each answered with the records to emit)
+        then its :class:`WindowEnd` (answered with the :class:`Delivered`)."""
+        normalize, identity, lookalike = self.normalize, self.identity, self.lookalike
+        value_of = self.replication_value
+        ranks: dict[Any, int] = {}
+        keys: set[Hashable] = set()
+        claimed = self._claimed.pop(window.index, ())
+        newest: Any = None
+        not_objects: list[Any] = []
+        # The tap writes every replication value in one form (an instant in UTC, or a date), and
+        # day_value the window's bounds in it: a value between them as text is in the window's days
+        # (days() has the last word on any other).
+        first, after = self.day_value(window.start), self.day_value(window.end + ONE_DAY)
+        form = len(first)
+        item = yield []
+        while isinstance(item, Rows):
+            typed, odd = normalize.records(item.rows, window.account.name)
+            not_objects += odd
+            records: list[Record] = []
+            for record in typed:
+                if lookalike is not None:
+                    look = lookalike(record)
+                    rank = ranks.get(look, 0)
+                    ranks[look] = rank + 1
+                    if rank:
+                        normalize.renumber(record, rank)
+                key = identity(record)
+                if key in keys:
+                    continue
+                keys.add(key)
+                value = value_of(record)
+                if value is not None:
+                    if not (first <= value < after and len(value) == form):
+                        day = self.days(value)
+                        if not window.start <= day <= window.end:
+                            if self._first_time_stray(key, day, window):
+                                records.append(record)
+                            continue
+                    if newest is None or value > newest:
+                        newest = value
+                if key not in claimed:
+                    records.append(record)
+            item = yield records
+        self._previous = (window.index, keys)
+        if not_objects:
+            self.logger.warning(
+                "%s: skipped a result that is not a JSON object: %s (%d in %s..%s%s; counted as read)",
+                normalize.stream_name,
+                shorten(repr(not_objects[0]), 80),
+                len(not_objects),
+                window.start,
+                window.end,
+                f" of account {window.account.name}" if len(self._plans) > 1 else "",
+            )
+        yield Delivered(item, newest)
 
     def _first_time_stray(self, key: Hashable, day: dt.date, window: Window) -> bool:
         """Whether a record dated ``day``, outside ``window``, is to be emitted now (and count it)."""
@@ -270,77 +330,6 @@ class WindowReader:
             return None
         span = (windows[0].end - windows[0].start).days + 1
         return windows[(day - windows[0].start).days // span]
-
-
-class _WindowRecords:
-    """The records of one window, from its rows a page at a time (the reader's, for that window)."""
-
-    def __init__(self, reader: WindowReader, window: Window) -> None:
-        self.reader, self.window = reader, window
-        self.ranks: dict[Any, int] = {}
-        self.keys: set[Hashable] = set()
-        self.claimed = reader._claimed.pop(window.index, ())
-        self.newest: Any = None
-        self.not_objects: list[Any] = []
-        # The tap writes every replication value in one form (an instant in UTC, or a date), and
-        # day_value the window's bounds in it: a value between them as text is in the window's days
-        # (days() has the last word on any other).
-        self.first, self.after = reader.day_value(window.start), reader.day_value(window.end + ONE_DAY)
-
-    def take(self, rows: Sequence[Any]) -> list[Record]:
-        """The records of ``rows`` to emit."""
-        reader, window, keys, ranks, claimed = self.reader, self.window, self.keys, self.ranks, self.claimed
-        normalize, identity, replication_value, lookalike = (
-            reader.normalize,
-            reader.identity,
-            reader.replication_value,
-            reader.lookalike,
-        )
-        first, after, form, newest = self.first, self.after, len(self.first), self.newest
-        typed, odd = normalize.records(rows, window.account.name)
-        self.not_objects += odd
-        records: list[Record] = []
-        for record in typed:
-            if lookalike is not None:
-                look = lookalike(record)
-                rank = ranks.get(look, 0)
-                ranks[look] = rank + 1
-                if rank:
-                    normalize.renumber(record, rank)
-            key = identity(record)
-            if key in keys:
-                continue
-            keys.add(key)
-            value = replication_value(record)
-            if value is not None:
-                if not (first <= value < after and len(value) == form):
-                    day = reader.days(value)
-                    if not window.start <= day <= window.end:
-                        if reader._first_time_stray(key, day, window):
-                            records.append(record)
-                        continue
-                if newest is None or value > newest:
-                    newest = value
-            if key not in claimed:
-                records.append(record)
-        self.newest = newest
-        return records
-
-    def finish(self) -> Any:
-        """The newest replication value dated inside the window, once its rows are all taken."""
-        reader, window = self.reader, self.window
-        reader._previous = (window.index, self.keys)
-        if self.not_objects:
-            reader.logger.warning(
-                "%s: skipped a result that is not a JSON object: %s (%d in %s..%s%s; counted as read)",
-                reader.normalize.stream_name,
-                shorten(repr(self.not_objects[0]), 80),
-                len(self.not_objects),
-                window.start,
-                window.end,
-                f" of account {window.account.name}" if len(reader._plans) > 1 else "",
-            )
-        return self.newest
 
 
 class OpticoStream(WindowedStream, OpticoClient):

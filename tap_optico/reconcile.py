@@ -22,7 +22,7 @@ A pure function of the pages, so that each rule is checked in one place:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Protocol
 
@@ -75,11 +75,6 @@ class RowForm:
         return 0
 
 
-def edge_repeat(before: Sequence[Any], page: Sequence[Any]) -> int:
-    """:meth:`RowForm.edge_repeat` of rows compared as they are."""
-    return RowForm().edge_repeat(before, page)
-
-
 @dataclass(frozen=True)
 class Reconciled:
     """The rows of one read of a window, repeats dropped, and how they compare with ``total_results``."""
@@ -92,8 +87,6 @@ class Reconciled:
     repeats: int
     #: The highest ``total_results`` of the read (None when the API gave none).
     total: int | None
-    #: ``total_results`` moved while the read was paged.
-    changed: bool
 
     @property
     def kept(self) -> int:
@@ -109,15 +102,9 @@ class Reconciled:
         """How many rows the read gave beyond ``total_results``."""
         return 0 if self.total is None else max(0, self.kept - self.total)
 
-    def pages(self) -> Iterator[Sequence[Any]]:
-        return iter(self.parts)
-
     def rows(self) -> Iterator[Any]:
         """The kept rows, in the API's order."""
         return (row for part in self.parts for row in part)
-
-    def without_pages(self) -> Reconciled:
-        return replace(self, parts=())
 
 
 def reconcile(pages: Sequence[PageRows], form: RowForm | None = None) -> Reconciled:
@@ -134,13 +121,13 @@ def reconcile(pages: Sequence[PageRows], form: RowForm | None = None) -> Reconci
             parts.append([row for row, key in zip(page.results, keys, strict=True) if key not in seen])
             seen.update(keys)
         kept = sum(map(len, parts))
-        return Reconciled(tuple(parts), handed, handed - kept, total, changed=True)
+        return Reconciled(tuple(parts), handed, handed - kept, total)
     runs = [0] + [form.edge_repeat(a.results, b.results) for a, b in pairwise(pages)]
     candidates = sum(runs)
     to_drop = candidates if total is None else min(candidates, max(0, handed - total))
     dropped = _spread(to_drop, runs)
     parts = [page.results[drop:] if drop else page.results for page, drop in zip(pages, dropped, strict=True)]
-    return Reconciled(tuple(parts), handed, to_drop, total, changed=False)
+    return Reconciled(tuple(parts), handed, to_drop, total)
 
 
 def _spread(count: int, runs: list[int]) -> list[int]:

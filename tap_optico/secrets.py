@@ -46,8 +46,6 @@ _ESCAPE = re.compile(
 )
 #: C0 control characters but tab, DEL and C1: shown escaped in every log message.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-#: The same but newline: a traceback keeps its lines.
-_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 #: Every piece of every key, as :func:`_decode` reads text; the lengths of those pieces.
 _pieces: set[str] = set()
 _lengths: tuple[int, ...] = ()
@@ -87,8 +85,11 @@ def redact(text: str) -> str:
 
 
 def escape_controls(text: str, *, lines: bool = False) -> str:
-    """``text`` with each control character written ``\\xNN``; newlines kept only when ``lines``."""
-    return (_CONTROL_BUT_NEWLINE if lines else _CONTROL).sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+    """``text`` with each control character written ``\\xNN``; newlines kept only when ``lines`` (a
+    traceback keeps its lines)."""
+    if lines:
+        return "\n".join(escape_controls(line) for line in text.split("\n"))
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
 def shorten(text: str, limit: int) -> str:

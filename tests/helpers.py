@@ -195,10 +195,10 @@ def normalizer_for(
     )
 
 
-def plain_struct(normalizer: Normalizer) -> type[msgspec.Struct]:
-    """The normaliser's fast decoder, which the calls stream has."""
-    assert normalizer.plain is not None
-    return normalizer.plain
+def fast_type_of(normalizer: Normalizer) -> type[msgspec.Struct]:
+    """The type the normaliser's fast path decodes into, which the calls stream has."""
+    assert normalizer.fast_type is not None
+    return normalizer.fast_type
 
 
 class CannedApi:

@@ -158,15 +158,15 @@ def body(results: list[Any], number: int, page_size: int, last_form: Any) -> byt
 
 def serve(
     stream: OpticoStream, data: Answers, page_size: int, last_form: Any
-) -> Callable[[Any, int, Window], tuple[requests.Response, dict[str, Any]]]:
-    def send(_prepared: Any, number: int, window: Window) -> tuple[requests.Response, dict[str, Any]]:
+) -> Callable[[Any, int, Window], dict[str, Any]]:
+    def send(_prepared: Any, number: int, window: Window) -> dict[str, Any]:
         response = requests.Response()
         response.status_code = 200
         response.headers["Content-Type"] = "application/json"
         response._content = body(
             data[stream.name, window.account.name, window.start], number, page_size, last_form
         )
-        return response, stream.decode(response, number)
+        return stream.decode(response, number)
 
     return send
 

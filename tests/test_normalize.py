@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tap_optico.bookmarks import is_later
 from tap_optico.normalize import LocalTime, call_id, decode_plain_page, empty_values_to_null
-from tests.helpers import normalizer_for, plain_struct
+from tests.helpers import fast_type_of, normalizer_for
 
 RAW = {
     "start_date": "2026-01-15 09:30:00",
@@ -182,7 +182,7 @@ JSON = st.recursive(
     max_leaves=6,
 )
 CALLS = normalizer_for("calls")
-PLAIN_CALL = plain_struct(CALLS)
+FAST_CALL = fast_type_of(CALLS)
 FIELDS = [*CALLS.fields, "tracking number", "unlisted"]
 
 
@@ -200,7 +200,7 @@ def test_any_json_in_any_field_never_raises_nor_drops(raw: dict[str, Any]) -> No
     assert record["is_redirect"] is None or isinstance(record["is_redirect"], bool)
 
 
-PLAIN_FIELDS = list(PLAIN_CALL.__struct_fields__)
+PLAIN_FIELDS = list(FAST_CALL.__struct_fields__)
 RAW_VALUES = (
     st.none()
     | st.booleans()
@@ -226,10 +226,10 @@ def test_plain_pages_give_the_records_of_the_converters(raw: dict[str, Any], spa
     converters would."""
     separators = (", ", ": ") if spaced else (",", ":")
     body = json.dumps({"status": "OK", "results": [raw]}, separators=separators).encode()
-    plain = decode_plain_page(PLAIN_CALL, body)
+    plain = decode_plain_page(FAST_CALL, body)
     if plain is None:
         return
-    assert type(plain["results"][0]) is PLAIN_CALL
+    assert type(plain["results"][0]) is FAST_CALL
     converters = normalizer_for("calls")
     expected = converters(msgspec.json.decode(body)["results"][0])
     assert normalizer_for("calls")(plain["results"][0]) == expected
@@ -237,16 +237,16 @@ def test_plain_pages_give_the_records_of_the_converters(raw: dict[str, Any], spa
 
 def test_plain_path_takes_plain_pages_only() -> None:
     plain = {**RAW, "duration": "134", "revenue": "", "is_redirect": "0", "call_path": "/\n/tarifs"}
-    page = decode_plain_page(PLAIN_CALL, msgspec.json.encode({"results": [plain], "total_results": 1}))
+    page = decode_plain_page(FAST_CALL, msgspec.json.encode({"results": [plain], "total_results": 1}))
     assert page is not None
     assert page["total_results"] == 1
     record = normalizer_for("calls")(page["results"][0])
     assert record["call_path"] == ["/", "/tarifs"]
     assert record["revenue"] is None
     for odd in ({"revenue": "12,50"}, {"duration": "00:02:14"}, {"visit_id": 42}, {"campaign": "x"}):
-        assert decode_plain_page(PLAIN_CALL, msgspec.json.encode({"results": [{**plain, **odd}]})) is None
+        assert decode_plain_page(FAST_CALL, msgspec.json.encode({"results": [{**plain, **odd}]})) is None
     error = {"status": "ERROR", "errors": ["bad key"], "results": []}
-    assert decode_plain_page(PLAIN_CALL, msgspec.json.encode(error)) is None
+    assert decode_plain_page(FAST_CALL, msgspec.json.encode(error)) is None
 
 
 JSON_TEXTS = st.recursive(
