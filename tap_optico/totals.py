@@ -30,7 +30,6 @@ CENT = MICROS // 100
 #: Differing account-days given a WARNING each; the rest are counted.
 SHOWN = 20
 MEASURES = ("calls", "duration", "revenue")
-ONE_DAY = dt.timedelta(days=1)
 
 #: An account and a local day (``YYYY-MM-DD``).
 AccountDay = tuple[str, str]
