@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,8 @@ OUTPUT = ROOT / "output"
 MELTANO = Path(sys.executable).parent / "meltano"
 #: The demo's state id is the environment's, with this suffix.
 STATE_ID_SUFFIX = "demo"
+#: The tap's reconciliation line (tap_optico/totals.py), in Meltano's log of the run.
+RECONCILED = re.compile(r"reconciled [\d,]+ account-days .*?\(read completely by one stream only\)")
 
 
 def newest_file(stream: str, before: set[Path]) -> Path | None:
@@ -34,7 +37,7 @@ def newest_file(stream: str, before: set[Path]) -> Path | None:
 
 def summarise(stream: str, path: Path | None, day_field: str) -> str:
     if path is None:
-        return f"  {stream:<12} no new file"
+        return f"  {stream:<14} no new file"
     days = []
     count = 0
     with path.open(encoding="utf-8") as lines:
@@ -42,7 +45,7 @@ def summarise(stream: str, path: Path | None, day_field: str) -> str:
             count += 1
             days.append(str(json.loads(line)[day_field])[:10])
     span = f"{min(days)} .. {max(days)}" if days else "no records"
-    return f"  {stream:<12} {count:>7} records  {span}  {path.relative_to(ROOT)}"
+    return f"  {stream:<14} {count:>7} records  {span}  {path.relative_to(ROOT)}"
 
 
 def main() -> int:
@@ -59,13 +62,22 @@ def main() -> int:
             "MELTANO_ENVIRONMENT": "sandbox",
         }
         command = [str(MELTANO), "run", "--state-id-suffix", STATE_ID_SUFFIX, "tap-optico", "target-jsonl"]
-        run = subprocess.run(command, cwd=ROOT, env=env, check=False)
+        # Meltano's log goes on to the terminal as it comes; the reconciliation line is kept.
+        with subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True) as run:
+            assert run.stderr is not None
+            reconciled = None
+            for line in run.stderr:
+                sys.stderr.write(line)
+                if found := RECONCILED.search(line):
+                    reconciled = found[0]
     if run.returncode:
         print("meltano run failed; see the log above", file=sys.stderr)
         return run.returncode
     print("\nThis run wrote:")
     print(summarise("calls", newest_file("calls", before), "start_date_local"))
     print(summarise("daily_calls", newest_file("daily_calls", before), "date"))
+    print(summarise("reconciliation", newest_file("reconciliation", before), "date"))
+    print(f"\nReconciliation: {reconciled or 'no line in the log (is the extractor tap-optico?)'}")
     print(
         "\nRun `make demo` again: Meltano passes the saved state, so the next run reads only\n"
         "from the last bookmark minus `lookback_days` (1 day by default)."

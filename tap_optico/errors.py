@@ -32,3 +32,7 @@ class AccountsFailedError(OpticoError):
         else:
             message = f"{len(failed)} account(s) failed, the others were read: {names}"
         super().__init__(message)
+
+
+class ReconciliationError(OpticoError):
+    """Days whose delivered calls do not add up to Optico's daily totals, with ``reconcile: fail``."""

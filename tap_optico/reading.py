@@ -35,6 +35,7 @@ from tap_optico.reconcile import RowForm
 from tap_optico.sdk_seam import WindowedStream
 from tap_optico.secrets import shorten
 from tap_optico.settings import Account, Settings, read_day
+from tap_optico.totals import Tally
 
 #: Reads of a window short of its total_results, or whose count moved, before its outcome stands.
 MAX_WINDOW_READS = 3
@@ -338,6 +339,8 @@ class OpticoStream(WindowedStream, OpticoClient):
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
     #: Fields that tell two records apart when a window is read again.
     identity_fields: ClassVar[tuple[str, ...]]
+    #: What the stream's delivered records add up to, per account-day (totals.py).
+    tally_type: ClassVar[type[Tally]]
 
     def bookmark(self, account: Account) -> Any:
         """The account's bookmark: its partition's, or, with one account, the stream's own from before
@@ -400,10 +403,13 @@ class OpticoStream(WindowedStream, OpticoClient):
         limit = self.ABORT_AT_RECORD_COUNT
         emitted = 0
         short: list[WindowEnd] = []
+        tally = None if self.settings.reconcile == "off" else self.tally_type()
         for item in reader.read(pager, plans):
             if isinstance(item, list):  # records: all of them before the STATE that covers them
                 records = item if limit is None else item[: limit - emitted]
                 emitted += len(records)
+                if tally is not None:
+                    tally.add(records)
                 if self.writes_batches:  # the fast path: a batch at a time
                     for start in range(0, len(records), BATCH_RECORDS):
                         self.write_records(records[start : start + BATCH_RECORDS])
@@ -426,6 +432,8 @@ class OpticoStream(WindowedStream, OpticoClient):
                 self.logger.warning("%s", warning)
             if end.outcome is Outcome.COUNT_WRONG:
                 short.append(end)
+            if tally is not None and end.outcome is not Outcome.UNSETTLED:
+                tally.read(name, end.window.start, end.window.end)
             read = WindowRead(end.window.end, item.newest, unsettled=end.outcome is Outcome.UNSETTLED)
             mark = after_window(marks[name], read, days=days, day_value=self.day_value)
             if mark.value != marks[name].value:
@@ -433,6 +441,8 @@ class OpticoStream(WindowedStream, OpticoClient):
                 if cadence.moved():
                     self.write_state()
             marks[name] = mark
+        if tally is not None:
+            self.tallies[self.name] = tally
         if short:
             self.logger.warning(
                 "%s: %d window(s) stayed short of total_results after every page the API offers was read "

@@ -30,6 +30,7 @@ from typing_extensions import Self, override
 
 from tap_optico import stopping
 from tap_optico.errors import AccountsFailedError, SettingsError
+from tap_optico.totals import Reconciliation, Tally
 from tap_optico.writer import OpticoWriter
 
 #: What earlier versions kept in a partition's state (runs a short window held it): dropped when it moves.
@@ -50,6 +51,13 @@ class WindowedStream(Stream):
         """The accounts that failed in this run, shared by the tap's streams: name -> what failed."""
         tap = self._tap
         return tap.failed_accounts if isinstance(tap, TapSeam) else {}
+
+    @property
+    def tallies(self) -> dict[str, Tally]:
+        """What each stream delivered in this run, for the reconciliation: stream name -> its tally,
+        set by each stream once it has written its records."""
+        tap = self._tap
+        return tap.tallies if isinstance(tap, TapSeam) else {}
 
     @override
     def _increment_stream_state(
@@ -197,6 +205,22 @@ class _AccountsTimer(metrics.Timer):
         super().__exit__(exc_type, exc_val, exc_tb)
 
 
+class DerivedStream(Stream):
+    """A stream whose records the tap computes from what its other streams read: it asks the API
+    nothing, and announces no starting value (as :class:`WindowedStream`)."""
+
+    @property
+    def source(self) -> TapSeam:
+        """The tap this stream belongs to (singer-sdk keeps it in a private attribute)."""
+        tap = self._tap
+        assert isinstance(tap, TapSeam)
+        return tap
+
+    @override
+    def _write_starting_replication_value(self, context: Context | None) -> None:
+        """Not the SDK's, which logs start_date as where the stream starts: it reads no days."""
+
+
 class TapSeam(Tap):
     """A tap whose settings are checked by :meth:`setting_problems`, one line each, which
     stops on SIGTERM or SIGINT without writing anything more, and whose run fails at its end
@@ -206,6 +230,21 @@ class TapSeam(Tap):
     def failed_accounts(self) -> dict[str, str]:
         """The accounts that failed in this run: name -> what failed."""
         return {}
+
+    @cached_property
+    def tallies(self) -> dict[str, Tally]:
+        """What each stream delivered in this run (see WindowedStream.tallies)."""
+        return {}
+
+    @cached_property
+    def reconciliation(self) -> Reconciliation | None:
+        """The run's tallies compared, once every stream has been synced (None: not compared)."""
+        return None
+
+    def finish(self) -> None:
+        """After every stream: fail the run if an account failed."""
+        if self.failed_accounts:
+            raise AccountsFailedError(self.failed_accounts, self.account_count())
 
     @classmethod
     def read_state_file(cls, state: IO[str]) -> dict[str, Any] | None:
@@ -225,7 +264,7 @@ class TapSeam(Tap):
         catalog: IO[str] | None = None,
     ) -> None:
         """As singer-sdk's Tap.invoke, with the state file read by :meth:`read_state_file`,
-        then a failure if an account failed."""
+        then :meth:`finish`."""
         super(Tap, cls).invoke(about=about, about_format=about_format)  # --about
         cls.print_version(print_fn=cls.logger.info)
         tap = cls(
@@ -236,8 +275,7 @@ class TapSeam(Tap):
             validate_config=True,
         )
         tap.sync_all()
-        if tap.failed_accounts:
-            raise AccountsFailedError(tap.failed_accounts, tap.account_count())
+        tap.finish()
 
     def setting_problems(self) -> list[str]:
         """One line per invalid setting of the tap itself."""

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tap_optico.api import FILTERS
+from tap_optico.totals import MODES, Mode
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 DATE_FORMS = "a date as YYYY-MM-DD or an ISO 8601 date-time"
@@ -70,6 +71,8 @@ class Settings:
     max_tries: int
     max_wait_seconds: int
     request_timeout: int
+    #: What a day whose calls do not add up to Optico's daily totals does to the run (totals.py).
+    reconcile: Mode
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -105,6 +108,7 @@ class Settings:
             max_tries=config["max_tries"],
             max_wait_seconds=config["max_wait_seconds"],
             request_timeout=config["request_timeout"],
+            reconcile=config["reconcile"],
         )
 
     def today(self) -> dt.date:
@@ -288,4 +292,12 @@ def _url_problem(name: str, value: Any) -> str | None:
 
 
 _BY_FORMAT = {"date": _date_problem, "date-time": _date_problem, "uri": _url_problem}
-_BY_NAME = {"timezone": _zone_problem}
+
+
+def _reconcile_problem(name: str, value: Any) -> str | None:
+    if value in MODES:
+        return None
+    return f"Setting '{name}' must be one of {', '.join(MODES)}, got {value!r}"
+
+
+_BY_NAME = {"timezone": _zone_problem, "reconcile": _reconcile_problem}

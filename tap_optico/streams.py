@@ -7,12 +7,15 @@ unless ``conversions`` names another way.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from singer_sdk import SchemaDirectory, StreamSchema
+from singer_sdk.helpers.types import Context
+from typing_extensions import override
 
 from tap_optico.normalize import (
     DURATION,
@@ -23,6 +26,8 @@ from tap_optico.normalize import (
     Normalizer,
 )
 from tap_optico.reading import OpticoStream
+from tap_optico.sdk_seam import DerivedStream
+from tap_optico.totals import CallTally, Tally, TotalsTally, records
 
 
 def schema_directory() -> Traversable:
@@ -54,6 +59,7 @@ class CallsStream(OpticoStream):
         "call_path": PAGE_LIST,
     }
     identity_fields = ("call_id",)
+    tally_type: ClassVar[type[Tally]] = CallTally
 
 
 class DailyCallsStream(OpticoStream):
@@ -67,3 +73,22 @@ class DailyCallsStream(OpticoStream):
     conversions: ClassVar[dict[str, Conversion]] = {"duration": DURATION}
     # A day's totals grow while the day lasts: a changed row is a new version to upsert.
     identity_fields = ("date", "calls", "duration", "revenue")
+    tally_type: ClassVar[type[Tally]] = TotalsTally
+
+
+class ReconciliationStream(DerivedStream):
+    """One record per account-day read completely by both other streams: the calls delivered
+    against Optico's own totals (totals.py). It asks the API nothing: singer-sdk syncs streams in
+    the order of their names, so it runs after ``calls`` and ``daily_calls`` and writes what
+    they read. Keyed by account and day, each run's verdict replaces the one before; its bookmark is
+    the last day checked (a date, as the others': two runs that read the same write the same state)."""
+
+    name = "reconciliation"
+    primary_keys = ("account", "date")
+    replication_key = "date"
+    schema = StreamSchema(SCHEMAS)
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        result = self.source.reconciliation
+        return () if result is None else records(result)

@@ -3,28 +3,30 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Mapping
+from functools import cached_property
 from typing import IO, Any, ClassVar, NoReturn
 
-from singer_sdk import Stream, Tap
+from singer_sdk import Stream, Tap, metrics
 from singer_sdk import typing as th
 from singer_sdk.exceptions import FatalAPIError
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities
 from typing_extensions import override
 
-from tap_optico import secrets, stopping
+from tap_optico import secrets, stopping, totals
 from tap_optico.api import DEFAULT_URL, FILTERS, MAX_PAGE_SIZE, MIN_PAGE_SIZE
-from tap_optico.errors import OpticoError, SettingsError, StateError
+from tap_optico.errors import OpticoError, ReconciliationError, SettingsError, StateError
 from tap_optico.reading import OpticoStream, bookmark_problem
 from tap_optico.sdk_seam import TapSeam
 from tap_optico.settings import DATE_FORMS, Settings, clear_text_host, environment_problems, problems
 from tap_optico.state_ids import meltano_state_id
-from tap_optico.streams import CallsStream, DailyCallsStream
+from tap_optico.streams import CallsStream, DailyCallsStream, ReconciliationStream
 from tap_optico.writer import OpticoWriter
 
 
@@ -135,6 +137,15 @@ class TapOptico(TapSeam):
         _integer("max_tries", 6, 1, "Tries per request before the run fails (429, 5xx, time-outs)."),
         _integer("max_wait_seconds", 60, 1, "Longest wait between two tries, Retry-After included."),
         _integer("request_timeout", 120, 1, "Seconds to wait for an answer before retrying."),
+        th.Property(
+            "reconcile",
+            th.StringType(allowed_values=list(totals.MODES)),
+            default="warn",
+            title="Reconcile",
+            description="Each day's calls checked against Optico's own daily totals: `warn` logs a "
+            "WARNING per day that does not add up, `fail` also makes the run exit non-zero (after "
+            "writing every record and bookmark), `off` checks nothing.",
+        ),
     ).to_dict()
 
     # Batch files would be written before the STATE that covers them is safe; records only.
@@ -156,7 +167,43 @@ class TapOptico(TapSeam):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        return [CallsStream(self), DailyCallsStream(self)]
+        # singer-sdk syncs streams in the order of their names: reconciliation comes after both.
+        return [CallsStream(self), DailyCallsStream(self), ReconciliationStream(self)]
+
+    @cached_property
+    @override
+    def reconciliation(self) -> totals.Reconciliation | None:
+        """The calls delivered against the daily totals delivered (None with ``reconcile: off``)."""
+        if Settings.from_config(self.config).reconcile == "off":
+            return None
+        return totals.compare(
+            self.tallies.get(CallsStream.name),
+            self.tallies.get(DailyCallsStream.name),
+            dt.datetime.now(dt.timezone.utc),
+        )
+
+    @override
+    def finish(self) -> None:
+        """Say the reconciliation (a line, a WARNING per differing day, METRIC points), then fail
+        the run if an account failed or, with ``reconcile: fail``, if a day does not add up."""
+        result = self.reconciliation
+        if result is None:
+            self.logger.info("Reconciliation with Optico's daily totals is off (setting 'reconcile')")
+            super().finish()
+            return
+        for warning in totals.warnings(result):
+            self.logger.warning("%s", warning)
+        self.logger.info("%s", totals.summary(result))
+        for point in totals.metric_points(result):
+            metrics.get_metrics_logger().info("METRIC: %s", json.dumps(point, separators=(",", ":")))
+        if not (result.differing and Settings.from_config(self.config).reconcile == "fail"):
+            super().finish()
+            return
+        error = ReconciliationError(totals.failure(result))
+        if self.failed_accounts:
+            self.logger.error("%s", error)
+            super().finish()
+        raise error
 
     @classmethod
     @override

@@ -72,7 +72,8 @@ def test_discovery_needs_no_settings(tmp_path: Path) -> None:
         [TAP, "--config", str(config), "--discover"], capture_output=True, text=True, check=False
     )
     assert run.returncode == 0, run.stderr
-    assert {entry["stream"] for entry in json.loads(run.stdout)["streams"]} == {"calls", "daily_calls"}
+    streams = {entry["stream"] for entry in json.loads(run.stdout)["streams"]}
+    assert streams == {"calls", "daily_calls", "reconciliation"}
 
 
 def test_a_connection_test_with_a_refused_key_fails(make_sandbox: SandboxFactory, tmp_path: Path) -> None:

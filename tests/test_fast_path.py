@@ -39,6 +39,8 @@ WINDOW_DAYS = 2
 TIME_EXTRACTED = re.compile(rb',"time_extracted":"[^"]*"')
 #: The SDK's signpost in STATE is the time the tap started: the one other clock reading in the output.
 SIGNPOST = re.compile(rb'"replication_key_signpost":"[^"]*"')
+#: When a run compared its days (in the reconciliation stream's records): a time of the run.
+CHECKED_AT = re.compile(rb'("checked_at":)"[^"]*"')
 RECORD = b'{"type":"RECORD"'
 
 # Raw values of each conversion: plain forms, odd forms, unreadable ones, empty ones.
@@ -215,7 +217,8 @@ def run(
 ) -> Output:
     tap = TapOptico(config=config)
     for stream in tap.streams.values():
-        assert isinstance(stream, OpticoStream)
+        if not isinstance(stream, OpticoStream):
+            continue  # the reconciliation stream asks nothing: what it writes comes from the others
         stream.__dict__["_send_with_retries"] = serve(stream, data, page_size, last_form)
         if limit is not None:
             stream.ABORT_AT_RECORD_COUNT = limit
@@ -248,7 +251,8 @@ def run(
         logger.removeHandler(metrics)
         logger.setLevel(level)
     lines = [
-        SIGNPOST.sub(b"", TIME_EXTRACTED.sub(b"", line, count=1)) for line in out.getvalue().splitlines()
+        CHECKED_AT.sub(rb'\1"-"', SIGNPOST.sub(b"", TIME_EXTRACTED.sub(b"", line, count=1)))
+        for line in out.getvalue().splitlines()
     ]
     return Output(lines, error, metrics.records, batches)
 
@@ -294,9 +298,11 @@ def test_the_fast_path_writes_what_the_ordinary_path_writes(
     if fast.error is None:
         assert +fast.counted == fast.records()
     assert ordinary.batches == 0
-    assert (fast.batches > 0) == bool(fast.records())
+    # The reconciliation stream's records (one per day read by both) come from the others' records.
+    read = {stream: count for stream, count in fast.records().items() if stream != "reconciliation"}
+    assert (fast.batches > 0) == bool(read)
     if limit is not None:
-        assert all(count <= limit for count in fast.records().values())
+        assert all(count <= limit for count in read.values())
 
 
 def sync_config(**settings: Any) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from tests.helpers_readme import ROOT
 def test_the_schemas_are_read_from_the_top_level_directory() -> None:
     """The one copy: a clone's (editable) install reads schemas/ itself, nothing inside the package."""
     assert Path(str(schema_directory())) == ROOT / "schemas"
-    assert sorted(path.stem for path in (ROOT / "schemas").glob("*.json")) == ["calls", "daily_calls"]
+    stems = sorted(path.stem for path in (ROOT / "schemas").glob("*.json"))
+    assert stems == ["calls", "daily_calls", "reconciliation"]
     assert list((ROOT / "tap_optico").rglob("*.json")) == []
 
 

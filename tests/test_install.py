@@ -139,7 +139,7 @@ def test_the_wheel_alone_carries_the_schemas(wheel: Path, tmp_path: Path) -> Non
     )
     assert discover.returncode == 0, discover.stderr[-3000:]
     streams = {entry["stream"]: entry["schema"] for entry in json.loads(discover.stdout)["streams"]}
-    assert set(streams) == {"calls", "daily_calls"}
+    assert set(streams) == {"calls", "daily_calls", "reconciliation"}
     for name, schema in streams.items():
         declared = json.loads(schemas[f"{name}.json"])["properties"]
         assert set(schema["properties"]) == set(declared), name

@@ -220,6 +220,10 @@ def run_demo(work: Path) -> None:
     records = jsonl_records(sorted((work / "output").glob("calls-*.jsonl")))
     assert len({record["call_id"] for record in records}) == expected_call_count(server)
     assert "This run wrote:" in demo.stdout
+    days = (server.api.data.last_day - server.api.data.first_day).days + 1
+    assert f"Reconciliation: reconciled {days} account-days against Optico's daily totals: {days} match" in (
+        demo.stdout
+    )
 
 
 def untracked(work: Path) -> set[str]:

@@ -45,7 +45,12 @@ def test_both_streams_every_call_exactly_once(
     # The API's daily totals agree with the typed calls, whatever raw forms came in.
     assert sum(row["duration"] for row in daily) == sum(record["duration"] or 0 for record in calls)
     assert sum(row["revenue"] for row in daily) == pytest.approx(sum(r["revenue"] or 0 for r in calls))
-    assert {m["stream"] for m in run.messages if m["type"] == "SCHEMA"} == {"calls", "daily_calls"}
+    schemas = {m["stream"] for m in run.messages if m["type"] == "SCHEMA"}
+    assert schemas == {"calls", "daily_calls", "reconciliation"}
+    # Every day adds up, whatever raw forms its calls and totals came in.
+    checks = run.records("reconciliation")
+    assert sorted(r["date"] for r in checks) == sorted(row["date"] for row in daily)
+    assert all(r["status"] == "match" for r in checks)
     assert run.bookmark("daily_calls") == "2026-04-08"
     assert run.bookmark("calls").startswith("2026-04-08T")
 

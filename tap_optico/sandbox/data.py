@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,6 +20,13 @@ import msgspec
 
 RawStyle = Literal["strings", "mixed"]
 RAW_STYLES: tuple[RawStyle, ...] = ("strings", "mixed")
+Disagreement = Literal["missing-call", "duration", "revenue"]
+#: How the daily totals of a chosen day can disagree with its calls (none do unless asked).
+DISAGREEMENTS: dict[Disagreement, str] = {
+    "missing-call": "the day's totals count one call more than its calls (an unanswered one)",
+    "duration": "the day's total duration is one second more than its calls'",
+    "revenue": "the day's revenue is one cent more than its calls'",
+}
 
 SECONDS_PER_DAY = 86_400
 PROFILE_COUNT = 2_048
@@ -184,6 +192,7 @@ class SandboxData:
         last_day: dt.date,
         style: RawStyle = "strings",
         lookalikes: int = 0,
+        disagree: Mapping[dt.date, Disagreement] | None = None,
     ) -> None:
         if calls_per_day < 0 or lookalikes < 0:
             msg = "calls_per_day and lookalikes must be >= 0"
@@ -197,6 +206,8 @@ class SandboxData:
         self.last_day = last_day
         self.style = style
         self.lookalikes = lookalikes
+        #: Days whose daily totals disagree with their calls, and how.
+        self.disagree = dict(disagree or {})
         profile_rng = random.Random(f"{seed}:profiles")
         self.profiles = tuple(_build_profile(profile_rng, index, style) for index in range(PROFILE_COUNT))
         # Profiles of the same tracking and destination numbers, for look-alike calls that differ.
@@ -256,9 +267,11 @@ class SandboxData:
         return SandboxCall(day=call.day, start_date=call.start_date, caller=call.caller, profile=profile)
 
     def daily_total(self, calls: tuple[SandboxCall, ...] | list[SandboxCall]) -> DailyTotal:
+        day = calls[0].day
+        off = self.disagree.get(day)
         return DailyTotal(
-            day=calls[0].day,
-            calls=len(calls),
-            duration_seconds=sum(call.profile.duration_seconds for call in calls),
-            revenue_cents=sum(call.profile.revenue_cents for call in calls),
+            day=day,
+            calls=len(calls) + (off == "missing-call"),
+            duration_seconds=sum(call.profile.duration_seconds for call in calls) + (off == "duration"),
+            revenue_cents=sum(call.profile.revenue_cents for call in calls) + (off == "revenue"),
         )

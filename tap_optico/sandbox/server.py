@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +34,7 @@ from tap_optico.sandbox.api import (
     SandboxApi,
     account_key,
 )
-from tap_optico.sandbox.data import RAW_STYLES, RawStyle, SandboxData
+from tap_optico.sandbox.data import DISAGREEMENTS, RAW_STYLES, Disagreement, RawStyle, SandboxData
 
 FaultKind = Literal["429", "500", "503", "timeout", "truncated", "html"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("429", "500", "503", "timeout", "truncated", "html")
@@ -250,10 +250,12 @@ def build_server(
     accounts: int = 1,
     faults: Faults | None = None,
     misbehaviour: Misbehaviour | None = None,
+    disagree: Mapping[dt.date, Disagreement] | None = None,
 ) -> SandboxServer:
     """A sandbox with data from ``first_day`` (default: 89 days ago) to ``last_day`` (today).
 
     Account 1 answers to ``api_key``, account n > 1 to ``account_key(n)``; each has calls of its own.
+    On the days ``disagree`` lists, every account's daily totals disagree with its calls as it says.
     """
     last_day = last_day or dt.date.today()
     first_day = first_day or last_day - dt.timedelta(days=DEFAULT_SPAN_DAYS - 1)
@@ -265,6 +267,7 @@ def build_server(
             last_day=last_day,
             style=style,
             lookalikes=lookalikes,
+            disagree=disagree,
         )
         for number in range(1, accounts + 1)
     }
@@ -281,6 +284,19 @@ def _group(text: str) -> tuple[int, int]:
     if not 1 <= group <= groups:
         raise argparse.ArgumentTypeError(f"{text!r}: K must be from 1 to N")
     return group, groups
+
+
+def _disagreement(text: str) -> tuple[dt.date, Disagreement]:
+    """``DAY=KIND``: a day whose daily totals disagree with its calls."""
+    day, _, kind = text.partition("=")
+    try:
+        when = dt.date.fromisoformat(day)
+    except ValueError:
+        when = None
+    if when is None or kind not in DISAGREEMENTS:
+        msg = f"{text!r}: expected DAY=KIND, such as 2026-03-29=revenue (KIND: {', '.join(DISAGREEMENTS)})"
+        raise argparse.ArgumentTypeError(msg)
+    return when, kind
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -332,6 +348,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N[,N]",
         help="the accounts (by number, from 1) that misbehave; default: all",
     )
+    parser.add_argument(
+        "--disagree",
+        type=_disagreement,
+        action="append",
+        default=[],
+        metavar="DAY=KIND",
+        help="off by default; the daily totals of DAY disagree with its calls, KIND one of: "
+        + "; ".join(f"{kind}: {text}" for kind, text in DISAGREEMENTS.items()),
+    )
     parser.add_argument("--trickle-bytes-per-second", type=float, default=64.0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
     parser.add_argument("--fault-every", type=int, default=0, help="every Nth request fails")
@@ -380,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         accounts=args.accounts,
         faults=Faults(every=args.fault_every, kinds=kinds, latency=args.latency),
         misbehaviour=misbehaviour,
+        disagree=dict(args.disagree),
     )
 
     def _stop(signum: int, frame: FrameType | None) -> None:
