@@ -222,24 +222,29 @@ def stop_group(process: subprocess.Popen[Any]) -> None:
 
 
 @contextlib.contextmanager
-def background(command: str, cwd: Path, env: dict[str, str], port: int) -> Iterator[None]:
-    """Run a server command until the block is done; fail if it does not listen on `port`."""
-    process = subprocess.Popen(
-        ["bash", "-c", f"exec {command}"],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        wait_for_port(port, process)
-        yield
-    finally:
-        stop_group(process)
-        process.communicate(timeout=30)
+def background(
+    command: str, cwd: Path, env: dict[str, str], port: int, log: Path | None = None
+) -> Iterator[None]:
+    """Run a server command until the block is done; fail if it does not listen on `port`. A server
+    that writes much (`make dagster`'s runs) writes to `log`: a pipe nobody reads would stall it."""
+    with contextlib.ExitStack() as stack:
+        output = stack.enter_context(log.open("w", encoding="utf-8")) if log else subprocess.PIPE
+        process = subprocess.Popen(
+            ["bash", "-c", f"exec {command}"],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            wait_for_port(port, process)
+            yield
+        finally:
+            stop_group(process)
+            process.communicate(timeout=60)
 
 
 def wait_for_port(port: int, process: subprocess.Popen[str], timeout: float = 30) -> None:

@@ -40,14 +40,13 @@ from tests.helpers_readme import (
     SANDBOX_PORT,
     VENV,
     Block,
+    background,
     free_port,
     jsonl_records,
     make_project_copy,
     run_shell,
     shell_blocks,
-    stop_group,
     user_env,
-    wait_for_port,
 )
 from tests.test_meltano import postgres, psql
 
@@ -651,29 +650,6 @@ def asset_nodes(port: int, timeout: float = 120) -> list[dict[str, Any]]:
     raise AssertionError(f"the UI shows no asset after {timeout} s: {graphql(port, LOCATIONS)}")
 
 
-@contextlib.contextmanager
-def served(command: str, cwd: Path, env: dict[str, str], port: int, log: Path) -> Iterator[None]:
-    """`make dagster` until the block is done, its output in a file (runs write much more than a
-    pipe holds), stopped by its process group."""
-    with log.open("w", encoding="utf-8") as output:
-        process = subprocess.Popen(
-            ["bash", "-c", f"exec {command}"],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            wait_for_port(port, process)
-            yield
-        finally:
-            stop_group(process)
-            process.wait(timeout=60)
-
-
 LAUNCH_BACKFILL = """mutation($params: LaunchBackfillParams!) {
   launchPartitionBackfill(backfillParams: $params) {
     __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
@@ -725,7 +701,7 @@ def test_readme_make_dagster_serves_the_ui(block: Block, tmp_path: Path) -> None
     work = dagster_copy(tmp_path / "project", free_port())
     [command] = [line.split("#")[0].strip() for line in block.text.splitlines() if line.strip()]
     port = free_port()
-    with served(command, work, user_env(DAGSTER_PORT=str(port)), port, tmp_path / "make-dagster.log"):
+    with background(command, work, user_env(DAGSTER_PORT=str(port)), port, tmp_path / "make-dagster.log"):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=30) as answer:
             assert json.load(answer)["dagster_version"] == dg.__version__
         nodes = asset_nodes(port)
