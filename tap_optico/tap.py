@@ -328,6 +328,9 @@ def state_hint() -> str:
 #: singer-sdk's line when settings come from a file: nothing to act on, and in a Meltano run it
 #: shows twice (discovery's and the run's).
 SDK_SKIPS_ENV = "Skipping parse of env var settings..."
+#: The SDK's note on a stream whose records do not come in bookmark order: true of the reconciliation
+#: stream, and nothing to act on (it asks the API nothing; a run that stops computes it again).
+SDK_UNSORTED = "Stream is assumed to be unsorted, progress is not resumable if interrupted"
 
 
 def _debug_only(message: str) -> logging.Filter:
@@ -346,6 +349,7 @@ def main() -> None:
     secrets.install()
     logger = logging.getLogger("tap-optico")
     logger.addFilter(_debug_only(SDK_SKIPS_ENV))
+    logging.getLogger("singer_sdk").addFilter(_debug_only(SDK_UNSORTED))
     try:
         TapOptico.cli()
     except SystemExit as done:  # click ends every run this way, a successful one too
