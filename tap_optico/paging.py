@@ -314,15 +314,13 @@ class WindowPager:
         try:
             while (first := schedule.first()) is not None:
                 yield from self._keep_busy(schedule, pool)
-                if schedule.in_flight:
-                    wait(schedule.in_flight, return_when=FIRST_COMPLETED)
-                    yield from self._keep_busy(schedule, pool)
                 if not schedule.live(first):
                     continue
-                if first.end is None:
+                if first.end is None:  # wait for an answer only while the window first in line is read
                     if not schedule.in_flight:
                         msg = f"nothing to request for {self.describe(first.window)}, which is not read"
                         raise RuntimeError(msg)
+                    wait(schedule.in_flight, return_when=FIRST_COMPLETED)
                     continue
                 while first.parts:  # each page let go as it is handed over; requests go on meanwhile
                     yield Rows(first.window, first.parts.pop(0))

@@ -419,3 +419,36 @@ def test_requests_go_on_while_a_window_is_handed_over() -> None:
     got = collect([first, second, *items])
     assert [got[window.index].rows for window in windows] == [api.rows] * len(windows)
     assert all(got[window.index].result.kept == 15 for window in windows)
+
+
+def test_a_window_already_read_is_handed_over_without_waiting_for_another_answer() -> None:
+    """Once the window first in line is handed over, the next one, read meanwhile, follows at once:
+    the pager waits for an answer only when the window first in line is still being read (each wait
+    is a round of the API's latency)."""
+    api = FakeApi([{"call": n} for n in range(5)], 10, "exact")  # one page a window
+    windows = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 3), 1, ACCOUNT)
+    release = threading.Event()
+
+    def fetch(window: Window, number: int) -> Page:
+        if window.index == 2:  # the last window's answer comes only once released
+            release.wait(10)
+        return api.fetch(window, number)
+
+    pager = WindowPager(fetch, page_size=10, max_concurrency=4, max_reads=1, logger=LOGGER)
+    ended: list[int] = []
+    items = pager.read(windows)
+    started = time.monotonic()
+    try:
+        for item in items:
+            if isinstance(item, WindowEnd):
+                ended.append(item.window.index)
+            if ended == [0, 1]:
+                break
+            if isinstance(item, Rows) and item.window.index == 0:
+                time.sleep(0.1)  # window 1 is read while window 0 is handed over
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+    assert ended == [0, 1]
+    assert waited < 5, f"window 1 was held back {waited:.1f} s, until window 2's answer came"
+    assert [item.window.index for item in items if isinstance(item, WindowEnd)] == [2]
