@@ -479,22 +479,17 @@ class Normalizer:
             )
 
 
-# In JSON a quote inside a string is escaped, so ':""' can only be an empty value.
-_EMPTY_VALUE = re.compile(rb':""')
+# In JSON a quote inside a string is escaped, so '""' after a colon (and JSON's whitespace) is an
+# empty value, whatever the writer's spacing: ':""', ': ""', ':\n  ""'.
+_EMPTY_VALUE = re.compile(rb':[ \t\n\r]*""')
 
 
 def empty_values_to_null(content: bytes) -> bytes:
-    """``content`` with every empty string value written as the API writes it (``"key":""``) a null.
-
-    One pass of a regex of a literal: on a page of results, faster than
-    ``replace`` or a split and join. An empty value after a space stays: no
-    plain field takes an empty text (``NON_EMPTY``), so such a page is read
-    by the converters.
-    """
+    """``content`` with every empty string value a null (no plain field takes an empty text)."""
     return _EMPTY_VALUE.sub(b":null", content)
 
 
-PlainRecord = TypeVar("PlainRecord", bound=msgspec.Struct)
+PlainRecord = TypeVar("PlainRecord")
 #: The plain type of a record field the tap computes (a key, the account): never read from the API.
 COMPUTED = object()
 
@@ -504,16 +499,10 @@ def record_struct(fields: tuple[tuple[str, Any], ...], *, extra: bool) -> type[m
     """The type of a stream's records: ``fields`` are all their fields, in order, with the type of
     each one's plain form (``"437"``, ``"0"``, ``"12.50"``, text), ``COMPUTED``, or None.
 
-    A record is typed once and encoded as it is, with no dict in between. A
-    page whose results all have their plain form decodes straight into it:
-    msgspec types such results in C, several times faster than the
-    converters. A page with any other form (a decimal comma, a ``HH:MM:SS``
-    duration, a number where text is expected, a field the schema lacks)
-    fails to decode so and goes through the converters, which give the same
-    record for plain values (``tests/test_normalize.py`` checks it). A
-    ``COMPUTED`` field, and ``extra_fields``, take no value from an answer
-    (an answer that sends one is not plain); ``extra_fields`` is left out of
-    the record unless set.
+    A record is typed once and encoded as it is, with no dict in between; a plain result decodes
+    straight into it (``decode_plain_page``), in C, and gives the record the converters give
+    (``tests/test_normalize.py`` checks it). ``COMPUTED`` fields and ``extra_fields`` take no value
+    from an answer; ``extra_fields`` is left out of the record unless set.
     """
     return msgspec.defstruct(
         "Record",
@@ -537,19 +526,35 @@ class _PlainPage(msgspec.Struct, Generic[PlainRecord]):
 
 
 @functools.cache
-def _plain_page_decoder(plain: type[msgspec.Struct]) -> msgspec.json.Decoder[Any]:
-    return msgspec.json.Decoder(_PlainPage[plain], strict=False)  # type: ignore[valid-type]
+def _decoders(plain: type[msgspec.Struct]) -> tuple[msgspec.json.Decoder[Any], msgspec.json.Decoder[Any]]:
+    page = msgspec.json.Decoder(_PlainPage[plain], strict=False)  # type: ignore[valid-type]
+    return page, msgspec.json.Decoder(plain, strict=False)
+
+
+_RESULTS = msgspec.json.Decoder(_PlainPage[msgspec.Raw])
 
 
 def decode_plain_page(plain: type[msgspec.Struct], content: bytes) -> dict[str, Any] | None:
-    """An answer whose results are all plain, with them typed; None for any other answer."""
+    """An answer with its plain results typed (``plain``) and any other result as it is in JSON;
+    None for an ERROR, or an answer with no ``results`` list. msgspec types a plain result in C
+    whatever the JSON's spacing, key order or escapes, numbers as numbers or as text."""
+    whole, single = _decoders(plain)
     try:
-        page = _plain_page_decoder(plain).decode(empty_values_to_null(content))
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        try:
+            page = whole.decode(empty_values_to_null(content))
+        except msgspec.ValidationError:  # not all plain: each result is read on its own
+            page = _RESULTS.decode(content)
+            page.results = [_plain_or_json(single, result) for result in page.results]
+    except msgspec.DecodeError:
         return None
-    if str(page.status).upper() == "ERROR":
-        return None
-    return msgspec.structs.asdict(page)
+    return None if str(page.status).upper() == "ERROR" else msgspec.structs.asdict(page)
+
+
+def _plain_or_json(single: msgspec.json.Decoder[Any], result: msgspec.Raw) -> Any:
+    try:
+        return single.decode(empty_values_to_null(result))
+    except msgspec.ValidationError:
+        return msgspec.json.decode(result)
 
 
 class CallNormalizer(Normalizer):

@@ -216,53 +216,103 @@ RAW_VALUES = (
 PLAIN_VALUES = st.none() | st.just("") | st.integers(0, 10**6).map(str) | st.sampled_from(["0", "1"])
 
 
+#: How JSON writers write the same answer: compact, Python's default, indented, ASCII or raw UTF-8.
+WRITERS = [
+    {"separators": (",", ":"), "ensure_ascii": False},
+    {"separators": (", ", ": "), "ensure_ascii": True},
+    {"indent": 2, "ensure_ascii": True},
+    {"indent": "\t", "separators": (",", ":\t"), "ensure_ascii": False},
+]
+
+
 @settings(max_examples=600, deadline=None)
 @given(
-    st.dictionaries(st.sampled_from([*PLAIN_FIELDS, "tracking number"]), PLAIN_VALUES | RAW_VALUES),
+    st.lists(
+        st.dictionaries(st.sampled_from([*PLAIN_FIELDS, "tracking number"]), PLAIN_VALUES | RAW_VALUES),
+        min_size=1,
+        max_size=3,
+    ),
+    st.sampled_from(WRITERS),
     st.booleans(),
 )
-def test_plain_pages_give_the_records_of_the_converters(raw: dict[str, Any], spaced: bool) -> None:
-    """The msgspec path, when it accepts a page (compact JSON or not), yields exactly what the
-    converters would."""
-    separators = (", ", ": ") if spaced else (",", ":")
-    body = json.dumps({"status": "OK", "results": [raw]}, separators=separators).encode()
-    plain = decode_plain_page(FAST_CALL, body)
-    if plain is None:
+def test_plain_pages_give_the_records_of_the_converters(
+    rows: list[dict[str, Any]], writer: dict[str, Any], reverse_keys: bool
+) -> None:
+    """Whatever the JSON's formatting, the msgspec path gives each result (plain or not) exactly
+    the record the converters give."""
+    if reverse_keys:
+        rows = [dict(reversed(row.items())) for row in rows]
+    body = json.dumps({"status": "OK", "results": rows}, **writer).encode()
+    page = decode_plain_page(FAST_CALL, body)
+    try:
+        results = msgspec.json.decode(body)["results"]
+    except msgspec.DecodeError:  # Infinity: not JSON, on either path
+        assert page is None
         return
-    assert type(plain["results"][0]) is FAST_CALL
-    converters = normalizer_for("calls")
-    expected = converters(msgspec.json.decode(body)["results"][0])
-    assert normalizer_for("calls")(plain["results"][0]) == expected
-
-
-def test_plain_path_takes_plain_pages_only() -> None:
-    plain = {**RAW, "duration": "134", "revenue": "", "is_redirect": "0", "call_path": "/\n/tarifs"}
-    page = decode_plain_page(FAST_CALL, msgspec.json.encode({"results": [plain], "total_results": 1}))
     assert page is not None
-    assert page["total_results"] == 1
-    record = normalizer_for("calls")(page["results"][0])
+    for decoded, raw in zip(page["results"], results, strict=True):
+        assert type(decoded) is FAST_CALL or decoded == raw
+        assert normalizer_for("calls")(decoded) == normalizer_for("calls")(raw)
+
+
+PLAIN = {**RAW, "duration": "134", "revenue": "", "is_redirect": "0", "call_path": "/\n/tarifs"}
+#: The same plain call in forms msgspec types as they are: numbers and flags as JSON, null for "".
+TYPED = {**PLAIN, "duration": 134, "revenue": None, "is_redirect": False}
+#: Forms that need the converters: a decimal comma, a clock duration, a number as text, an unlisted field.
+ODD_FORMS = ({"revenue": "12,50"}, {"duration": "00:02:14"}, {"visit_id": 42}, {"campaign": "x"})
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_plain_results_are_typed_in_any_formatting_and_only_odd_ones_are_not(
+    writer: dict[str, Any],
+) -> None:
+    odd = [{**PLAIN, **form} for form in ODD_FORMS]
+    answer = {"status": "OK", "total_results": 7, "results": [PLAIN, TYPED, *odd, 42]}
+    page = decode_plain_page(FAST_CALL, json.dumps(answer, **writer).encode())
+    assert page is not None
+    assert page["total_results"] == 7
+    plain, typed, *others, not_object = page["results"]
+    assert type(plain) is type(typed) is FAST_CALL
+    assert plain == typed
+    assert others == odd
+    assert not_object == 42
+    record = normalizer_for("calls")(plain)
     assert record["call_path"] == ["/", "/tarifs"]
     assert record["revenue"] is None
-    for odd in ({"revenue": "12,50"}, {"duration": "00:02:14"}, {"visit_id": 42}, {"campaign": "x"}):
-        assert decode_plain_page(FAST_CALL, msgspec.json.encode({"results": [{**plain, **odd}]})) is None
+    both = json.dumps({**answer, "results": [PLAIN, TYPED]}, **writer).encode()
+    all_plain = decode_plain_page(FAST_CALL, both)
+    assert all_plain is not None
+    assert [type(row) for row in all_plain["results"]] == [FAST_CALL] * 2
     error = {"status": "ERROR", "errors": ["bad key"], "results": []}
-    assert decode_plain_page(FAST_CALL, msgspec.json.encode(error)) is None
+    not_pages: list[dict[str, Any]] = [error, {"results": {}}, {}]
+    for not_a_page in not_pages:
+        assert decode_plain_page(FAST_CALL, json.dumps(not_a_page, **writer).encode()) is None
 
 
 JSON_TEXTS = st.recursive(
-    st.none() | st.sampled_from(["", "a", ":", '"', ' ""', "x:", 12]),
+    st.none() | st.sampled_from(["", "a", ":", '"', ' ""', "x:", ': ""', ":\n", 12]),
     lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(["", "a", "b:"]), inner, max_size=4)
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(["", "a", "b:", ': ""']), inner, max_size=4)
     ),
     max_leaves=12,
 )
 
 
+def nulled(value: Any) -> Any:
+    """``value`` with every empty string that is an object's value a null."""
+    if isinstance(value, dict):
+        return {key: None if item == "" else nulled(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [nulled(item) for item in value]
+    return value
+
+
 @settings(max_examples=300)
-@given(value=JSON_TEXTS, spaced=st.booleans())
-def test_empty_values_become_null_where_no_space_follows_the_colon(value: Any, spaced: bool) -> None:
-    text = json.dumps(value, separators=(", ", ": ") if spaced else (",", ":")).encode()
-    assert empty_values_to_null(text) == text.replace(b':""', b":null")
+@given(value=JSON_TEXTS, writer=st.sampled_from(WRITERS))
+def test_empty_values_become_null_whatever_the_spacing(value: Any, writer: dict[str, Any]) -> None:
+    text = json.dumps(value, **writer).encode()
+    assert msgspec.json.decode(empty_values_to_null(text)) == nulled(value)
 
 
 PARIS = ZoneInfo("Europe/Paris")
