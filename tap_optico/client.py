@@ -79,6 +79,15 @@ def read_body(response: requests.Response) -> None:
     response._content = b"".join(response.iter_content(BODY_PIECE_BYTES))
 
 
+def body_text(response: requests.Response) -> str:
+    """The body as its declared charset says, else as UTF-8 (requests would read any text/* as Latin-1)."""
+    declared = "charset" in response.headers.get("Content-Type", "").lower() and response.encoding
+    try:
+        return response.content.decode(declared or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return response.content.decode("utf-8", errors="replace")
+
+
 def _count(value: Any) -> int | None:
     """A whole number ≥ 0 from a JSON number or digits; None for anything else."""
     if isinstance(value, bool):
@@ -174,7 +183,7 @@ class OpticoClient(RESTStream[int]):
     @override
     def response_error_message(self, response: requests.Response) -> str:
         content_type = response.headers.get("Content-Type", "no content type")
-        excerpt = shorten(" ".join(response.text.split()), MAX_REPORTED_BODY_CHARS)
+        excerpt = shorten(" ".join(body_text(response).split()), MAX_REPORTED_BODY_CHARS)
         return redact(
             f"Optico API answered HTTP {response.status_code} {response.reason} ({content_type}): {excerpt}"
         )

@@ -101,7 +101,8 @@ def plan(settings: Settings, account: Account, bookmark: Any, first_index: int =
 
 
 class Progress:
-    """INFO lines a person can follow: after each complete window, and every ``every`` seconds."""
+    """INFO lines a person can follow: what a run reads, then, after each window it hands over and
+    every ``every`` seconds, the records handed to the target; an ETA once it means something."""
 
     def __init__(
         self, name: str, plans: list[Plan], logger: logging.Logger, every: float = PROGRESS_SECONDS
@@ -111,11 +112,24 @@ class Progress:
         self.windows = sum(len(plan.windows) for plan in plans)
         self.several_accounts = len(plans) > 1
         self.started = self.last_line = time.monotonic()
-        self.records = 0
-        self.days_done = 0
-        self.windows_done = 0
+        self.first_window: float | None = None
+        self.first_days = 0
+        self.records = self.days_done = self.windows_done = 0
+        if self.windows:
+            first, last = min(plan.first for plan in plans), max(plan.last for plan in plans)
+            accounts = f" of {len(plans)} accounts" if self.several_accounts else ""
+            logger.info("%s: reading %s..%s%s in %d window(s)", name, first, last, accounts, self.windows)
+        for empty in (plan for plan in plans if not plan.windows):
+            whose = f" of account {empty.account.name}" if self.several_accounts else ""
+            logger.warning(
+                "%s: no day to read%s: the first day, %s, is after the last, %s",
+                name,
+                whose,
+                empty.first,
+                empty.last,
+            )
 
-    def page(self, records: int) -> None:
+    def handed(self, records: int) -> None:
         self.records += records
         if time.monotonic() - self.last_line >= self.every:
             self._line("reading")
@@ -125,22 +139,27 @@ class Progress:
         self.days_done += (window.end - window.start).days + 1
         whose = f"account {window.account.name} " if self.several_accounts else ""
         self._line(f"read {whose}{window.start}..{window.end}")
+        if self.first_window is None:
+            self.first_window, self.first_days = self.last_line, self.days_done
 
     def _line(self, doing: str) -> None:
-        now = time.monotonic()
-        self.last_line = now
-        elapsed = max(now - self.started, 1e-6)
-        to_go = elapsed / self.days_done * (self.day_count - self.days_done) if self.days_done else None
+        """A progress line; its ETA extrapolates the pace since the first window was handed over,
+        once a tenth of the days (and two windows) are, not the start-up and the first answer."""
+        now = self.last_line = time.monotonic()
+        to_go = ""
+        if self.first_window is not None and self.days_done >= max(self.day_count / 10, self.first_days + 1):
+            pace = (now - self.first_window) / (self.days_done - self.first_days)
+            to_go = f", about {pace * (self.day_count - self.days_done):.0f} s to go"
         self.logger.info(
-            "%s: %s; %d records and %d of %d days so far (%.0f records/s); %d window(s) left%s",
+            "%s: %s; %d records handed over and %d of %d days so far (%.0f records/s); %d window(s) left%s",
             self.name,
             doing,
             self.records,
             self.days_done,
             self.day_count,
-            self.records / elapsed,
+            self.records / max(now - self.started, 1e-6),
             self.windows - self.windows_done,
-            "" if to_go is None else f", about {to_go:.0f} s to go",
+            to_go,
         )
 
 
@@ -201,23 +220,6 @@ class WindowReader:
         name = self.normalize.stream_name
         self._plans = {plan.account.name: plan for plan in plans}
         windows = [window for plan in plans for window in plan.windows]
-        if windows:
-            first, last = min(plan.first for plan in plans), max(plan.last for plan in plans)
-            accounts = f" of {len(plans)} accounts" if len(plans) > 1 else ""
-            self.logger.info(
-                "%s: reading %s..%s%s in %d window(s)", name, first, last, accounts, len(windows)
-            )
-        for plan in plans:
-            if not plan.windows:
-                whose = f" of account {plan.account.name}" if len(plans) > 1 else ""
-                self.logger.warning(
-                    "%s: no day to read%s: the first day, %s, is after the last, %s",
-                    name,
-                    whose,
-                    plan.first,
-                    plan.last,
-                )
-        progress = Progress(name, plans, self.logger)
         window: Window | None = None
         records: Generator[list[Record] | Delivered, Rows | WindowEnd, None]
         for item in pager.read(windows):
@@ -230,10 +232,7 @@ class WindowReader:
                 window = item.window
                 records = self._records(window)
                 next(records)
-            if isinstance(item, Rows):
-                progress.page(len(item.rows))
-            else:
-                progress.window_done(window)
+            if not isinstance(item, Rows):
                 window = None
             if out := records.send(item):  # no empty list of records
                 yield out
@@ -404,10 +403,12 @@ class OpticoStream(WindowedStream, OpticoClient):
         emitted = 0
         short: list[WindowEnd] = []
         tally = None if self.settings.reconcile == "off" else self.tally_type()
+        progress = Progress(self.name, plans, self.logger)
         for item in reader.read(pager, plans):
             if isinstance(item, list):  # records: all of them before the STATE that covers them
                 records = item if limit is None else item[: limit - emitted]
                 emitted += len(records)
+                progress.handed(len(records))
                 if tally is not None:
                     tally.add(records)
                 if self.writes_batches:  # the fast path: a batch at a time
@@ -428,6 +429,7 @@ class OpticoStream(WindowedStream, OpticoClient):
                 )
                 continue
             end, name = item.end, item.end.window.account.name
+            progress.window_done(end.window)
             if warning := self._say(end):
                 self.logger.warning("%s", warning)
             if end.outcome is Outcome.COUNT_WRONG:

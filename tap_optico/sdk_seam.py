@@ -33,9 +33,6 @@ from tap_optico.errors import AccountsFailedError, SettingsError
 from tap_optico.totals import Reconciliation, Tally
 from tap_optico.writer import OpticoWriter
 
-#: What earlier versions kept in a partition's state (runs a short window held it): dropped when it moves.
-HELD_RUNS_KEY = "held_runs"
-
 
 class WindowedStream(Stream):
     """A stream whose bookmark moves only by :meth:`set_bookmark`, and whose STATE messages are
@@ -71,7 +68,6 @@ class WindowedStream(Stream):
         state = self.get_context_state(context)
         state["replication_key"] = self.replication_key
         state["replication_key_value"] = bookmark
-        state.pop(HELD_RUNS_KEY, None)
         self.state_manager.is_flushed = False
 
     def write_state(self) -> None:

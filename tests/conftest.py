@@ -39,8 +39,8 @@ def canned() -> Iterator[Callable[..., CannedApi]]:
     """Start canned APIs (each answers request N with body N, then the last body again)."""
     servers: list[CannedApi] = []
 
-    def make(bodies: list[Any], status: int = 200) -> CannedApi:
-        servers.append(CannedApi(bodies, status))
+    def make(bodies: list[Any], status: int = 200, content_type: str = "application/json") -> CannedApi:
+        servers.append(CannedApi(bodies, status, content_type))
         return servers[-1]
 
     yield make

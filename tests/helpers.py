@@ -203,9 +203,9 @@ def fast_type_of(normalizer: Normalizer) -> type[msgspec.Struct]:
 
 class CannedApi:
     """An HTTP server that answers each request with the next canned JSON body (a string: that
-    text as it is), with HTTP ``status``."""
+    text as it is; bytes as they are), with HTTP ``status`` and ``content_type``."""
 
-    def __init__(self, bodies: list[Any], status: int = 200) -> None:
+    def __init__(self, bodies: list[Any], status: int = 200, content_type: str = "application/json") -> None:
         self.bodies = bodies
         self.served = 0
         canned = self
@@ -214,9 +214,13 @@ class CannedApi:
             def do_GET(self) -> None:
                 body = canned.bodies[min(canned.served, len(canned.bodies) - 1)]
                 canned.served += 1
-                data = (body if isinstance(body, str) else json.dumps(body)).encode()
+                data = (
+                    body
+                    if isinstance(body, bytes)
+                    else (body if isinstance(body, str) else json.dumps(body)).encode()
+                )
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

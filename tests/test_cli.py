@@ -20,25 +20,29 @@ def test_progress_is_logged_after_each_window(make_sandbox: SandboxFactory, tmp_
     run = run_tap(tap_config(make_sandbox(), window_days=5), tmp_path)
     lines = [line for line in run.stderr.splitlines() if "calls: read 2026-" in line and "daily" not in line]
     assert len(lines) == 4
-    assert re.search(r"read 2026-03-20\.\.2026-03-24; \d+ records and 5 of 20 days so far", lines[0])
-    assert "3 window(s) left, about" in lines[0]
-    assert "1000 records and 20 of 20 days so far" in lines[-1]
+    assert re.search(
+        r"read 2026-03-20\.\.2026-03-24; 250 records handed over and 5 of 20 days so far", lines[0]
+    )
+    # No ETA from the first window alone (it holds the start-up and the first answer's wait).
+    assert lines[0].endswith("3 window(s) left")
+    assert "2 window(s) left, about" in lines[1]
+    assert "1000 records handed over and 20 of 20 days so far" in lines[-1]
     assert "0 window(s) left" in lines[-1]
 
 
 def test_progress_is_logged_during_a_long_window(caplog: pytest.LogCaptureFixture) -> None:
     windows = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 14), 7, ACCOUNT)
-    progress = Progress(
-        "calls", [Plan(ACCOUNT, windows[0].start, windows[-1].end, windows)], logging.getLogger("t"), every=0
-    )
+    plans = [Plan(ACCOUNT, windows[0].start, windows[-1].end, windows)]
     with caplog.at_level(logging.INFO):
-        progress.page(5000)
-        progress.page(5000)
+        progress = Progress("calls", plans, logging.getLogger("t"), every=0)
+        progress.handed(5000)
+        progress.handed(5000)
     messages = [record.getMessage() for record in caplog.records]
-    assert len(messages) == 2
-    assert messages[0].startswith("calls: reading; 5000 records and 0 of 14 days so far (")
-    assert messages[1].startswith("calls: reading; 10000 records and 0 of 14 days so far (")
-    assert all(message.endswith("2 window(s) left") for message in messages)
+    assert messages[0] == "calls: reading 2026-01-01..2026-01-14 in 2 window(s)"
+    assert len(messages) == 3
+    assert messages[1].startswith("calls: reading; 5000 records handed over and 0 of 14 days so far (")
+    assert messages[2].startswith("calls: reading; 10000 records handed over and 0 of 14 days so far (")
+    assert all(message.endswith("2 window(s) left") for message in messages[1:])
 
 
 def test_each_retry_is_logged_once(make_sandbox: SandboxFactory, tmp_path: Path) -> None:

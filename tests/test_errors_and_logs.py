@@ -271,3 +271,30 @@ def test_an_error_message_of_the_api_is_logged_escaped_with_the_key_masked(
     assert raw_controls(run.stderr) == []
     assert r"Clef API *** invalide\x1b]52;c;ZWNobyBvd25lZA==\x07\x1b[2K INFO ok; \x9b31mrouge" in run.stderr
     assert SANDBOX_API_KEY not in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "quoted"),
+    [
+        (
+            "text/html",
+            "<h1>Service momentanément indisponible</h1>".encode(),
+            "<h1>Service momentanément indisponible</h1>",
+        ),
+        ("text/plain; charset=ISO-8859-1", "Réessayez".encode("latin-1"), "Réessayez"),
+        ("text/plain; charset=no-such-charset", "Réessayez".encode(), "Réessayez"),
+    ],
+)
+def test_an_error_page_is_quoted_in_its_declared_charset_else_utf8(
+    canned: Any, tmp_path: Path, content_type: str, body: bytes, quoted: str
+) -> None:
+    api = canned([body], status=503, content_type=content_type)
+    config = {
+        "api_key": SANDBOX_API_KEY,
+        "api_url": api.url,
+        "start_date": "2026-01-01",
+        "end_date": "2026-01-01",
+    }
+    run = run_tap({**config, "max_tries": 1}, tmp_path)
+    assert run.returncode != 0
+    assert f"HTTP 503 Service Unavailable ({content_type}): {quoted}" in run.stderr
