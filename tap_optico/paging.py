@@ -30,7 +30,7 @@ from typing import Any
 
 from singer_sdk.exceptions import FatalAPIError
 
-from tap_optico.api import FIRST_PAGE
+from tap_optico.api import FIRST_PAGE, MAX_PAGE_SIZE
 from tap_optico.reconcile import Reconciled, RowForm, reconcile
 from tap_optico.settings import Account
 
@@ -214,17 +214,24 @@ class _Read:
         """Pages this read holds in memory."""
         return len(self.parts) if self.end else len(self.pages) + len(self.early)
 
+    @property
+    def held_rows(self) -> int:
+        """Rows this read holds in memory (what its pages cost, whatever their size)."""
+        if self.end:
+            return sum(map(len, self.parts))
+        return sum(len(page.results) for pages in (self.pages, self.early.values()) for page in pages)
+
 
 @dataclass(eq=False)
 class _Schedule:
     """Which read may request its next page, and which window is handed over next: the pager's.
 
     Windows start, and are handed over, in order; ``reads[reported]`` is
-    first in line. Memory holds one window and about ``room`` pages of the
+    first in line. Memory holds one window and about ``room`` rows of the
     next: the window first in line (read, or handed over) may always request,
-    and so may the first window still being read while it holds few pages;
+    and so may the first window still being read while it holds fewer rows;
     the others, and a new window, only while the windows after the first in
-    line hold few pages.
+    line hold fewer rows. Rows, not pages: small pages are asked as far ahead.
     """
 
     reads: list[_Read]
@@ -242,13 +249,13 @@ class _Schedule:
 
     def next_to_request(self) -> _Read | None:
         """The first read with a page to request now (starting a new window if need be); None: none."""
-        held = sum(read.held for read in self.reads[self.reported + 1 : self.started])
+        held = sum(read.held_rows for read in self.reads[self.reported + 1 : self.started])
         active = [read for read in self.reads[self.reported : self.started] if self.live(read)]
         reading = next((read for read in active if read.end is None), None)
         for read in active:
             if read.end is not None or read.next_unrequested > read.last_page:
                 continue
-            first = read is self.reads[self.reported] or (read is reading and read.held < self.room)
+            first = read is self.reads[self.reported] or (read is reading and read.held_rows < self.room)
             return read if first or held < self.room else None
         while self.started < len(self.reads):
             if self.started > self.reported and held >= self.room:
@@ -291,15 +298,18 @@ class WindowPager:
         logger: logging.Logger,
         describe: Callable[[Window], str] = lambda window: f"window {window.start}..{window.end}",
         form: RowForm | None = None,
+        room: int | None = None,
     ) -> None:
         self.fetch = fetch
+        #: Rows the windows after the first in line may hold: max_concurrency pages of the largest size.
+        self.room = room or max_concurrency * MAX_PAGE_SIZE
         self.page_size = page_size
         self.max_concurrency = max_concurrency
         self.max_reads = max_reads
         self.logger = logger
         self.describe = describe
         self.form = form or RowForm()
-        self._schedule = _Schedule([], max_concurrency)
+        self._schedule = _Schedule([], self.room)
 
     def held(self, window: Window) -> int:
         """Pages the pager holds in memory for ``window`` now (what its memory bound limits)."""
@@ -308,7 +318,7 @@ class WindowPager:
     def read(self, windows: Sequence[Window]) -> Iterator[Rows | WindowEnd | Failure]:
         """The windows' rows and ends, in window order, and the failures as they come."""
         first_reads = [_Read(window, 1, page_size=self.page_size) for window in windows]
-        schedule = _Schedule(first_reads, self.max_concurrency)
+        schedule = _Schedule(first_reads, self.room)
         self._schedule = schedule
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico")
         try:

@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tap_optico import secrets
+from tap_optico.api import MAX_PAGE_SIZE
 from tap_optico.bookmarks import Days, Mark, StateCadence, WindowRead, after_window
 from tap_optico.paging import (
     MAX_READ_ROWS,
@@ -357,10 +358,11 @@ def test_a_value_between_the_bounds_of_a_window_as_text_is_in_its_days() -> None
             moment += dt.timedelta(minutes=7)
 
 
-def test_later_windows_hold_few_pages_while_the_first_is_read() -> None:
-    """Memory is bounded by max_concurrency pages beyond the window being read: the next windows
-    wait for theirs, whatever their size."""
-    api = FakeApi([{"call": n} for n in range(100)], 10, "exact")
+@pytest.mark.parametrize(("asked", "served"), [(10, 10), (10, 30), (30, 10)])
+def test_later_windows_hold_few_rows_while_the_first_is_read(asked: int, served: int) -> None:
+    """Memory is bounded by ``room`` rows beyond the window being read, whatever the size of the
+    pages asked and the size the API really serves: the next windows wait for theirs."""
+    api = FakeApi([{"call": n} for n in range(300)], served, "exact")
     windows = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 3), 1, ACCOUNT)
 
     def fetch(window: Window, number: int) -> Page:
@@ -368,17 +370,45 @@ def test_later_windows_hold_few_pages_while_the_first_is_read() -> None:
             time.sleep(0.02)
         return api.fetch(window, number)
 
-    pager = WindowPager(fetch, page_size=10, max_concurrency=2, max_reads=1, logger=LOGGER)
+    room = 60
+    pager = WindowPager(fetch, page_size=asked, max_concurrency=2, max_reads=1, logger=LOGGER, room=room)
     rows: dict[int, list[Any]] = {}
+    most = 0
     for item in pager.read(windows):
         if isinstance(item, Rows):
             index = item.window.index
             if index not in rows:  # the whole window is read before any of it is handed over
-                assert pager.held(item.window) == 10 - 1  # the page handed over is let go
-            later = sum(pager.held(other) for other in windows[index + 1 :])
-            assert later <= 2, f"{later} pages of later windows held while window {index} is handed over"
+                assert pager.held(item.window) == 300 // served - 1  # the page handed over is let go
+            later = sum(pager.held(other) for other in windows[index + 1 :]) * served
+            most = max(most, later)
+            # Under the room, then the answers of the requests in flight.
+            assert later < room + 2 * served, (
+                f"{later} rows of later windows held while {index} is handed over"
+            )
             rows.setdefault(index, []).extend(item.rows)
     assert rows == {window.index: api.rows for window in windows}
+    assert most >= room  # the bound is the room, not a number of pages
+
+
+def test_small_pages_are_asked_as_far_ahead_as_large_ones() -> None:
+    """The default room is max_concurrency pages of the API's largest size, in rows: with small
+    pages, the next windows are read ahead by more pages than max_concurrency (requests stay in
+    flight while the first window is read)."""
+    api = FakeApi([{"call": n} for n in range(100)], 10, "exact")
+    windows = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 3), 1, ACCOUNT)
+
+    def fetch(window: Window, number: int) -> Page:
+        if window.index == 0:
+            time.sleep(0.02)
+        return api.fetch(window, number)
+
+    pager = WindowPager(fetch, page_size=10, max_concurrency=2, max_reads=1, logger=LOGGER)
+    assert pager.room == 2 * MAX_PAGE_SIZE
+    ahead = 0
+    for item in pager.read(windows):
+        if isinstance(item, Rows) and item.window.index == 0:
+            ahead = max(ahead, sum(pager.held(other) for other in windows[1:]))
+    assert ahead > 2 * 2, f"only {ahead} pages of the next windows were read while the first was"
 
 
 def test_requests_go_on_while_a_window_is_handed_over() -> None:
