@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import functools
 import json
 import random
 import time
@@ -59,7 +58,6 @@ FORMATS = {
 }
 
 
-@functools.cache
 def day_calls(day: dt.date, per_day: int) -> tuple[tuple[Any, ...], ...]:
     """A day's calls as typed values, in time order: generated from the day alone."""
     rng = random.Random(day.toordinal())
@@ -124,10 +122,26 @@ CALL_KEYS = (
 TOTALS = (CALL_KEYS.index("duration"), CALL_KEYS.index("revenue"))
 
 
-@functools.cache
-def day_results(day: dt.date, per_day: int, form: Format) -> list[dict[str, Any]]:
-    """A day's calls as ``form`` writes them (a database's rows: the answer is encoded when asked)."""
-    return [render(CALL_KEYS, call, form) for call in day_calls(day, per_day)]
+@dataclass(frozen=True)
+class Data:
+    """The server's days: each one's calls as values and as ``form`` writes them (a database's rows:
+    an answer is encoded when asked). Other days have no calls."""
+
+    form: Format
+    calls: dict[dt.date, tuple[tuple[Any, ...], ...]]
+    results: dict[dt.date, list[dict[str, Any]]]
+
+    @classmethod
+    def make(cls, first: dt.date, days: int, per_day: int, form: Format) -> Data:
+        calls = {
+            first + dt.timedelta(days=n): day_calls(first + dt.timedelta(days=n), per_day)
+            for n in range(days)
+        }
+        return cls(
+            form,
+            calls,
+            {day: [render(CALL_KEYS, call, form) for call in of_day] for day, of_day in calls.items()},
+        )
 
 
 def render(keys: Sequence[str], values: Sequence[Any], form: Format) -> dict[str, Any]:
@@ -147,7 +161,7 @@ def render(keys: Sequence[str], values: Sequence[Any], form: Format) -> dict[str
     return dict(reversed(row.items())) if form.reversed_keys else row
 
 
-def answer(params: dict[str, str], per_day: int, form: Format) -> tuple[int, bytes]:
+def answer(params: dict[str, str], data: Data) -> tuple[int, bytes]:
     """The HTTP status and body of one request."""
     try:
         start, end = (dt.date.fromisoformat(params[name]) for name in ("start_date", "end_date"))
@@ -160,17 +174,19 @@ def answer(params: dict[str, str], per_day: int, form: Format) -> tuple[int, byt
     if params.get("group_by_day") in ("1", "true"):
         keys: tuple[str, ...] = ("date", "calls", "duration", "revenue")
         rows = [
-            render(keys, (day.isoformat(), len(calls), *(sum(c[i] for c in calls) for i in TOTALS)), form)
+            render(
+                keys, (day.isoformat(), len(calls), *(sum(c[i] for c in calls) for i in TOTALS)), data.form
+            )
             for day in days
-            if (calls := day_calls(day, per_day))
+            if (calls := data.calls.get(day))
         ]
     else:
-        rows = [call for day in days for call in day_results(day, per_day, form)]
+        rows = [call for day in days for call in data.results.get(day, ())]
     first = (page - 1) * limit
     body = {"status": "OK", "total_results": len(rows), "results": rows[first : first + limit]}
     if first + limit < len(rows):
         body["next_page"] = page + 1
-    return 200, json.dumps(body, separators=form.separators, ensure_ascii=form.ascii).encode()
+    return 200, json.dumps(body, separators=data.form.separators, ensure_ascii=data.form.ascii).encode()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -182,16 +198,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--first-day", type=dt.date.fromisoformat, default=dt.date(2025, 1, 1))
     parser.add_argument("--days", type=int, default=100, help="days whose calls are made at start")
     args = parser.parse_args(argv)
-    form = FORMATS[args.format]
-    for number in range(args.days):
-        day_results(args.first_day + dt.timedelta(days=number), args.calls_per_day, form)
+    data = Data.make(args.first_day, args.days, args.calls_per_day, FORMATS[args.format])
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
             time.sleep(args.latency)
-            status, body = answer(dict(parse_qsl(urlsplit(self.path).query)), args.calls_per_day, form)
+            status, body = answer(dict(parse_qsl(urlsplit(self.path).query)), data)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

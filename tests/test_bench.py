@@ -23,4 +23,20 @@ def test_quick_benchmark_writes_results() -> None:
     for section in ("## Targets", "## CPU", "### Start-up", "## Memory", "## Latency"):
         assert section in text
     assert "same records and final state at 1 and 4 | met" in text
+    # The user's comparison, in each format the server writes, and latency at both page sizes.
+    for form in ("compact", "spaced", "typed"):
+        assert f"the script block-buffered, {form} JSON |" in text
+        assert f"| {form} | baseline, block-buffered |" in text
+    for size in (1000, 5000):
+        assert f"page_size {size}) |" in text
     assert (results / "results.png").stat().st_size > 10_000
+
+
+def test_only_a_full_run_updates_the_published_results() -> None:
+    published = (ROOT / "bench" / "RESULTS.md").read_bytes()
+    run = run_command(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--update-results"], timeout=60
+    )
+    assert run.returncode == 2
+    assert "--update-results" in run.stderr
+    assert (ROOT / "bench" / "RESULTS.md").read_bytes() == published
