@@ -35,10 +35,13 @@ from typing import Any
 
 import dagster as dg
 
-from orchestrate import groups, meltano
+from orchestrate import groups, meltano, transform
 from tap_optico.tap import TapOptico
 
 STREAMS = ("calls", "daily_calls")
+#: The tap's tables, each with the streams whose assets load it: the reconciliation table is
+#: written by the run that loads the two others (read by transform/'s dbt sources).
+TABLES = {"calls": ("calls",), "daily_calls": ("daily_calls",), "reconciliation": STREAMS}
 #: The tap's own defaults, declared once in its settings.
 TAP_DEFAULTS = {name: spec.get("default") for name, spec in TapOptico.config_jsonschema["properties"].items()}
 #: Loaders that write files: each run writes into a folder of its own.
@@ -88,6 +91,11 @@ def asset_key(group: str, stream: str) -> dg.AssetKey:
 
 def pool(group: str) -> str:
     return f"optico-{group}"
+
+
+def loading_assets(table: str) -> list[dg.AssetKey]:
+    """The assets of every group that load one of the tap's tables."""
+    return [asset_key(group, stream) for group in GROUPS for stream in TABLES.get(table, ())]
 
 
 def job_name(group: str) -> str:
@@ -251,9 +259,17 @@ def every_group_daily(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunR
         )
 
 
+#: The dbt models of transform/ on the loader's warehouse, built after the loads (orchestrate/transform.py).
+DBT = (
+    transform.dbt_definitions(loading_assets, LOADER, ENVIRONMENT, pool="optico-dbt")
+    if LOADER in transform.PROFILE_OUTPUTS
+    else None
+)
+
 defs = dg.Definitions(
-    assets=list(ASSETS.values()),
+    assets=[*ASSETS.values(), *([DBT[0]] if DBT else [])],
     jobs=[daily, *GROUP_JOBS],
     schedules=[every_group_daily],
+    sensors=[DBT[1]] if DBT else [],
     executor=EXECUTORS[setting("OPTICO_EXECUTOR", "in_process")],
 )
