@@ -180,6 +180,8 @@ def extract_load(context: dg.AssetExecutionContext, group: str) -> Iterator[dg.M
     error: meltano.MeltanoError | None = None
     try:
         meltano.prepare(without_keys)
+        if LOADER in transform.PROFILE_OUTPUTS:
+            transform.prepare_warehouse(LOADER, ENVIRONMENT, without_keys)
         meltano.run_el(ENVIRONMENT, LOADER, state, env, log)
     except meltano.MeltanoError as problem:
         error = problem

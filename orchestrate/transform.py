@@ -23,15 +23,21 @@ import fcntl
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from typing_extensions import override
 
 from orchestrate import meltano
+
+# dagster-dbt's `sqlglot[rs]` brings sqlglotrs, which warns on import that it is deprecated in favour
+# of sqlglotc (installed with it): nothing for this project to act on.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", "sqlglotrs is deprecated", DeprecationWarning)
+    from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 PROJECT_DIR = meltano.PROJECT / "transform"
 #: The dbt that dagster-dbt runs: meltano.yml's dbt utility for the warehouse, its own venv.
@@ -142,11 +148,28 @@ class Translator(DagsterDbtTranslator):
             automation_condition=after_loads(),
         )
 
+    @override
+    def get_asset_check_spec(
+        self,
+        asset_spec: dg.AssetSpec,
+        manifest: Mapping[str, Any],
+        unique_id: str,
+        project: DbtProject | None,
+    ) -> dg.AssetCheckSpec | None:
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        # A test runs whenever its model is built (`dbt build` runs a selected model's tests).
+        return spec._replace(automation_condition=dg.AutomationCondition.any_deps_updated()) if spec else None
 
-def after_loads() -> dg.AutomationCondition[dg.AssetKey]:
+
+def after_loads() -> dg.AutomationCondition[dg.AssetKey | dg.AssetCheckKey]:
     """Built when a table it reads (or a model before it) has been updated since its last build,
-    once nothing it reads from is being loaded or built. Days never loaded do not hold it back."""
-    return dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
+    once nothing it reads from is being loaded or built, and not before: days never loaded, or a
+    model never built, do not start a build (eager's `newly_missing`, `any_deps_missing`)."""
+    return (
+        dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("after the loads")
 
 
 @contextlib.contextmanager
@@ -164,11 +187,12 @@ def environment(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def profile_environment(loader: str, meltano_environment: str) -> dict[str, str]:
+def profile_environment(
+    loader: str, meltano_environment: str, env: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """What transform/profiles.yml reads, from the loader's configuration as Meltano resolves it."""
-    config = json.loads(
-        meltano.meltano("--environment", meltano_environment, "config", "--unsafe", "print", loader) or "{}"
-    )
+    command = ("--environment", meltano_environment, "config", "--unsafe", "print", loader)
+    config = json.loads(meltano.meltano(*command, env=env) or "{}")
     values = {SOURCE_SCHEMA: str(config.get("default_target_schema") or SOURCE)}
     for variable, names in PROFILE_SETTINGS[PROFILE_OUTPUTS[loader]].items():
         found = [config[name] for name in names if config.get(name) not in (None, "")]
@@ -177,6 +201,13 @@ def profile_environment(loader: str, meltano_environment: str) -> dict[str, str]
     if "DBT_DUCKDB_PATH" in values:  # relative to the project, where the loader runs
         values["DBT_DUCKDB_PATH"] = str(meltano.PROJECT / values["DBT_DUCKDB_PATH"])
     return values
+
+
+def prepare_warehouse(loader: str, meltano_environment: str, env: Mapping[str, str]) -> None:
+    """The folder of the loader's DuckDB file, made before the loader runs (it makes the file only)."""
+    path = profile_environment(loader, meltano_environment, env).get("DBT_DUCKDB_PATH")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
 def failing_rows(dbt: DbtCliResource, relation: str) -> list[dict[str, Any]]:
