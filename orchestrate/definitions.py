@@ -264,7 +264,7 @@ def every_group_daily(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunR
 #: The dbt models of transform/ on the loader's warehouse, built after the loads (orchestrate/transform.py).
 DBT = (
     transform.dbt_definitions(loading_assets, LOADER, ENVIRONMENT, pool="optico-dbt")
-    if LOADER in transform.PROFILE_OUTPUTS
+    if transform.reads(LOADER)
     else None
 )
 

@@ -15,7 +15,10 @@
   `store_failures` in transform/dbt_project.yml): the account-days a reconciliation test names.
 - dbt reads the warehouse the loader writes: its output of transform/profiles.yml follows
   `OPTICO_LOADER`, its settings come from the loader's own Meltano configuration. With a loader
-  that writes files (target-jsonl, the default) there is nothing for dbt to read: no dbt asset.
+  that writes files (target-jsonl, the default), or a project without transform/ (an image built
+  without it), there is nothing for dbt to build: no dbt asset. dbt runs from meltano.yml's dbt
+  utility (`meltano install dbt-duckdb`), in its own venv: dbt-core cannot share this one (it
+  pins pathspec below what mypy needs), and its duckdb is the loader's.
 """
 
 import contextlib
@@ -64,8 +67,7 @@ PROFILE_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 #: The schema of the loaded tables, for transform/'s sources.
 SOURCE_SCHEMA = "OPTICO_SOURCE_SCHEMA"
-#: The dbt source transform/ reads the tap's tables from, and the tables' assets it stands for:
-#: the tap's reconciliation table is written by the run that loads the two others.
+#: The dbt source transform/ reads the tap's tables from.
 SOURCE = "optico"
 #: The failing rows a failed check shows.
 FAILING_ROWS = 20
@@ -89,12 +91,23 @@ def dbt_executable(output: str) -> str:
     return str(UTILITIES / f"dbt-{output}" / "venv" / "bin" / "dbt")
 
 
+def reads(loader: str) -> bool:
+    """Whether dbt has models to build on `loader`'s tables: a warehouse, and transform/ here (an
+    image built without it has none)."""
+    return loader in PROFILE_OUTPUTS and (PROJECT_DIR / "dbt_project.yml").exists()
+
+
 def manifest(output: str, project_dir: Path = PROJECT_DIR, target_path: Path = TARGET_PATH) -> Path:
     """The project's manifest, made by `dbt parse` when missing or older than a file of the project.
 
     Each process that loads the code location (web server, daemon, each run) finds it made once;
     a lock keeps two of them from writing it at once.
     """
+    if not Path(dbt_executable(output)).exists():
+        raise dg.DagsterInvariantViolationError(
+            f"the dbt models of transform/ need meltano.yml's dbt-{output} utility: "
+            f"run `meltano install dbt-{output}` in {meltano.PROJECT}"
+        )
     target_path.mkdir(parents=True, exist_ok=True)
     path = target_path / "manifest.json"
     files = [
@@ -223,11 +236,9 @@ def failing_rows(dbt: DbtCliResource, relation: str) -> list[dict[str, Any]]:
 
 
 def with_failing_rows(
-    event: Any, rows: Callable[[str], list[dict[str, Any]]], relations: Mapping[str, str]
-) -> Any:
+    event: dg.AssetCheckResult, rows: Callable[[str], list[dict[str, Any]]], relations: Mapping[str, str]
+) -> dg.AssetCheckResult:
     """A failed check with the rows its test found, in its metadata and description."""
-    if not isinstance(event, dg.AssetCheckResult) or event.passed:
-        return event
     unique_id = event.metadata.get("unique_id")
     relation = relations.get(str(unique_id.value)) if unique_id is not None else None
     if not relation:
@@ -261,10 +272,15 @@ def dbt_definitions(
         )
         with environment(profile_environment(loader, meltano_environment)):
             invocation = dbt.cli(["build"], context=context, raise_on_error=False)
-            events = list(invocation.stream())
-            results = invocation.get_artifact("run_results.json")["results"]
+            failed = []  # given once dbt has ended: the rows a test kept are read then
+            for event in invocation.stream():
+                if isinstance(event, dg.AssetCheckResult) and not event.passed:
+                    failed.append(event)
+                else:
+                    yield event
+            results = invocation.get_artifact("run_results.json")["results"] if failed else []
             relations = {result["unique_id"]: result.get("relation_name") or "" for result in results}
-            for event in events:
+            for event in failed:
                 yield with_failing_rows(event, lambda relation: failing_rows(dbt, relation), relations)
         if not invocation.is_successful():
             raise dg.Failure(f"dbt build failed: {invocation.get_error()}")

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 
 from orchestrate import transform
 from tests.helpers import SandboxFactory
-from tests.helpers_readme import ROOT
+from tests.helpers_readme import ROOT, user_env
 from tests.test_dagster import Deployment, accounts, deploy, finished
 
 pytestmark = pytest.mark.e2e
@@ -165,3 +167,37 @@ def test_a_load_then_the_dbt_build_its_failing_tests_are_failed_checks(
     # dbt runs in meltano.yml's utility, not here: dagster-dbt's notice of it is not in the run's log.
     messages = [entry.user_message for entry in deployment.instance.all_logs(build.dagster_run.run_id)]
     assert not [message for message in messages if transform.ADAPTER_NOTICE in message]
+
+
+@pytest.mark.parametrize(
+    ("loader", "database"),
+    [("target-postgres", "DATABASE"), ("target-postgres-pipelinewise", "DBNAME")],
+)
+def test_dbt_reads_the_warehouse_the_loader_writes(loader: str, database: str) -> None:
+    """transform/profiles.yml's variables, from the loader's settings as Meltano resolves them."""
+    prefix = loader.upper().replace("-", "_")
+    settings = {"HOST": "db.example", "PORT": "6543", "USER": "loader", "PASSWORD": "secret"}
+    env = user_env(**{f"{prefix}_{name}": value for name, value in settings.items()})
+    env[f"{prefix}_{database}"] = "warehouse"  # each loader's own name for the setting
+    env[f"{prefix}_DEFAULT_TARGET_SCHEMA"] = "raw_optico"
+    assert transform.profile_environment(loader, "sandbox-accounts", env) == {
+        "DBT_POSTGRES_HOST": "db.example",
+        "DBT_POSTGRES_PORT": "6543",
+        "DBT_POSTGRES_USER": "loader",
+        "DBT_POSTGRES_PASSWORD": "secret",
+        "DBT_POSTGRES_DBNAME": "warehouse",
+        "OPTICO_SOURCE_SCHEMA": "raw_optico",
+    }
+    duckdb = transform.profile_environment("target-duckdb", "sandbox-accounts", user_env())
+    assert duckdb == {
+        "DBT_DUCKDB_PATH": str(ROOT / "output" / "warehouse.duckdb"),
+        "OPTICO_SOURCE_SCHEMA": "optico",
+    }
+
+
+def test_a_missing_dbt_utility_says_what_to_install(tmp_path: Path) -> None:
+    with pytest.raises(
+        dg.DagsterInvariantViolationError,
+        match=re.escape("need meltano.yml's dbt-snowflake utility: run `meltano install dbt-snowflake`"),
+    ):
+        transform.manifest("snowflake", target_path=tmp_path)
