@@ -16,6 +16,9 @@
   assets are in the pool `optico-<group>` (limit 1), and the runs this code location
   requests (the schedule, each group's job) carry the tag `optico/group`, limited to one run
   per value in the run queue (orchestrate/dagster.yaml, deploy/helm/values.yaml).
+- With a loader that writes a warehouse (target-duckdb, target-postgres), the dbt models of
+  transform/ are assets downstream of every group's tables, built after the loads, their tests
+  as asset checks (orchestrate/transform.py, docs/dagster-dbt.md).
 
 Other settings, read where Dagster loads this module: `OPTICO_LOADER` (default
 `target-jsonl`), `MELTANO_ENVIRONMENT` (default: meltano.yml's), `OPTICO_HISTORY_START` (the
