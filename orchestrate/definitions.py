@@ -16,6 +16,9 @@
   assets are in the pool `optico-<group>` (limit 1), and the runs this code location
   requests (the schedule, each group's job) carry the tag `optico/group`, limited to one run
   per value in the run queue (orchestrate/dagster.yaml, deploy/helm/values.yaml).
+- With a loader that writes a warehouse (target-duckdb, target-postgres), the dbt models of
+  transform/ are assets downstream of every group's tables, built after the loads, their tests
+  as asset checks (orchestrate/transform.py, docs/dagster-dbt.md).
 
 Other settings, read where Dagster loads this module: `OPTICO_LOADER` (default
 `target-jsonl`), `MELTANO_ENVIRONMENT` (default: meltano.yml's), `OPTICO_HISTORY_START` (the
@@ -35,10 +38,13 @@ from typing import Any
 
 import dagster as dg
 
-from orchestrate import groups, meltano
+from orchestrate import groups, meltano, transform
 from tap_optico.tap import TapOptico
 
 STREAMS = ("calls", "daily_calls")
+#: The tap's tables, each with the streams whose assets load it: the reconciliation table is
+#: written by the run that loads the two others (read by transform/'s dbt sources).
+TABLES = {"calls": ("calls",), "daily_calls": ("daily_calls",), "reconciliation": STREAMS}
 #: The tap's own defaults, declared once in its settings.
 TAP_DEFAULTS = {name: spec.get("default") for name, spec in TapOptico.config_jsonschema["properties"].items()}
 #: Loaders that write files: each run writes into a folder of its own.
@@ -88,6 +94,11 @@ def asset_key(group: str, stream: str) -> dg.AssetKey:
 
 def pool(group: str) -> str:
     return f"optico-{group}"
+
+
+def loading_assets(table: str) -> list[dg.AssetKey]:
+    """The assets of every group that load one of the tap's tables."""
+    return [asset_key(group, stream) for group in GROUPS for stream in TABLES.get(table, ())]
 
 
 def job_name(group: str) -> str:
@@ -172,6 +183,8 @@ def extract_load(context: dg.AssetExecutionContext, group: str) -> Iterator[dg.M
     error: meltano.MeltanoError | None = None
     try:
         meltano.prepare(without_keys)
+        if LOADER in transform.PROFILE_OUTPUTS:
+            transform.prepare_warehouse(LOADER, ENVIRONMENT, without_keys)
         meltano.run_el(ENVIRONMENT, LOADER, state, env, log)
     except meltano.MeltanoError as problem:
         error = problem
@@ -251,9 +264,17 @@ def every_group_daily(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunR
         )
 
 
+#: The dbt models of transform/ on the loader's warehouse, built after the loads (orchestrate/transform.py).
+DBT = (
+    transform.dbt_definitions(loading_assets, LOADER, ENVIRONMENT, pool="optico-dbt")
+    if transform.reads(LOADER)
+    else None
+)
+
 defs = dg.Definitions(
-    assets=list(ASSETS.values()),
+    assets=[*ASSETS.values(), *([DBT[0]] if DBT else [])],
     jobs=[daily, *GROUP_JOBS],
     schedules=[every_group_daily],
+    sensors=[DBT[1]] if DBT else [],
     executor=EXECUTORS[setting("OPTICO_EXECUTOR", "in_process")],
 )

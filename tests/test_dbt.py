@@ -179,6 +179,16 @@ def test_duckdb_loads_and_builds_twice_into_one_file(make_sandbox: SandboxFactor
     )
     assert first_calls["n"] == first_calls["callers"] > 0
 
+    # The tap's verdicts: one per account-day read by both streams, the latest of the two runs.
+    verdicts = duckdb_rows(
+        path,
+        "select local_date, status, calls_delivered, calls_optico from analytics.stg_optico__reconciliation"
+        " where account = 'default' order by local_date",
+    )
+    assert {
+        row["local_date"]: (row["status"], row["calls_delivered"], row["calls_optico"]) for row in verdicts
+    } == {day: ("match", figures[0], figures[0]) for day, figures in days.items()}
+
     # Every column of every model has a description (dbt docs).
     columns = duckdb_rows(
         path,
