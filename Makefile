@@ -105,5 +105,5 @@ readme: $(DEMO_STAMP)
 	$(BIN)/python scripts/readme.py
 
 # dist/tap-optico.yml: plugin/tap-optico.yml installing the tap from this clone (docs/meltano.md).
-plugin-ref: $(DEMO_STAMP)
+plugin-ref: | $(DEMO_STAMP)
 	$(BIN)/python scripts/readme.py --plugin-ref dist/tap-optico.yml

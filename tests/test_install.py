@@ -57,6 +57,8 @@ def test_the_new_project_block_runs_as_written_without_meltano_hub(tmp_path: Pat
     clone = tmp_path / "tap-optico"
     shutil.copytree(ROOT, clone, ignore=shutil.ignore_patterns(*NOT_CLONED, "__pycache__"))
     (clone / ".venv").symlink_to(VENV, target_is_directory=True)
+    # `make plugin-ref` must find the venv installed: else it would install this copy into it.
+    assert (VENV / ".installed-demo").exists(), "run `make install-demo` (or `make install`) first"
     port = free_port()
     # Meltano Hub out of reach: a plugin that needed it would fail to be added.
     env = user_env(MELTANO_HUB_URL="http://127.0.0.1:9/hub", MELTANO_SEND_ANONYMOUS_USAGE_STATS="false")
@@ -71,7 +73,7 @@ def test_the_new_project_block_runs_as_written_without_meltano_hub(tmp_path: Pat
     assert [p for p in venv.glob("lib/*/site-packages") if (p / "tap_optico" / "tap.py").is_file()]
     [sandbox] = sandbox_commands([block])
     count, days = served_calls(sandbox)
-    records = jsonl_records(sorted((project / "output").glob("calls-*.jsonl")))
+    records = jsonl_records(sorted(project.glob("calls-*.jsonl")))
     assert len({r["call_id"] for r in records}) == len(records) == count
     assert {r["start_date_local"][:10] for r in records} == days
     # The key is sensitive: `meltano config set` put it in .env, not in meltano.yml.
