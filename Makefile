@@ -76,9 +76,9 @@ dagster: install plugins
 test: install plugins $(DBT_DUCKDB_STAMP) $(DBT_POSTGRES_STAMP) postgres
 	$(BIN)/python -m pytest
 
-# The in-process tests only (no Meltano, Dagster, dbt or database run for real): under a minute.
+# The in-process tests only (tests/conftest.py's QUICK files: no process started): under a minute.
 test-quick: install
-	$(BIN)/python -m pytest -m "not e2e" -q
+	$(BIN)/python -m pytest -m quick -q
 
 lint: install
 	$(BIN)/ruff check .

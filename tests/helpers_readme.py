@@ -64,6 +64,7 @@ PAGES = (
 #: What dbt writes into transform/ (transform/.gitignore), left out of a copy of the project.
 DBT_OUTPUTS = ("target", "logs", "dbt_packages", ".user.yml")
 SANDBOX_PORT = "8765"  # the port the README and meltano.yml use; tests replace it with a free one
+OTHER_PORT = "8766"  # docs/sandbox.md's other port (with TAP_OPTICO_API_URL); replaced the same way
 SHELLS = ("sh", "bash", "shell", "console")
 KINDS = ("run", "repeat", "server", "new-project", "dagster", "skip")
 MARKER = re.compile(r"^<!-- readme-test: (?P<kind>[a-z-]+)(?P<text>.*?)-->$")

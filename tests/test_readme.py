@@ -24,6 +24,7 @@ import pytest
 from tap_optico.sandbox import SANDBOX_API_KEY, build_server
 from tests.helpers import expected_call_count, run_command
 from tests.helpers_readme import (
+    OTHER_PORT,
     PAGES,
     README,
     ROOT,
@@ -124,7 +125,13 @@ def test_sandbox_commands_serve_what_the_sandbox_environment_reads() -> None:
         options = sandbox_options(arguments)
         assert options.first_day == dt.date.fromisoformat(config["start_date"]), arguments
         assert options.last_day == dt.date.fromisoformat(config["end_date"]), arguments
-        assert f"127.0.0.1:{arguments[arguments.index('--port') + 1]}/" in config["api_url"]
+        port = arguments[arguments.index("--port") + 1]
+        assert port in (SANDBOX_PORT, OTHER_PORT), arguments
+        assert port == OTHER_PORT or f"127.0.0.1:{port}/" in config["api_url"]
+    # The other port is given to the tap, where the block starts the sandbox on it.
+    for block in BLOCKS:
+        if f"--port {OTHER_PORT}" in block.text:
+            assert f"TAP_OPTICO_API_URL=http://127.0.0.1:{OTHER_PORT}/data-api " in block.text
 
 
 def test_generated_parts_are_current() -> None:
@@ -229,7 +236,7 @@ def run_block(block: Block, work: Path, port: int) -> None:
     """Run a block as a person would, in ``work``, with the sandbox running (its own, or else the
     one the README starts first)."""
     env = user_env()
-    script = block.text.replace(SANDBOX_PORT, str(port))
+    script = block.text.replace(SANDBOX_PORT, str(port)).replace(OTHER_PORT, str(free_port()))
     own = sandbox_commands([block])
     sandbox = own[0] if own else sandbox_commands(BLOCKS)[0]
     before = {*written(work, "calls"), *written(work, "daily_calls")}
