@@ -105,5 +105,7 @@ readme: $(DEMO_STAMP)
 	$(BIN)/python scripts/readme.py
 
 # dist/tap-optico.yml: plugin/tap-optico.yml installing the tap from this clone (docs/meltano.md).
-plugin-ref: | $(DEMO_STAMP)
+# After `make demo`; it installs nothing (a venv shared with another clone stays as it is).
+plugin-ref:
+	@test -x $(BIN)/python || { echo "make plugin-ref: run make demo first"; exit 1; }
 	$(BIN)/python scripts/readme.py --plugin-ref dist/tap-optico.yml

@@ -57,8 +57,6 @@ def test_the_new_project_block_runs_as_written_without_meltano_hub(tmp_path: Pat
     clone = tmp_path / "tap-optico"
     shutil.copytree(ROOT, clone, ignore=shutil.ignore_patterns(*NOT_CLONED, "__pycache__"))
     (clone / ".venv").symlink_to(VENV, target_is_directory=True)
-    # `make plugin-ref` must find the venv installed: else it would install this copy into it.
-    assert (VENV / ".installed-demo").exists(), "run `make install-demo` (or `make install`) first"
     port = free_port()
     # Meltano Hub out of reach: a plugin that needed it would fail to be added.
     env = user_env(MELTANO_HUB_URL="http://127.0.0.1:9/hub", MELTANO_SEND_ANONYMOUS_USAGE_STATS="false")
@@ -66,6 +64,10 @@ def test_the_new_project_block_runs_as_written_without_meltano_hub(tmp_path: Pat
     run = run_shell(block.text.replace(SANDBOX_PORT, str(port)), clone, env, timeout=900)
 
     assert run.returncode == 0, run.output[-5000:]
+    where = run_command(
+        [VENV / "bin" / "python", "-c", "import tap_optico; print(tap_optico.__file__)"], timeout=60
+    )
+    assert where.stdout.startswith(str(ROOT)), "the block reinstalled the shared venv from the copy"
     project = tmp_path / "optico-elt"
     definition = YAML(typ="safe").load((clone / "dist" / "tap-optico.yml").read_text(encoding="utf-8"))
     assert definition["pip_url"] == str(clone)

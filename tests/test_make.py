@@ -51,6 +51,14 @@ def test_make_test_quick_runs_the_in_process_files() -> None:
     assert files == QUICK
 
 
+def test_make_plugin_ref_installs_nothing() -> None:
+    """The new-project block runs it in a copy whose .venv is this one: an install there would
+    point this venv's editable tap at the copy."""
+    commands = dry_run("plugin-ref")
+    assert [line for line in commands if "install" in line] == []
+    assert commands[-1] == ".venv/bin/python scripts/readme.py --plugin-ref dist/tap-optico.yml"
+
+
 def test_make_bench_updates_the_results_only_when_asked() -> None:
     assert "--update-results" not in dry_run("bench")[-1]
     assert dry_run("bench", "UPDATE_RESULTS=1")[-1].endswith("--update-results")
