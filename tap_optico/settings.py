@@ -8,9 +8,11 @@ an http(s) URL) and words every problem as one line naming the setting.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -175,6 +177,39 @@ def environment_problems(environ: Mapping[str, str], schema: Mapping[str, Any], 
     return errors
 
 
+def unknown_settings(config: Mapping[str, Any], known: Iterable[str]) -> list[str]:
+    """A warning per setting the tap does not know (it is ignored), naming the closest known one:
+    ``page-size`` and ``apikey`` are typed for ``page_size`` and ``api_key`` more often than not."""
+    by_form = {name.replace("-", "_").lower(): name for name in known}
+    warnings = []
+    for name in config:
+        if name in by_form.values():
+            continue
+        close = difflib.get_close_matches(str(name).replace("-", "_").lower(), by_form, n=1)
+        hint = f"did you mean '{by_form[close[0]]}'?" if close else "`tap-optico --about` lists the settings"
+        warnings.append(f"Setting {name!r} is not a setting of tap-optico and is ignored: {hint}")
+    return warnings
+
+
+def config_file_problem(path: str) -> str | None:
+    """Why a ``--config`` file cannot be read as settings (missing, not JSON, not an object), naming
+    the file and, for JSON, the line and column; its text is never echoed (it holds keys)."""
+    where = f"Config file {path!r}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return f"{where} does not exist"
+    except (OSError, UnicodeDecodeError) as error:
+        return f"{where} cannot be read: {type(error).__name__}: {getattr(error, 'strerror', None) or error}"
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as error:
+        return f"{where} is not JSON: line {error.lineno}, column {error.colno}: {error.msg}"
+    if not isinstance(parsed, dict):
+        return f"{where} holds a JSON {type(parsed).__name__}, not an object of settings"
+    return None
+
+
 def _is_string_list(spec: Mapping[str, Any]) -> bool:
     """A list of strings, which singer-sdk also reads as ``a,b,c``."""
     items = spec.get("items")
@@ -226,6 +261,9 @@ def _account_problems(config: Mapping[str, Any], item: Mapping[str, Any]) -> lis
 def _problem(name: str, value: Any, spec: Mapping[str, Any], required: bool) -> str | None:
     if value is None and not required:
         return None
+    if value is None and not spec.get("secret"):
+        what = f": {DATE_FORMS}" if spec.get("format") in _BY_FORMAT else ""
+        return f"Setting '{name}' is required{what}"
     if spec.get("secret"):
         if (isinstance(value, str) and value.strip()) or _is_number_key(value):
             return None

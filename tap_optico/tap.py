@@ -24,7 +24,15 @@ from tap_optico.api import DEFAULT_URL, FILTERS, MAX_PAGE_SIZE, MIN_PAGE_SIZE
 from tap_optico.errors import OpticoError, ReconciliationError, SettingsError, StateError
 from tap_optico.reading import OpticoStream, bookmark_problem
 from tap_optico.sdk_seam import TapSeam
-from tap_optico.settings import DATE_FORMS, Settings, clear_text_host, environment_problems, problems
+from tap_optico.settings import (
+    DATE_FORMS,
+    Settings,
+    clear_text_host,
+    config_file_problem,
+    environment_problems,
+    problems,
+    unknown_settings,
+)
 from tap_optico.state_ids import meltano_state_id
 from tap_optico.streams import CallsStream, DailyCallsStream, ReconciliationStream
 from tap_optico.writer import OpticoWriter
@@ -158,12 +166,17 @@ class TapOptico(TapSeam):
         """As singer-sdk's, with settings from environment variables (``--config ENV``) checked
         first: the SDK ends on a traceback for a number or a JSON value it cannot read."""
         if parse_env_config:
-            schema = copy.deepcopy(self.config_jsonschema)
-            self.append_builtin_config(schema)
             prefix = self.name.upper().replace("-", "_") + "_"  # singer-sdk's TAP_OPTICO_<SETTING>
-            if errors := environment_problems(os.environ, schema, prefix):
+            if errors := environment_problems(os.environ, self.every_setting(), prefix):
                 raise SettingsError(errors)
         super().__init__(*args, parse_env_config=parse_env_config, **kwargs)
+
+    @classmethod
+    def every_setting(cls) -> dict[str, Any]:
+        """The settings' JSON schema, the SDK's own (stream maps, flattening, ...) included."""
+        schema = copy.deepcopy(cls.config_jsonschema)
+        cls.append_builtin_config(schema)
+        return schema
 
     @override
     def discover_streams(self) -> list[Stream]:
@@ -262,6 +275,8 @@ class TapOptico(TapSeam):
                 "Setting 'api_url' uses plain http:// to %s: the API key would travel in clear text; use https://",
                 host,
             )
+        for warning in unknown_settings(self.config, self.every_setting()["properties"]):
+            self.logger.warning("%s", warning)
         errors = problems(self.config, self.config_jsonschema)
         if "batch_config" in self.config:
             errors.append("Setting 'batch_config' is not supported: tap-optico writes RECORD messages")
@@ -331,6 +346,9 @@ SDK_SKIPS_ENV = "Skipping parse of env var settings..."
 #: The SDK's note on a stream whose records do not come in bookmark order: true of the reconciliation
 #: stream, and nothing to act on (it asks the API nothing; a run that stops computes it again).
 SDK_UNSORTED = "Stream is assumed to be unsorted, progress is not resumable if interrupted"
+#: singer-sdk's summary before the tap's own line per setting (a run), or alone (discovery, which
+#: needs no settings): the lines say what to fix, the summary nothing.
+SDK_INVALID = "Config validation failed"
 
 
 def _debug_only(message: str) -> logging.Filter:
@@ -349,9 +367,18 @@ def main() -> None:
     secrets.install()
     logger = logging.getLogger("tap-optico")
     logger.addFilter(_debug_only(SDK_SKIPS_ENV))
+    logger.addFilter(_debug_only(SDK_INVALID))
     logging.getLogger("singer_sdk").addFilter(_debug_only(SDK_UNSORTED))
+    command = TapOptico.cli  # singer-sdk's command; getting it sets the log's format up
+    # A --config file singer-sdk cannot read ends in a message that names no file.
+    if unreadable := [
+        problem for path in config_files(sys.argv[1:]) if (problem := config_file_problem(path))
+    ]:
+        for line in unreadable:
+            logger.error("%s", line)
+        _exit(1)
     try:
-        TapOptico.cli()
+        command()
     except SystemExit as done:  # click ends every run this way, a successful one too
         _exit(done.code if isinstance(done.code, int) else int(done.code is not None))
     except (FatalAPIError, OpticoError) as error:
@@ -367,6 +394,17 @@ def main() -> None:
         what = " ".join(str(error).split())
         logger.error("tap-optico failed: %s: %s", type(error).__name__, what)  # noqa: TRY400
         _exit(1)
+
+
+def config_files(arguments: list[str]) -> list[str]:
+    """The files named by ``--config`` (singer-sdk reads them; ``ENV`` is the environment)."""
+    files = []
+    for index, argument in enumerate(arguments):
+        if argument == "--config" and index + 1 < len(arguments):
+            files.append(arguments[index + 1])
+        elif argument.startswith("--config="):
+            files.append(argument.removeprefix("--config="))
+    return [path for path in files if path != "ENV"]
 
 
 def _exit(code: int, *, flush_stdout: bool = True) -> NoReturn:

@@ -1,4 +1,4 @@
-"""Fixtures: sandboxes in this process, on free ports, stopped after each test."""
+"""Fixtures: sandboxes in this process, on free ports, stopped after each test; the `quick` mark."""
 
 from __future__ import annotations
 
@@ -9,6 +9,27 @@ import pytest
 
 from tap_optico.sandbox import SandboxServer, build_server
 from tests.helpers import FIRST_DAY, LAST_DAY, CannedApi, SandboxFactory
+
+#: The test files that run everything in this process (no tap, Meltano, Dagster or database
+#: started as a process): `make test-quick` (`pytest -m quick`) runs them, in under a minute.
+QUICK = frozenset(
+    {
+        "test_deadline.py",
+        "test_fast_path.py",
+        "test_fields.py",
+        "test_normalize.py",
+        "test_orchestrate.py",
+        "test_paging.py",
+        "test_reading_core.py",
+        "test_sdk_contract.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in QUICK:
+            item.add_marker(pytest.mark.quick)
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """Helpers for the README tests: its blocks, a throw-away copy of the project, running shell.
 
-tests/test_readme.py runs the blocks in the README's order, after `make demo`'s script, all
-in one copy of the project. A shell block of the README may carry a marker on the line right
-before its fence, `<!-- readme-test: KIND text -->`, that says how the tests run it:
+tests/test_readme.py runs the blocks of the README, then of the docs/ pages in PAGES' order (a
+person's path: the README, then its "Where next" links), after `make demo`'s script, all in one
+copy of the project. A shell block may carry a marker on the line right before its fence,
+`<!-- readme-test: KIND text -->`, that says how the tests run it:
 
 - no marker: run once, in its turn, with the sandbox running (its own, or else the README's first);
 - `repeat`: the same, three times (a first run, then later ones that start from its state);
@@ -38,9 +39,32 @@ from ruamel.yaml import YAML
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(sys.executable).parent.parent
 README = ROOT / "README.md"
+#: The pages whose blocks run, in the order a person reads them: the README, then docs/ in the
+#: order of the README's "Where next" list (docs/dagster-dbt.md runs with its own tests).
+PAGES = (
+    README,
+    *(
+        ROOT / "docs" / f"{name}.md"
+        for name in (
+            "sandbox",
+            "meltano",
+            "accounts",
+            "data",
+            "targets",
+            "transform",
+            "backfilling",
+            "dagster",
+            "reliability",
+            "reconciliation",
+            "performance",
+            "development",
+        )
+    ),
+)
 #: What dbt writes into transform/ (transform/.gitignore), left out of a copy of the project.
 DBT_OUTPUTS = ("target", "logs", "dbt_packages", ".user.yml")
 SANDBOX_PORT = "8765"  # the port the README and meltano.yml use; tests replace it with a free one
+OTHER_PORT = "8766"  # docs/sandbox.md's other port (with TAP_OPTICO_API_URL); replaced the same way
 SHELLS = ("sh", "bash", "shell", "console")
 KINDS = ("run", "repeat", "server", "new-project", "dagster", "skip")
 MARKER = re.compile(r"^<!-- readme-test: (?P<kind>[a-z-]+)(?P<text>.*?)-->$")
@@ -49,6 +73,7 @@ FENCE = re.compile(r"^```(?P<lang>[\w-]*)\s*$")
 
 @dataclass(frozen=True)
 class Block:
+    page: str  # the page's path in the repository
     section: str
     number: int  # of the block within its section, from 1
     lang: str
@@ -60,19 +85,25 @@ class Block:
     @property
     def id(self) -> str:
         slug = re.sub(r"[^a-z0-9]+", "-", self.section.lower()).strip("-")
-        return f"{slug}-{self.number}"
+        page = "" if self.page == "README.md" else f"{self.page}:"
+        return f"{page}{slug}-{self.number}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.id} ({self.page} line {self.line})"
 
 
 def readme_blocks(path: Path = README) -> list[Block]:
-    """Every fenced block, with the section it is in and its marker."""
+    """Every fenced block of a page, with the section it is in (or the page's title) and its marker."""
     blocks: list[Block] = []
+    page = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name
     lines = path.read_text(encoding="utf-8").splitlines()
     section, count = "", 0
     index = 0
     while index < len(lines):
         line = lines[index]
-        if line.startswith("## "):
-            section, count = line[3:].strip(), 0
+        if line.startswith(("# ", "## ")):
+            section, count = line.split(" ", 1)[1].strip(), 0
         fence = FENCE.match(line)
         if not fence:
             index += 1
@@ -83,20 +114,21 @@ def readme_blocks(path: Path = README) -> list[Block]:
         kind, reason = ("run", "") if marker is None else (marker["kind"], marker["text"].strip(" :"))
         count += 1
         body = "\n".join(lines[index + 1 : end]) + "\n"
-        blocks.append(Block(section, count, fence["lang"], body, kind, reason, index + 1))
+        blocks.append(Block(page, section, count, fence["lang"], body, kind, reason, index + 1))
         index = end + 1
     return blocks
 
 
-def shell_blocks(path: Path = README) -> list[Block]:
-    return [block for block in readme_blocks(path) if block.lang in SHELLS]
+def shell_blocks(*paths: Path) -> list[Block]:
+    """The shell blocks of the pages (all of PAGES unless named), in order."""
+    return [block for path in paths or PAGES for block in readme_blocks(path) if block.lang in SHELLS]
 
 
 def marker_problems(blocks: list[Block]) -> list[str]:
     """What is wrong with the blocks' markers: an unknown kind, a skip that gives no reason."""
     problems = []
     for block in blocks:
-        where = f"{block.id} (README line {block.line})"
+        where = block.where
         if block.kind not in KINDS:
             problems.append(f"{where}: unknown marker {block.kind!r}; one of {', '.join(KINDS)}")
         elif block.kind == "skip" and not block.reason:
@@ -123,6 +155,7 @@ def sandbox_commands(blocks: list[Block]) -> list[list[str]]:
     found = []
     for block in blocks:
         for line in block.text.splitlines():
+            line = line.rstrip().removesuffix("\\")  # a command continued on the next line
             words = shlex.split(line, comments=True) if "tap-optico-sandbox" in line else []
             if words and words[0].endswith("tap-optico-sandbox"):
                 found.append([word for word in words[1:] if word != "&"])
@@ -138,6 +171,22 @@ def sandbox_options(arguments: list[str]) -> argparse.Namespace:
     parser.add_argument("--accounts", type=int, default=1)
     options, _ = parser.parse_known_args(arguments)
     return options
+
+
+def served_calls(arguments: list[str]) -> tuple[int, set[str]]:
+    """How many calls, on which days, a sandbox started with these arguments serves."""
+    from tap_optico.sandbox import build_server
+    from tests.helpers import expected_call_count
+
+    options = sandbox_options(arguments)
+    server = build_server(
+        first_day=options.first_day, last_day=options.last_day, calls_per_day=options.calls_per_day
+    )
+    server.close()
+    data = server.api.data
+    # Every account of the sandbox has as many calls, on the same days.
+    count = expected_call_count(server) * options.accounts
+    return count, {day.isoformat() for day in data.days(data.first_day, data.last_day)}
 
 
 def make_project_copy(dest: Path, port: int) -> Path:

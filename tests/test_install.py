@@ -1,32 +1,42 @@
-"""The README's definition installs the tap, as a wheel, into a new Meltano project.
+"""The tap installs into a new Meltano project from its plugin definition, and from a wheel.
 
-The definition is the README's own text (section "Add tap-optico to your Meltano
-project"), with only its `pip_url` pointed at a wheel built from this checkout; the
-commands are the README's block that follows it.
+docs/meltano.md's "new project" block runs as written, in a copy of this clone, against the
+sandbox, with Meltano Hub out of reach: `make plugin-ref`, `meltano init`, `meltano add
+--from-ref` for the tap (plugin/tap-optico.yml, installing from the clone) and the loader.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import re
+import shutil
 import subprocess
 import sys
 import sysconfig
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pytest
+import tomllib
 from ruamel.yaml import YAML
 
 from tap_optico.sandbox import SANDBOX_API_KEY
-from tests.helpers import SandboxFactory, expected_call_count, run_command
-from tests.helpers_readme import ROOT, VENV, jsonl_records, readme_blocks, run_shell, user_env
+from tests.helpers import run_command
+from tests.helpers_readme import (
+    ROOT,
+    SANDBOX_PORT,
+    VENV,
+    free_port,
+    jsonl_records,
+    run_shell,
+    sandbox_commands,
+    served_calls,
+    shell_blocks,
+    user_env,
+)
 
 pytestmark = pytest.mark.e2e
-SECTION = "Add tap-optico to your Meltano project"
-PIP_URL = re.compile(r"(?m)^      pip_url: .*$")
+#: What a clone holds that the copy leaves out: what it builds, installs and writes.
+NOT_CLONED = (".git", ".venv", ".meltano", ".dagster", "output", "dist", "build", "bench", "*.egg-info")
 
 
 @pytest.fixture(scope="module")
@@ -42,56 +52,47 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
-def readme_definition(pip_url: str) -> dict[str, Any]:
-    """The README's definition, installing from `pip_url` instead."""
-    [block] = [b for b in readme_blocks() if b.section == SECTION and b.lang == "yaml"]
-    assert len(PIP_URL.findall(block.text)) == 1
-    text = PIP_URL.sub(f"      pip_url: {pip_url}", block.text)
-    definition: dict[str, Any] = YAML(typ="safe").load(text)
-    return definition
+def test_the_new_project_block_runs_as_written_without_meltano_hub(tmp_path: Path) -> None:
+    [block] = [block for block in shell_blocks() if block.kind == "new-project"]
+    clone = tmp_path / "tap-optico"
+    shutil.copytree(ROOT, clone, ignore=shutil.ignore_patterns(*NOT_CLONED, "__pycache__"))
+    (clone / ".venv").symlink_to(VENV, target_is_directory=True)
+    port = free_port()
+    # Meltano Hub out of reach: a plugin that needed it would fail to be added.
+    env = user_env(MELTANO_HUB_URL="http://127.0.0.1:9/hub", MELTANO_SEND_ANONYMOUS_USAGE_STATS="false")
 
-
-def test_readme_definition_and_commands_in_a_new_project(
-    wheel: Path, tmp_path: Path, make_sandbox: SandboxFactory
-) -> None:
-    [commands] = [b for b in readme_blocks() if b.section == SECTION and b.kind == "new-project"]
-    start = dt.date.fromisoformat(re.findall(r"tap-optico start_date (\S+)", commands.text)[0])
-    server = make_sandbox(first_day=start, last_day=start + dt.timedelta(days=20), calls_per_day=20)
-    env = user_env(
-        PATH=f"{VENV / 'bin'}:{user_env()['PATH']}",  # Meltano installed, as a user of the README has it
-        OPTICO_API_KEY=SANDBOX_API_KEY,
-        TAP_OPTICO_API_URL=server.url,
-    )
-    init = run_shell("meltano init project --no-usage-stats", tmp_path, env)
-    assert init.returncode == 0, init.output[-3000:]
-    project = tmp_path / "project"
-    yaml = YAML(typ="safe")
-    config = yaml.load((project / "meltano.yml").read_text(encoding="utf-8"))
-    ours = yaml.load((ROOT / "meltano.yml").read_text(encoding="utf-8"))
-    config["plugins"] = {
-        "extractors": readme_definition(str(wheel))["plugins"]["extractors"],
-        # The project's loader (Meltano Hub is out of reach here, so inline).
-        "loaders": [p for p in ours["plugins"]["loaders"] if p["name"] == "target-jsonl"],
-    }
-    with (project / "meltano.yml").open("w", encoding="utf-8") as out:
-        yaml.dump(config, out)
-    loader = run_shell("meltano install target-jsonl", project, env)
-    assert loader.returncode == 0, loader.output[-3000:]
-
-    run = run_shell(commands.text, project, env, timeout=600)
+    run = run_shell(block.text.replace(SANDBOX_PORT, str(port)), clone, env, timeout=900)
 
     assert run.returncode == 0, run.output[-5000:]
+    where = run_command(
+        [VENV / "bin" / "python", "-c", "import tap_optico; print(tap_optico.__file__)"], timeout=60
+    )
+    assert where.stdout.startswith(str(ROOT)), "the block reinstalled the shared venv from the copy"
+    project = tmp_path / "optico-elt"
+    definition = YAML(typ="safe").load((clone / "dist" / "tap-optico.yml").read_text(encoding="utf-8"))
+    assert definition["pip_url"] == str(clone)
     venv = project / ".meltano" / "extractors" / "tap-optico" / "venv"
-    installed = list(venv.glob("lib/*/site-packages"))
-    assert [p for p in installed if (p / "tap_optico" / "tap.py").is_file()], "not installed from the wheel"
-    records = jsonl_records(sorted((project / "output").glob("calls-*.jsonl")))
-    assert len({r["call_id"] for r in records}) == len(records) == expected_call_count(server)
-    daily = jsonl_records(sorted((project / "output").glob("daily_calls-*.jsonl")))
-    assert len({r["date"] for r in daily}) == (server.api.data.last_day - start).days + 1
+    assert [p for p in venv.glob("lib/*/site-packages") if (p / "tap_optico" / "tap.py").is_file()]
+    [sandbox] = sandbox_commands([block])
+    count, days = served_calls(sandbox)
+    records = jsonl_records(sorted(project.glob("calls-*.jsonl")))
+    assert len({r["call_id"] for r in records}) == len(records) == count
+    assert {r["start_date_local"][:10] for r in records} == days
     # The key is sensitive: `meltano config set` put it in .env, not in meltano.yml.
-    assert f"TAP_OPTICO_API_KEY='{SANDBOX_API_KEY}'" in (project / ".env").read_text(encoding="utf-8")
+    assert SANDBOX_API_KEY in (project / ".env").read_text(encoding="utf-8")
     assert SANDBOX_API_KEY not in (project / "meltano.yml").read_text(encoding="utf-8")
     assert "[error" not in run.output
+
+
+def test_the_plugin_file_is_the_projects_definition_with_the_version_of_pyproject() -> None:
+    """plugin/tap-optico.yml: meltano.yml's definition (tests/test_meltano_definition.py holds that
+    to `tap-optico --about`), installing the version pyproject.toml gives."""
+    yaml = YAML(typ="safe")
+    plugin = yaml.load((ROOT / "plugin" / "tap-optico.yml").read_text(encoding="utf-8"))
+    project = yaml.load((ROOT / "meltano.yml").read_text(encoding="utf-8"))
+    [ours] = [p for p in project["plugins"]["extractors"] if p["name"] == "tap-optico"]
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    assert plugin == {**ours, "pip_url": f"tap-optico=={version}"}
 
 
 def test_the_wheel_alone_carries_the_schemas(wheel: Path, tmp_path: Path) -> None:

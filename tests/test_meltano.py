@@ -96,6 +96,30 @@ def test_a_refused_state_names_the_meltano_command_that_fixes_it(
     assert again.returncode == 0, again.stderr[-3000:]
 
 
+@pytest.mark.parametrize(("setting", "typed"), [("start_date", "05/03/2026"), ("end_date", "04/08/2026")])
+def test_a_day_first_date_stops_the_meltano_run_before_any_state(
+    make_sandbox: SandboxFactory, tmp_path: Path, setting: str, typed: str
+) -> None:
+    """Meltano hands the text to the tap as typed (the settings are `kind: string`): the tap's own
+    line, exit non-zero, no request, no record and no state, so the corrected date loses nothing."""
+    server = make_sandbox()
+    run = meltano_run("target-jsonl", server, tmp_path, **{f"TAP_OPTICO_{setting.upper()}": typed})
+    assert run.returncode != 0
+    assert f"Setting '{setting}' must be a date as YYYY-MM-DD, got '{typed}'" in run.stderr, run.stderr[
+        -3000:
+    ]
+    assert server.requests == []
+    assert list((tmp_path / "output").iterdir()) == []
+    state = run_command(
+        [MELTANO, "state", "list"],
+        cwd=ROOT,
+        env={**os.environ, "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}"},
+        timeout=300,
+    )
+    assert state.returncode == 0, state.stderr[-3000:]
+    assert "tap-optico-to-target-jsonl" not in state.stdout + state.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

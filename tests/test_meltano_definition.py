@@ -50,11 +50,13 @@ def meltano_extractor(name: str = "tap-optico") -> dict[str, Any]:
 
 
 def meltano_kind(schema: dict[str, Any]) -> str:
-    """The Meltano `kind` for a setting's JSON Schema (what Meltano Hub derives too)."""
+    """The Meltano `kind` for a setting's JSON Schema."""
     types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
     [kind] = [t for t in types if t != "null"]
     if kind == "string":
-        return "date_iso8601" if schema.get("format") in ("date", "date-time") else "string"
+        # Not `date_iso8601` for a date: Meltano would read any text as a date before the tap sees
+        # it (05/03/2026 as 3 May); as text, the tap refuses what is not YYYY-MM-DD.
+        return "string"
     return KIND_FOR_TYPE[kind]
 
 

@@ -1,6 +1,7 @@
-"""Every command of the README works as written (see tests/helpers_readme.py for the markers).
+"""Every command of the README and docs/ works as written (tests/helpers_readme.py: the markers).
 
-The runnable shell blocks run with bash, in the order the README gives them, after `make demo`
+The runnable shell blocks run with bash, in a person's order (the README, then docs/ in
+helpers_readme.PAGES' order), after `make demo`
 (its script), all in one copy of the project: as a person meets them, in the same clone. Each
 runs in a shell like a user's (no venv on PATH), against the sandbox; a block that runs a
 pipeline must write every call the sandbox serves.
@@ -23,6 +24,8 @@ import pytest
 from tap_optico.sandbox import SANDBOX_API_KEY, build_server
 from tests.helpers import expected_call_count, run_command
 from tests.helpers_readme import (
+    OTHER_PORT,
+    PAGES,
     README,
     ROOT,
     SANDBOX_PORT,
@@ -37,6 +40,7 @@ from tests.helpers_readme import (
     sandbox_commands,
     sandbox_environment,
     sandbox_options,
+    served_calls,
     shell_blocks,
     user_env,
     wait_until_free,
@@ -56,7 +60,46 @@ def test_every_shell_block_is_run_or_says_why_not() -> None:
     assert RUNNABLE
     assert SERVERS
     # A fence without a language would not be recognised as shell.
-    assert [block.id for block in readme_blocks() if not block.lang] == []
+    assert [block.where for page in PAGES for block in readme_blocks(page) if not block.lang] == []
+
+
+LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
+#: Pages another change adds (the link is right once it is merged).
+ADDED_ELSEWHERE = {"docs/dagster-dbt.md"}
+
+
+def anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives a page's headings."""
+    found = set()
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            found.add(re.sub(r"[^a-z0-9 _-]", "", title).replace(" ", "-"))
+    return found
+
+
+def test_every_docs_page_is_linked_from_the_readme_and_runs_in_order() -> None:
+    linked = set(LINK.findall(README.read_text(encoding="utf-8")))
+    pages = {path.relative_to(ROOT).as_posix() for path in (ROOT / "docs").glob("*.md")}
+    assert pages - ADDED_ELSEWHERE <= linked, "a docs page the README does not link"
+    assert pages - ADDED_ELSEWHERE == {path.relative_to(ROOT).as_posix() for path in PAGES[1:]}
+    assert linked >= ADDED_ELSEWHERE
+
+
+def test_relative_links_reach_a_file_and_heading() -> None:
+    broken = []
+    for page in [*PAGES, ROOT / "CHANGELOG.md"]:
+        for target in LINK.findall(page.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            name = file.relative_to(ROOT).as_posix() if file.is_relative_to(ROOT) else str(file)
+            if name in ADDED_ELSEWHERE:
+                continue
+            if not file.exists() or (anchor and anchor not in anchors(file)):
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert broken == []
 
 
 def test_markers_are_checked(tmp_path: Path) -> None:
@@ -82,7 +125,13 @@ def test_sandbox_commands_serve_what_the_sandbox_environment_reads() -> None:
         options = sandbox_options(arguments)
         assert options.first_day == dt.date.fromisoformat(config["start_date"]), arguments
         assert options.last_day == dt.date.fromisoformat(config["end_date"]), arguments
-        assert f"127.0.0.1:{arguments[arguments.index('--port') + 1]}/" in config["api_url"]
+        port = arguments[arguments.index("--port") + 1]
+        assert port in (SANDBOX_PORT, OTHER_PORT), arguments
+        assert port == OTHER_PORT or f"127.0.0.1:{port}/" in config["api_url"]
+    # The other port is given to the tap, where the block starts the sandbox on it.
+    for block in BLOCKS:
+        if f"--port {OTHER_PORT}" in block.text:
+            assert f"TAP_OPTICO_API_URL=http://127.0.0.1:{OTHER_PORT}/data-api " in block.text
 
 
 def test_generated_parts_are_current() -> None:
@@ -96,35 +145,51 @@ def test_generated_parts_are_current() -> None:
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-1000:]
 
 
+def project_files(dest: Path) -> Path:
+    """What `make readme` reads and writes, copied to ``dest``."""
+    for name in ("README.md", "docs/targets.md", "meltano.yml", "pyproject.toml", "plugin/tap-optico.yml"):
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        (dest / name).write_bytes((ROOT / name).read_bytes())
+    return dest
+
+
 def test_make_readme_rewrites_stale_parts(tmp_path: Path) -> None:
+    project = project_files(tmp_path)
     current = README.read_text(encoding="utf-8")
     lines = current.splitlines(keepends=True)
     end_of_table = lines.index("<!-- END generated: settings -->\n")
     stale = "".join(lines[: end_of_table - 1] + lines[end_of_table:])  # the last setting is gone
-    stale = stale.replace("      kind: date_iso8601\n", "      kind: string\n", 1)
-    copy = tmp_path / "README.md"
-    copy.write_text(stale, encoding="utf-8")
-    script = [sys.executable, str(ROOT / "scripts" / "readme.py"), "--readme", str(copy)]
+    (project / "README.md").write_text(stale, encoding="utf-8")
+    plugin = (ROOT / "plugin" / "tap-optico.yml").read_text(encoding="utf-8")
+    stale_plugin = plugin.replace("tap-optico==", "tap-optico>=")
+    (project / "plugin" / "tap-optico.yml").write_text(stale_plugin, encoding="utf-8")
+    script = [sys.executable, str(ROOT / "scripts" / "readme.py"), "--root", str(project)]
     check = subprocess.run([*script, "--check"], capture_output=True, text=True, timeout=120, check=False)
     assert check.returncode == 1
     assert lines[end_of_table - 1] in check.stdout
-    assert copy.read_text(encoding="utf-8") == stale
+    assert "+pip_url: tap-optico==" in check.stdout
+    assert (project / "README.md").read_text(encoding="utf-8") == stale
     rewrite = subprocess.run(script, capture_output=True, text=True, timeout=120, check=False)
     assert rewrite.returncode == 0, rewrite.stderr
-    assert copy.read_text(encoding="utf-8") == current
+    assert (project / "README.md").read_text(encoding="utf-8") == current
+    assert (project / "plugin" / "tap-optico.yml").read_text(encoding="utf-8") == plugin
 
 
-def served(arguments: list[str]) -> tuple[int, set[str]]:
-    """How many calls, on which days, a sandbox started with these arguments serves."""
-    options = sandbox_options(arguments)
-    server = build_server(
-        first_day=options.first_day, last_day=options.last_day, calls_per_day=options.calls_per_day
+def test_make_readme_reads_meltano_yml_as_yaml_after_a_schedule_is_added(tmp_path: Path) -> None:
+    """`meltano schedule add` rewrites meltano.yml (its own indentation, a schedules list): the
+    generated parts stay what they were."""
+    project = project_files(tmp_path)
+    env = user_env(MELTANO_SEND_ANONYMOUS_USAGE_STATS="false")
+    meltano = str(Path(sys.executable).parent / "meltano")
+    add = [meltano, "schedule", "add", "optico-daily", "--job", "optico-to-jsonl", "--interval", "@daily"]
+    scheduled = subprocess.run(
+        add, cwd=project, env=env, capture_output=True, text=True, timeout=300, check=False
     )
-    server.close()
-    data = server.api.data
-    # Every account of the sandbox has as many calls, on the same days.
-    count = expected_call_count(server) * options.accounts
-    return count, {day.isoformat() for day in data.days(data.first_day, data.last_day)}
+    assert scheduled.returncode == 0, scheduled.stderr[-3000:]
+    assert "schedules:" in (project / "meltano.yml").read_text(encoding="utf-8")
+    script = [sys.executable, str(ROOT / "scripts" / "readme.py"), "--root", str(project), "--check"]
+    check = subprocess.run(script, capture_output=True, text=True, timeout=120, check=False)
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
 
 
 def written(work: Path, stream: str) -> list[Path]:
@@ -135,7 +200,7 @@ def written(work: Path, stream: str) -> list[Path]:
 def check_duckdb(block: Block, work: Path, sandbox: list[str]) -> None:
     """A block that loads into target-duckdb and builds the dbt models: the loaded tables and the
     models hold every call the sandbox serves, once."""
-    count, days = served(sandbox)
+    count, days = served_calls(sandbox)
     path = work / "output" / "warehouse.duckdb"
     [calls] = duckdb_rows(
         path,
@@ -160,7 +225,7 @@ def check_outputs(block: Block, work: Path, sandbox: list[str], before: set[Path
         assert calls, f"{block.id}: the block runs the tap but wrote no calls"
     if not calls:
         return
-    count, days = served(sandbox)
+    count, days = served_calls(sandbox)
     records = jsonl_records(calls)
     assert len({(record["account"], record["call_id"]) for record in records}) == count, block.id
     assert {record["start_date_local"][:10] for record in records} == days, block.id
@@ -171,7 +236,7 @@ def run_block(block: Block, work: Path, port: int) -> None:
     """Run a block as a person would, in ``work``, with the sandbox running (its own, or else the
     one the README starts first)."""
     env = user_env()
-    script = block.text.replace(SANDBOX_PORT, str(port))
+    script = block.text.replace(SANDBOX_PORT, str(port)).replace(OTHER_PORT, str(free_port()))
     own = sandbox_commands([block])
     sandbox = own[0] if own else sandbox_commands(BLOCKS)[0]
     before = {*written(work, "calls"), *written(work, "daily_calls")}
@@ -182,12 +247,13 @@ def run_block(block: Block, work: Path, port: int) -> None:
         for number in range(3 if block.kind == "repeat" else 1):
             earlier = set(written(work, "calls"))
             run = run_shell(script, work, env)
-            assert run.returncode == 0, f"{block.id} (README line {block.line}):\n{run.output[-5000:]}"
+            assert run.returncode == 0, f"{block.where}:\n{run.output[-5000:]}"
             if own:
                 wait_until_free(port)
             if number:  # a later run reads from the state the one before saved, not everything again
                 again = jsonl_records(sorted(set(written(work, "calls")) - earlier))
-                assert len(again) < served(sandbox)[0], f"{block.id}: run {number + 1} read everything again"
+                everything = served_calls(sandbox)[0]
+                assert len(again) < everything, f"{block.id}: run {number + 1} read everything again"
     check_outputs(block, work, sandbox, before)
 
 

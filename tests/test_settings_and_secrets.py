@@ -27,7 +27,7 @@ DEBUG = {"TAP_OPTICO_LOGLEVEL": "DEBUG"}
     [
         ({"api_key": None}, "Setting 'api_key' is required"),
         ({"api_key": ""}, "Setting 'api_key' is required"),
-        ({"start_date": None}, "Setting 'start_date' must be a date as YYYY-MM-DD, got None"),
+        ({"start_date": None}, "Setting 'start_date' is required: a date as YYYY-MM-DD"),
         ({"start_date": "05/05/2026"}, "Setting 'start_date' must be a date as YYYY-MM-DD, got '05/05/2026'"),
         ({"end_date": "2026-13-01"}, "Setting 'end_date' must be a date as YYYY-MM-DD"),
         (
