@@ -47,7 +47,8 @@ def group_names(environ: Mapping[str, str]) -> list[str]:
     if old:
         raise GroupError(
             f"{old[0]} holds a group's keys where every run can read them: name the groups in "
-            f"{NAMES} and give each its own secret ({SOURCE}); see the README's upgrade note"
+            f"{NAMES} and give each its own secret ({SOURCE}); see docs/dagster.md, "
+            "'Settings from before account groups'"
         )
     names = [name for name in re.split(r"[\s,]+", environ.get(NAMES, "")) if name]
     if not names:

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(sys.executable).parent.parent
 README = ROOT / "README.md"
 #: The pages whose blocks run, in the order a person reads them: the README, then docs/ in the
-#: order of the README's "Where next" list (docs/dagster-dbt.md runs with its own tests).
+#: order of the README's "Where next" list.
 PAGES = (
     README,
     *(
@@ -54,6 +54,7 @@ PAGES = (
             "transform",
             "backfilling",
             "dagster",
+            "dagster-dbt",
             "reliability",
             "reconciliation",
             "performance",
