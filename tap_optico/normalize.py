@@ -368,18 +368,6 @@ class Normalizer:
         self.finish(records)
         return records, not_objects
 
-    def row_form(self, raw: Any) -> Any:
-        """A result in one form whichever decoder read it, to compare rows: a JSON object of plain
-        values (empty texts as nulls) as the struct the fast path decodes it into; else as it is."""
-        fast_type = self.fast_type
-        if fast_type is None or raw.__class__ is not dict:
-            return raw
-        values = {k: None if v == "" else v for k, v in raw.items()}
-        try:
-            return msgspec.convert(values, fast_type, strict=False)
-        except msgspec.ValidationError:
-            return raw
-
     def __call__(self, raw: Any) -> dict[str, Any]:
         """The record of the result ``raw`` as a dict, with no account; ``raw`` stays as it is."""
         [record], _ = self.records([copy.copy(raw) if raw.__class__ is self.fast_type else raw], None)

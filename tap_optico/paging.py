@@ -297,7 +297,6 @@ class WindowPager:
         max_reads: int,
         logger: logging.Logger,
         describe: Callable[[Window], str] = lambda window: f"window {window.start}..{window.end}",
-        form: RowForm | None = None,
         room: int | None = None,
     ) -> None:
         self.fetch = fetch
@@ -308,7 +307,7 @@ class WindowPager:
         self.max_reads = max_reads
         self.logger = logger
         self.describe = describe
-        self.form = form or RowForm()
+        self.form = RowForm()
         self._schedule = _Schedule([], self.room)
 
     def held(self, window: Window) -> int:

@@ -31,7 +31,6 @@ from tap_optico.bookmarks import Days, Mark, StateCadence, WindowRead, after_win
 from tap_optico.client import OpticoClient
 from tap_optico.normalize import ACCOUNT, Normalizer, Record
 from tap_optico.paging import Failure, Outcome, Rows, Window, WindowEnd, WindowPager
-from tap_optico.reconcile import RowForm
 from tap_optico.sdk_seam import WindowedStream
 from tap_optico.secrets import shorten
 from tap_optico.settings import Account, Settings, read_day
@@ -384,7 +383,6 @@ class OpticoStream(WindowedStream, OpticoClient):
             max_reads=MAX_WINDOW_READS,
             logger=self.logger,
             describe=self.describe,
-            form=RowForm(self.normalizer.row_form),
         )
         plans: list[Plan] = []
         marks: dict[str, Mark] = {}

@@ -2,9 +2,9 @@
 
 A pure function of the pages, so that each rule is checked in one place:
 
-- rows are compared in one form whatever decoded them (:class:`RowForm`):
-  a page the fast path typed and a page the converters read give equal rows
-  for the same call;
+- rows are compared as decoded (:class:`RowForm`): a result is typed, or
+  not, by its own values, whatever page and formatting it comes in
+  (``normalize.decode_plain_page``), so the same call is the same row;
 - rows at the top of a page identical, in every field and in order, to the
   rows at the bottom of the page before are *edge repeats*: the same rows
   handed twice when the API's offset slipped (an off-by-one);
@@ -21,7 +21,7 @@ A pure function of the pages, so that each rule is checked in one place:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Protocol
@@ -39,26 +39,20 @@ class PageRows(Protocol):
     def total_results(self) -> int | None: ...
 
 
-def _as_is(row: Any) -> Any:
-    return row
-
-
 @dataclass(frozen=True)
 class RowForm:
-    """Compares rows in one form: ``form`` turns a row of either decoder into it (the normaliser's
-    :meth:`~tap_optico.normalize.Normalizer.row_form`); rows of the same type compare as they are."""
+    """Compares rows (typed records or JSON values) as they are, and keys them as bytes."""
 
-    form: Callable[[Any], Any] = _as_is
-
-    def same(self, a: Any, b: Any) -> bool:
-        return bool(a == b if a.__class__ is b.__class__ else self.form(a) == self.form(b))
+    @staticmethod
+    def same(a: Any, b: Any) -> bool:
+        return bool(a == b)
 
     def same_rows(self, a: Sequence[Any], b: Sequence[Any]) -> bool:
         return len(a) == len(b) and all(map(self.same, a, b))
 
     def key(self, row: Any) -> bytes:
         """The row in its one form, as bytes to hash."""
-        return msgspec.json.encode(self.form(row))
+        return msgspec.json.encode(row)
 
     def edge_repeat(self, before: Sequence[Any], page: Sequence[Any]) -> int:
         """How many rows at the top of ``page`` repeat, identical and in order, the bottom of ``before``."""
