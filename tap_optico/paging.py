@@ -31,7 +31,7 @@ from typing import Any
 from singer_sdk.exceptions import FatalAPIError
 
 from tap_optico.api import FIRST_PAGE, MAX_PAGE_SIZE
-from tap_optico.reconcile import Reconciled, RowForm, reconcile
+from tap_optico.reconcile import Reconciled, edge_repeat, reconcile, row_key, unseen
 from tap_optico.settings import Account
 
 #: Pages read past the point where a read whose total_results moved reaches its first count.
@@ -307,7 +307,6 @@ class WindowPager:
         self.max_reads = max_reads
         self.logger = logger
         self.describe = describe
-        self.form = RowForm()
         self._schedule = _Schedule([], self.room)
 
     def held(self, window: Window) -> int:
@@ -372,7 +371,7 @@ class WindowPager:
 
     def _take(self, read: _Read, page: Page) -> Step:
         """Judge one page of the read under way (the pages before it are taken)."""
-        results, form = page.results, self.form
+        results = page.results
         same = bool(results) and self._same_answer(read, page) is not None
         if page.total_results is not None:
             if read.total is None:
@@ -384,14 +383,12 @@ class WindowPager:
             read.handed += len(results)
             if read.moved:
                 if read.seen is None:  # a row identical to one of an earlier page is a repeat
-                    read.seen = {form.key(row) for earlier in read.pages[:-1] for row in earlier.results}
-                    read.rows = len(read.seen)
-                keys = [form.key(row) for row in results]
-                new = sum(key not in read.seen for key in keys)
-                read.seen.update(keys)
+                    read.seen = set()
+                    read.rows = sum(len(unseen(earlier.results, read.seen)) for earlier in read.pages[:-1])
+                new = len(unseen(results, read.seen))
                 read.rows += new
             else:
-                repeated = form.edge_repeat(read.pages[-2].results, results) if len(read.pages) > 1 else 0
+                repeated = edge_repeat(read.pages[-2].results, results) if len(read.pages) > 1 else 0
                 if read.total is not None:  # rows up to total_results are all calls, twins too
                     repeated = min(repeated, max(0, read.handed - read.total))
                 new = len(results) - repeated
@@ -418,10 +415,9 @@ class WindowPager:
 
     def _same_answer(self, read: _Read, page: Page) -> Page | None:
         """The earlier page of the read with the very same rows, if any (else this one is noted)."""
-        form = self.form
-        key = len(page.results).to_bytes(4, "big") + form.key(page.results[0])
+        key = len(page.results).to_bytes(4, "big") + row_key(page.results[0])
         alike = read.answers.setdefault(key, [])
-        earlier = next((other for other in alike if form.same_rows(other.results, page.results)), None)
+        earlier = next((other for other in alike if list(other.results) == list(page.results)), None)
         if earlier is None:
             alike.append(page)
         return earlier
@@ -445,7 +441,7 @@ class WindowPager:
         return f"{where}: {same} {missing} (the API ignores 'page')"
 
     def _close(self, read: _Read) -> None:
-        result = reconcile(read.pages, self.form)
+        result = reconcile(read.pages)
         outcome = after_read(result, read.reads, self.max_reads, moved=read.moved)
         if outcome is Outcome.AGAIN:
             why = (

@@ -33,7 +33,7 @@ from tap_optico.paging import (
     WindowPager,
 )
 from tap_optico.reading import plan_windows
-from tap_optico.reconcile import Reconciled, RowForm, reconcile
+from tap_optico.reconcile import Reconciled, edge_repeat, reconcile
 from tests.helpers import ACCOUNT
 
 Mode = Literal["exact", "off-by-one", "endless", "ignore-page", "phantom"]
@@ -191,7 +191,6 @@ def test_edge_repeats_are_dropped_when_total_results_moved_or_is_missing() -> No
 
 
 def test_edge_repeat_is_the_longest_run_the_page_before_ends_with() -> None:
-    edge_repeat = RowForm().edge_repeat
     assert edge_repeat([1, 2, 3], [2, 3, 4]) == 2
     assert edge_repeat([1, 2, 3], [3, 3, 4]) == 1
     assert edge_repeat([1, 2, 3], [4, 5]) == 0
