@@ -14,7 +14,7 @@ that only once the page before says there is more.
 
 Windows are handed over whole and in order, so that a bookmark never passes
 a window that is not read; a window waits in memory only while the windows
-before it are read, and new windows start only while few pages are held.
+before it are read, and new windows start only while few rows are held.
 """
 
 from __future__ import annotations
@@ -211,11 +211,6 @@ class _Read:
 
     @property
     def held(self) -> int:
-        """Pages this read holds in memory."""
-        return len(self.parts) if self.end else len(self.pages) + len(self.early)
-
-    @property
-    def held_rows(self) -> int:
         """Rows this read holds in memory (what its pages cost, whatever their size)."""
         if self.end:
             return sum(map(len, self.parts))
@@ -249,13 +244,13 @@ class _Schedule:
 
     def next_to_request(self) -> _Read | None:
         """The first read with a page to request now (starting a new window if need be); None: none."""
-        held = sum(read.held_rows for read in self.reads[self.reported + 1 : self.started])
+        held = sum(read.held for read in self.reads[self.reported + 1 : self.started])
         active = [read for read in self.reads[self.reported : self.started] if self.live(read)]
         reading = next((read for read in active if read.end is None), None)
         for read in active:
             if read.end is not None or read.next_unrequested > read.last_page:
                 continue
-            first = read is self.reads[self.reported] or (read is reading and read.held_rows < self.room)
+            first = read is self.reads[self.reported] or (read is reading and read.held < self.room)
             return read if first or held < self.room else None
         while self.started < len(self.reads):
             if self.started > self.reported and held >= self.room:
@@ -310,7 +305,7 @@ class WindowPager:
         self._schedule = _Schedule([], self.room)
 
     def held(self, window: Window) -> int:
-        """Pages the pager holds in memory for ``window`` now (what its memory bound limits)."""
+        """Rows the pager holds in memory for ``window`` now (what its memory bound limits)."""
         return sum(read.held for read in self._schedule.reads if read.window.index == window.index)
 
     def read(self, windows: Sequence[Window]) -> Iterator[Rows | WindowEnd | Failure]:
