@@ -14,7 +14,7 @@ that only once the page before says there is more.
 
 Windows are handed over whole and in order, so that a bookmark never passes
 a window that is not read; a window waits in memory only while the windows
-before it are read, and new windows start only while few pages are held.
+before it are read, and new windows start only while few rows are held.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 from singer_sdk.exceptions import FatalAPIError
 
 from tap_optico.api import FIRST_PAGE, MAX_PAGE_SIZE
-from tap_optico.reconcile import Reconciled, RowForm, reconcile
+from tap_optico.reconcile import Reconciled, edge_repeat, reconcile, row_key, unseen
 from tap_optico.settings import Account
 
 #: Pages read past the point where a read whose total_results moved reaches its first count.
@@ -211,11 +211,6 @@ class _Read:
 
     @property
     def held(self) -> int:
-        """Pages this read holds in memory."""
-        return len(self.parts) if self.end else len(self.pages) + len(self.early)
-
-    @property
-    def held_rows(self) -> int:
         """Rows this read holds in memory (what its pages cost, whatever their size)."""
         if self.end:
             return sum(map(len, self.parts))
@@ -249,13 +244,13 @@ class _Schedule:
 
     def next_to_request(self) -> _Read | None:
         """The first read with a page to request now (starting a new window if need be); None: none."""
-        held = sum(read.held_rows for read in self.reads[self.reported + 1 : self.started])
+        held = sum(read.held for read in self.reads[self.reported + 1 : self.started])
         active = [read for read in self.reads[self.reported : self.started] if self.live(read)]
         reading = next((read for read in active if read.end is None), None)
         for read in active:
             if read.end is not None or read.next_unrequested > read.last_page:
                 continue
-            first = read is self.reads[self.reported] or (read is reading and read.held_rows < self.room)
+            first = read is self.reads[self.reported] or (read is reading and read.held < self.room)
             return read if first or held < self.room else None
         while self.started < len(self.reads):
             if self.started > self.reported and held >= self.room:
@@ -307,11 +302,10 @@ class WindowPager:
         self.max_reads = max_reads
         self.logger = logger
         self.describe = describe
-        self.form = RowForm()
         self._schedule = _Schedule([], self.room)
 
     def held(self, window: Window) -> int:
-        """Pages the pager holds in memory for ``window`` now (what its memory bound limits)."""
+        """Rows the pager holds in memory for ``window`` now (what its memory bound limits)."""
         return sum(read.held for read in self._schedule.reads if read.window.index == window.index)
 
     def read(self, windows: Sequence[Window]) -> Iterator[Rows | WindowEnd | Failure]:
@@ -372,7 +366,7 @@ class WindowPager:
 
     def _take(self, read: _Read, page: Page) -> Step:
         """Judge one page of the read under way (the pages before it are taken)."""
-        results, form = page.results, self.form
+        results = page.results
         same = bool(results) and self._same_answer(read, page) is not None
         if page.total_results is not None:
             if read.total is None:
@@ -384,14 +378,12 @@ class WindowPager:
             read.handed += len(results)
             if read.moved:
                 if read.seen is None:  # a row identical to one of an earlier page is a repeat
-                    read.seen = {form.key(row) for earlier in read.pages[:-1] for row in earlier.results}
-                    read.rows = len(read.seen)
-                keys = [form.key(row) for row in results]
-                new = sum(key not in read.seen for key in keys)
-                read.seen.update(keys)
+                    read.seen = set()
+                    read.rows = sum(len(unseen(earlier.results, read.seen)) for earlier in read.pages[:-1])
+                new = len(unseen(results, read.seen))
                 read.rows += new
             else:
-                repeated = form.edge_repeat(read.pages[-2].results, results) if len(read.pages) > 1 else 0
+                repeated = edge_repeat(read.pages[-2].results, results) if len(read.pages) > 1 else 0
                 if read.total is not None:  # rows up to total_results are all calls, twins too
                     repeated = min(repeated, max(0, read.handed - read.total))
                 new = len(results) - repeated
@@ -418,10 +410,9 @@ class WindowPager:
 
     def _same_answer(self, read: _Read, page: Page) -> Page | None:
         """The earlier page of the read with the very same rows, if any (else this one is noted)."""
-        form = self.form
-        key = len(page.results).to_bytes(4, "big") + form.key(page.results[0])
+        key = len(page.results).to_bytes(4, "big") + row_key(page.results[0])
         alike = read.answers.setdefault(key, [])
-        earlier = next((other for other in alike if form.same_rows(other.results, page.results)), None)
+        earlier = next((other for other in alike if list(other.results) == list(page.results)), None)
         if earlier is None:
             alike.append(page)
         return earlier
@@ -445,7 +436,7 @@ class WindowPager:
         return f"{where}: {same} {missing} (the API ignores 'page')"
 
     def _close(self, read: _Read) -> None:
-        result = reconcile(read.pages, self.form)
+        result = reconcile(read.pages)
         outcome = after_read(result, read.reads, self.max_reads, moved=read.moved)
         if outcome is Outcome.AGAIN:
             why = (

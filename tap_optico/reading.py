@@ -179,10 +179,9 @@ class WindowReader:
     key on every read. Streams without look-alikes drop a record whose
     identity the window already gave. A non-object row is skipped with a
     WARNING (it still counted as a row of the read). A record dated outside
-    its window's days (a stray) is emitted at once, and its home window,
-    when read later in this run, does not emit it again; strays dated
-    outside the account's plan, or in a window read earlier than the one
-    before, are emitted once per run. Every record gets its account's name.
+    its window's days (a stray) is emitted at once, once per run: no later
+    window emits it again, its home window included, and a record the window
+    before emitted is not emitted again. Every record gets its account's name.
     """
 
     def __init__(
@@ -205,12 +204,11 @@ class WindowReader:
         self.days = days
         self.logger = logger
         self._plans: dict[str, Plan] = {}
-        # The last window handed over and its identities (where edge-of-day strays come from): an
-        # account's windows are handed over one after the other.
-        self._previous: tuple[int, set[Hashable]] = (-1, set())
-        # Window index -> identities of its days that another window emitted.
-        self._claimed: dict[int, set[Hashable]] = {}
-        self._strays: set[tuple[str, Hashable]] = set()
+        # The account of the last window handed over and its identities (where edge-of-day strays
+        # come from): an account's windows are handed over one after the other.
+        self._previous: tuple[str, set[Hashable]] = ("", set())
+        # Per account, the identities of the strays emitted in this run.
+        self._strays: dict[str, set[Hashable]] = {}
         self._stray_days: Counter[dt.date] = Counter()
 
     def read(self, pager: WindowPager, plans: list[Plan]) -> Iterator[list[Record] | Delivered | Failure]:
@@ -223,8 +221,6 @@ class WindowReader:
         records: Generator[list[Record] | Delivered, Rows | WindowEnd, None]
         for item in pager.read(windows):
             if isinstance(item, Failure):
-                for failed in self._plans[item.window.account.name].windows:
-                    self._claimed.pop(failed.index, None)
                 yield item
                 continue
             if window is not item.window:
@@ -254,7 +250,8 @@ class WindowReader:
         value_of = self.replication_value
         ranks: dict[Any, int] = {}
         keys: set[Hashable] = set()
-        claimed = self._claimed.pop(window.index, ())
+        account = window.account.name
+        strays = self._strays.setdefault(account, set())
         newest: Any = None
         not_objects: list[Any] = []
         # The tap writes every replication value in one form (an instant in UTC, or a date), and
@@ -264,7 +261,7 @@ class WindowReader:
         form = len(first)
         item = yield []
         while isinstance(item, Rows):
-            typed, odd = normalize.records(item.rows, window.account.name)
+            typed, odd = normalize.records(item.rows, account)
             not_objects += odd
             records: list[Record] = []
             for record in typed:
@@ -283,15 +280,18 @@ class WindowReader:
                     if not (first <= value < after and len(value) == form):
                         day = self.days(value)
                         if not window.start <= day <= window.end:
-                            if self._first_time_stray(key, day, window):
+                            last, last_keys = self._previous
+                            if key not in strays and not (last == account and key in last_keys):
+                                strays.add(key)
+                                self._stray_days[day] += 1
                                 records.append(record)
                             continue
                     if newest is None or value > newest:
                         newest = value
-                if key not in claimed:
+                if key not in strays:
                     records.append(record)
             item = yield records
-        self._previous = (window.index, keys)
+        self._previous = (account, keys)
         if not_objects:
             self.logger.warning(
                 "%s: skipped a result that is not a JSON object: %s (%d in %s..%s%s; counted as read)",
@@ -300,34 +300,9 @@ class WindowReader:
                 len(not_objects),
                 window.start,
                 window.end,
-                f" of account {window.account.name}" if len(self._plans) > 1 else "",
+                f" of account {account}" if len(self._plans) > 1 else "",
             )
         yield Delivered(item, newest)
-
-    def _first_time_stray(self, key: Hashable, day: dt.date, window: Window) -> bool:
-        """Whether a record dated ``day``, outside ``window``, is to be emitted now (and count it)."""
-        account = window.account.name
-        home = self._window_of(day, account)
-        if home is not None and home.index > window.index:
-            if key in self._claimed.get(home.index, ()):
-                return False
-            self._claimed.setdefault(home.index, set()).add(key)
-        else:
-            last, last_keys = self._previous
-            handed_before = home is not None and home.index == last and key in last_keys
-            if handed_before or (account, key) in self._strays:
-                return False
-            # Outside the plan, or its window is read and its records forgotten: once per run.
-            self._strays.add((account, key))
-        self._stray_days[day] += 1
-        return True
-
-    def _window_of(self, day: dt.date, account: str) -> Window | None:
-        windows = self._plans[account].windows
-        if not windows or not windows[0].start <= day <= windows[-1].end:
-            return None
-        span = (windows[0].end - windows[0].start).days + 1
-        return windows[(day - windows[0].start).days // span]
 
 
 class OpticoStream(WindowedStream, OpticoClient):

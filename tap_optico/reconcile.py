@@ -2,7 +2,7 @@
 
 A pure function of the pages, so that each rule is checked in one place:
 
-- rows are compared as decoded (:class:`RowForm`): a result is typed, or
+- rows are compared as decoded (:func:`row_key`): a result is typed, or
   not, by its own values, whatever page and formatting it comes in
   (``normalize.decode_plain_page``), so the same call is the same row;
 - rows at the top of a page identical, in every field and in order, to the
@@ -39,34 +39,24 @@ class PageRows(Protocol):
     def total_results(self) -> int | None: ...
 
 
-@dataclass(frozen=True)
-class RowForm:
-    """Compares rows (typed records or JSON values) as they are, and keys them as bytes."""
+def row_key(row: Any) -> bytes:
+    """A row as bytes to hash (rows are compared as decoded)."""
+    return msgspec.json.encode(row)
 
-    @staticmethod
-    def same(a: Any, b: Any) -> bool:
-        return bool(a == b)
 
-    def same_rows(self, a: Sequence[Any], b: Sequence[Any]) -> bool:
-        return len(a) == len(b) and all(map(self.same, a, b))
+def unseen(rows: Sequence[Any], seen: set[bytes]) -> list[Any]:
+    """The ``rows`` that no row of ``seen`` (keys) is identical to; ``seen`` then holds theirs too."""
+    keys = [row_key(row) for row in rows]
+    kept = [row for row, key in zip(rows, keys, strict=True) if key not in seen]
+    seen.update(keys)
+    return kept
 
-    def key(self, row: Any) -> bytes:
-        """The row in its one form, as bytes to hash."""
-        return msgspec.json.encode(row)
 
-    def edge_repeat(self, before: Sequence[Any], page: Sequence[Any]) -> int:
-        """How many rows at the top of ``page`` repeat, identical and in order, the bottom of ``before``."""
-        if not before or not page:
-            return 0
-        first, same = page[0], self.same
-        longest = min(len(before), len(page))
-        for start in range(len(before) - longest, len(before)):
-            row = before[start]
-            if row == first or (row.__class__ is not first.__class__ and same(row, first)):
-                size = len(before) - start
-                if self.same_rows(before[start:], page[:size]):
-                    return size
-        return 0
+def edge_repeat(before: Sequence[Any], page: Sequence[Any]) -> int:
+    """How many rows at the top of ``page`` repeat, identical and in order, the bottom of ``before``."""
+    longest = min(len(before), len(page))
+    sizes = (n for n in range(longest, 0, -1) if before[-n] == page[0])
+    return next((n for n in sizes if list(before[-n:]) == list(page[:n])), 0)
 
 
 @dataclass(frozen=True)
@@ -97,22 +87,16 @@ class Reconciled:
         return 0 if self.total is None else max(0, self.kept - self.total)
 
 
-def reconcile(pages: Sequence[PageRows], form: RowForm | None = None) -> Reconciled:
+def reconcile(pages: Sequence[PageRows]) -> Reconciled:
     """The rows of a read's ``pages`` (in page order), as the rules of this module say."""
-    form = form or RowForm()
     handed = sum(len(page.results) for page in pages)
     totals = {page.total_results for page in pages if page.total_results is not None}
     total = max(totals, default=None)
     if len(totals) > 1:  # no snapshot: a row an earlier page gave is a repeat
         seen: set[bytes] = set()
-        parts: list[Sequence[Any]] = []
-        for page in pages:
-            keys = [form.key(row) for row in page.results]
-            parts.append([row for row, key in zip(page.results, keys, strict=True) if key not in seen])
-            seen.update(keys)
-        kept = sum(map(len, parts))
-        return Reconciled(tuple(parts), handed, handed - kept, total)
-    runs = [0] + [form.edge_repeat(a.results, b.results) for a, b in pairwise(pages)]
+        kept = tuple(unseen(page.results, seen) for page in pages)
+        return Reconciled(kept, handed, handed - sum(map(len, kept)), total)
+    runs = [0] + [edge_repeat(a.results, b.results) for a, b in pairwise(pages)]
     candidates = sum(runs)
     to_drop = candidates if total is None else min(candidates, max(0, handed - total))
     dropped = _spread(to_drop, runs)
