@@ -4,6 +4,7 @@ in-process files, `make bench` writes RESULTS.md only when asked."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,19 @@ from tests.helpers_readme import ROOT
 
 def dry_run(*arguments: str) -> list[str]:
     """The commands `make` would run, every target rebuilt (-B), none run (-n)."""
+    # Under `make test` the suite runs inside make: its variables would make this one a sub-make,
+    # which prints "Entering directory" lines among the commands.
+    env = {
+        name: value for name, value in os.environ.items() if name not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")
+    }
     run = subprocess.run(
-        ["make", "-n", "-B", *arguments], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+        ["make", "-n", "-B", *arguments],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return run.stdout.splitlines()
 
