@@ -355,14 +355,15 @@ def test_a_cancelled_run_stops_meltano_and_the_tap(
 
 
 def written_files(folders: list[Path], since: float) -> Iterator[Path]:
-    """Files under `folders` changed since `since` (links, such as the linked venv, not followed)."""
+    """Regular files under `folders` changed since `since` (links, such as the linked venv, not
+    followed; sockets and pipes, which a process may leave in its TMPDIR, hold no file's text)."""
     for folder in folders:
         for root, dirs, files in os.walk(folder):
             dirs[:] = [name for name in dirs if not (Path(root) / name).is_symlink()]
             for name in files:
                 path = Path(root) / name
                 with contextlib.suppress(OSError):
-                    if not path.is_symlink() and path.stat().st_mtime >= since:
+                    if not path.is_symlink() and path.is_file() and path.stat().st_mtime >= since:
                         yield path
 
 
