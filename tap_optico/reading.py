@@ -128,7 +128,7 @@ class Progress:
                 empty.last,
             )
 
-    def handed(self, records: int) -> None:
+    def emitted(self, records: int) -> None:
         self.records += records
         if time.monotonic() - self.last_line >= self.every:
             self._line("reading")
@@ -381,7 +381,7 @@ class OpticoStream(WindowedStream, OpticoClient):
             if isinstance(item, list):  # records: all of them before the STATE that covers them
                 records = item if limit is None else item[: limit - emitted]
                 emitted += len(records)
-                progress.handed(len(records))
+                progress.emitted(len(records))
                 if tally is not None:
                     tally.add(records)
                 if self.writes_batches:  # the fast path: a batch at a time

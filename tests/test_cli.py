@@ -35,8 +35,8 @@ def test_progress_is_logged_during_a_long_window(caplog: pytest.LogCaptureFixtur
     plans = [Plan(ACCOUNT, windows[0].start, windows[-1].end, windows)]
     with caplog.at_level(logging.INFO):
         progress = Progress("calls", plans, logging.getLogger("t"), every=0)
-        progress.handed(5000)
-        progress.handed(5000)
+        progress.emitted(5000)
+        progress.emitted(5000)
     messages = [record.getMessage() for record in caplog.records]
     assert messages[0] == "calls: reading 2026-01-01..2026-01-14 in 2 window(s)"
     assert len(messages) == 3
