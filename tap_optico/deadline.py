@@ -1,17 +1,14 @@
 """A deadline for one whole HTTP try: the status line, the headers and the body.
 
-``requests`` bounds only the silence between two bytes (its read timeout), so
-an answer that trickles, a byte at a time, never times out, headers included.
-Within :func:`bounded`, a connection of :class:`DeadlineAdapter` that has not
-answered in full by the deadline has its socket shut by one watchdog thread
-(shared by every request, so a try costs no thread of its own); the blocked
-read ends at once and the caller reports the try as too slow.
+``requests`` bounds only the silence between two bytes, so an answer that trickles a byte at a
+time never times out. Within :func:`bounded`, a connection of :class:`DeadlineAdapter` that has
+not answered in full by the deadline has its socket shut by one watchdog thread shared by every
+request; the blocked read ends at once and the caller reports the try as too slow.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
 import itertools
 import socket
 import threading
@@ -30,8 +27,7 @@ class _Watchdog:
     """Shuts a socket at its deadline unless the try it belongs to ended first."""
 
     def __init__(self) -> None:
-        self._due: list[tuple[float, int, socket.socket]] = []
-        self._armed: set[int] = set()
+        self._due: dict[int, tuple[float, socket.socket]] = {}
         self._numbers = itertools.count()
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -39,8 +35,7 @@ class _Watchdog:
     def arm(self, when: float, sock: socket.socket) -> int:
         with self._changed:
             number = next(self._numbers)
-            heapq.heappush(self._due, (when, number, sock))
-            self._armed.add(number)
+            self._due[number] = (when, sock)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="optico-deadline", daemon=True)
                 self._thread.start()
@@ -49,26 +44,20 @@ class _Watchdog:
 
     def disarm(self, number: int) -> None:
         with self._changed:
-            self._armed.discard(number)
+            self._due.pop(number, None)
 
     def _run(self) -> None:
-        while True:
-            with self._changed:
-                while self._due and self._due[0][1] not in self._armed:
-                    heapq.heappop(self._due)
-                if not self._due:
-                    self._changed.wait()
-                    continue
-                when, number, sock = self._due[0]
-                left = when - time.monotonic()
-                if left > 0:
-                    self._changed.wait(left)
-                    continue
-                heapq.heappop(self._due)
-                self._armed.discard(number)
-                # Under the lock: a connection disarmed on its way back to the pool is never cut.
-                with contextlib.suppress(OSError):  # already closed: the try ended on its own
-                    sock.shutdown(socket.SHUT_RDWR)
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                for number, (when, sock) in list(self._due.items()):
+                    if when <= now:
+                        del self._due[number]
+                        # Under the lock: a connection disarmed on its way back to the pool is never cut.
+                        with contextlib.suppress(OSError):  # already closed: the try ended on its own
+                            sock.shutdown(socket.SHUT_RDWR)
+                soonest = min((when for when, _ in self._due.values()), default=None)
+                self._changed.wait(None if soonest is None else soonest - now)
 
 
 _watchdog = _Watchdog()
@@ -89,14 +78,10 @@ def bounded(deadline: float) -> Iterator[None]:
 
 
 class _Bounded:
-    """An HTTP connection whose answer is watched from the moment the request is sent until the
-    connection goes back to its pool or the try ends.
-
-    Closing the connection does not stop the watch: over HTTP/1.0, or with
-    ``Connection: close``, ``http.client`` closes the connection as soon as
-    the headers are in and the answer reads its body from the same socket
-    (shutting a socket that is closed for good does nothing).
-    """
+    """An HTTP connection whose answer is watched from the request sent until the connection goes
+    back to its pool or the try ends. Closing it does not stop the watch: over HTTP/1.0 or with
+    ``Connection: close``, ``http.client`` closes it once the headers are in, and the body is
+    read from the same socket."""
 
     sock: socket.socket | None
     _watched: int | None = None

@@ -1,12 +1,9 @@
 """Stopping on SIGTERM or SIGINT: promptly, and never in the middle of a line.
 
-Orchestrators stop a job with SIGTERM and kill it a few seconds later;
-people press Ctrl-C. The signal handler raises :class:`Stopped` at once,
-which unwinds whatever the tap waits on (a page that hangs, a slow API),
-except while a block of output is being written: then the writer finishes
-the line it is on and raises it itself, so stdout never holds a torn line.
-Nothing is flushed on the way out: records after the last STATE message are
-read again by the next run, which resumes from that STATE.
+Orchestrators kill a job a few seconds after SIGTERM. The signal handler raises :class:`Stopped` at
+once, which unwinds whatever the tap waits on, except while output is being written: then the
+writer finishes its line and raises it itself. Nothing is flushed on the way out: the next run
+resumes from the last STATE message.
 """
 
 from __future__ import annotations

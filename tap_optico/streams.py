@@ -1,8 +1,7 @@
 """The tap's streams: what each one reads, and how its records are keyed.
 
-Each stream's fields are its schema (``schemas/<stream>.json``, at the top of
-the repository); a field's raw values are converted as its schema type says,
-unless ``conversions`` names another way.
+A stream's fields are its schema (``schemas/<stream>.json``, at the top of the repository); raw
+values are converted as the field's schema type says, unless ``conversions`` names another way.
 """
 
 from __future__ import annotations
@@ -31,11 +30,8 @@ from tap_optico.totals import CallTally, Tally, TotalsTally, records
 
 
 def schema_directory() -> Traversable:
-    """Where the stream schemas are: the top-level ``schemas/`` of the repository.
-
-    The wheel carries that directory as ``tap_optico/schemas`` (pyproject.toml's
-    force-include); an editable install (a clone) reads the repository's own.
-    """
+    """The top-level ``schemas/``: in a wheel, as ``tap_optico/schemas`` (pyproject.toml's
+    force-include); in an editable install (a clone), the repository's own."""
     packaged = resources.files("tap_optico").joinpath("schemas")
     if packaged.is_dir() and any(entry.name.endswith(".json") for entry in packaged.iterdir()):
         return packaged
@@ -79,9 +75,8 @@ class DailyCallsStream(OpticoStream):
 class ReconciliationStream(DerivedStream):
     """One record per account-day read completely by both other streams: the calls delivered
     against Optico's own totals (totals.py). It asks the API nothing: singer-sdk syncs streams in
-    the order of their names, so it runs after ``calls`` and ``daily_calls`` and writes what
-    they read. Keyed by account and day, each run's verdict replaces the one before; its bookmark is
-    the last day checked (a date, as the others': two runs that read the same write the same state)."""
+    the order of their names, so it runs after ``calls`` and ``daily_calls``. Each run's verdict
+    replaces the one before; its bookmark is the last day checked (a date, as the others')."""
 
     name = "reconciliation"
     primary_keys = ("account", "date")
