@@ -67,7 +67,7 @@ def read_next_page(value: Any, current: int) -> int | None:
 
 def _count(value: Any) -> int | None:
     """A whole number ≥ 0 from a JSON number or digits; None for anything else."""
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdecimal():  # isdigit() takes "²", which int() refuses
         return int(value)
     return value if type(value) is int and value >= 0 else None  # a bool is not a count
 

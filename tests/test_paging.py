@@ -28,7 +28,7 @@ def test_next_page_that_does_not_move_forward_is_an_error(value: object) -> None
         read_next_page(value, 3)
 
 
-@pytest.mark.parametrize("value", ["trois", 2.5, True, [4]])
+@pytest.mark.parametrize("value", ["trois", 2.5, True, [4], "²"])
 def test_next_page_that_is_not_a_number_is_an_error(value: object) -> None:
     with pytest.raises(FatalAPIError, match="not a page number"):
         read_next_page(value, 1)

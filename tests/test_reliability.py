@@ -179,6 +179,7 @@ def canned_config(url: str) -> dict[str, Any]:
         ({"status": "OK", "total_results": 5}, "has no 'results' list (got NoneType)"),
         ({"status": "OK", "total_results": 1, "results": "oops"}, "has no 'results' list (got str)"),
         ({"status": "OK", "total_results": 9, "results": [CALL], "next_page": "deux"}, "next_page='deux'"),
+        ({"status": "OK", "total_results": "²", "results": [CALL], "next_page": "³"}, "next_page='³'"),
         (
             {"status": "OK", "total_results": 9, "results": [CALL], "next_page": 1},
             "paging does not move forward",
