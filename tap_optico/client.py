@@ -52,7 +52,7 @@ class RefusedKeyError(FatalAPIError):
 
 
 def read_next_page(value: Any, current: int) -> int | None:
-    """The page after ``current``, or None on the last page (``next_page`` absent, null, 0 or "")."""
+    """The page after ``current``, or None on the last page (``next_page`` absent or in LAST_PAGE_MARKERS)."""
     if value in LAST_PAGE_MARKERS:
         return None
     page = _count(value)
@@ -129,15 +129,14 @@ class OpticoClient(RESTStream[int]):
 
     def query(self, window: Window, number: int) -> dict[str, Any]:
         """Page ``number`` of ``window``: its days, and its account's key and filters."""
-        account = window.account
         return {
-            "api_key": account.api_key,
+            "api_key": window.account.api_key,
             "type": DATA_TYPE,
             "start_date": window.start.isoformat(),
             "end_date": window.end.isoformat(),
             "page": number,
             "limit": self.settings.page_size,
-            **account.filters,
+            **window.account.filters,
             **self.extra_params,
         }
 

@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from requests.adapters import HTTPAdapter
@@ -64,7 +63,7 @@ _watchdog = _Watchdog()
 _try = threading.local()
 
 
-@contextmanager
+@contextlib.contextmanager
 def bounded(deadline: float) -> Iterator[None]:
     """Requests of :class:`DeadlineAdapter` made in this thread end by ``deadline`` (time.monotonic),
     redirects included, on every kind of connection."""
