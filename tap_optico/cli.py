@@ -23,7 +23,8 @@ DEFERRED: Mapping[str, tuple[str, ...]] = {
 
 
 def main() -> None:
-    """Run the tap (``tap.main``), imported with the cyclic collector paused.
+    """Run the tap (``tap.main``), imported with the cyclic collector paused and with
+    stand-ins for the names singer-sdk takes from :data:`DEFERRED`.
 
     Importing singer-sdk creates many objects and no garbage: collecting during
     it costs about a tenth of the start-up. What start-up built (modules,
