@@ -143,8 +143,12 @@ def to_call_path(value: Any) -> list[str]:
     """The pages of a visit, in order: the API separates them with newlines."""
     if isinstance(value, list):
         return [to_text(page) for page in value if page not in (None, "")]
-    text = value if value.__class__ is str else to_text(value)
-    return list(filter(str.strip, (text.replace("\r\n", "\n") if "\r" in text else text).split("\n")))
+    return list(_pages(value if value.__class__ is str else to_text(value)))
+
+
+@functools.lru_cache(maxsize=MEMO_SIZE)  # visits follow the same paths: a path is split once
+def _pages(text: str) -> tuple[str, ...]:
+    return tuple(filter(str.strip, (text.replace("\r\n", "\n") if "\r" in text else text).split("\n")))
 
 
 def to_date(value: Any) -> str:
@@ -310,8 +314,7 @@ class Normalizer:
         #: the API sent unlisted fields, so that targets store SQL NULL, not a JSON null.
         self.properties = tuple(name for name in properties if name != EXTRA_FIELDS)
         self._keeps_extra = EXTRA_FIELDS in properties
-        unknown = set(conversions) - set(properties)
-        if unknown:
+        if unknown := set(conversions) - set(properties):
             msg = f"{stream_name}: conversions for fields the schema lacks: {sorted(unknown)}"
             raise TypeError(msg)
         #: The fields read from the API, with their conversions.
@@ -321,17 +324,12 @@ class Normalizer:
             if name not in (*self.derived, EXTRA_FIELDS, ACCOUNT)
         }
         #: The record as a struct (``record_struct``): what the reader keys and the writer encodes.
+        plain = {name: field.plain for name, field in self.fields.items()}
         self.record_type = record_struct(
-            tuple(
-                (name, self.fields[name].plain if name in self.fields else COMPUTED)
-                for name in self.properties
-            ),
-            extra=self._keeps_extra,
+            tuple((name, plain.get(name, COMPUTED)) for name in self.properties), extra=self._keeps_extra
         )
         #: The fast path's type, a plain page's results decode into (None: a field has no plain form).
-        self.fast_type = (
-            self.record_type if all(field.plain is not None for field in self.fields.values()) else None
-        )
+        self.fast_type = None if None in plain.values() else self.record_type
         self._after_plain = tuple(
             (name, field.convert or to_text) for name, field in self.fields.items() if field.after_plain
         )
@@ -460,10 +458,7 @@ class Normalizer:
     def log_summary(self) -> None:
         for name, count in sorted(self.unreadable.items()):
             self.logger.warning(
-                "%s: %d value(s) of %s could not be read and were set to null",
-                self.stream_name,
-                count,
-                name,
+                "%s: %d value(s) of %s could not be read and were set to null", self.stream_name, count, name
             )
 
 
@@ -572,10 +567,14 @@ class CallNormalizer(Normalizer):
         record.call_id = lookalike_call_id(record.call_id, occurrence)
 
 
+_KEY = hashlib.blake2b(digest_size=16)
+
+
 def call_id(start: str | None, tracking_number: str | None, caller: str | None, phone: str | None) -> str:
     """A stable key for a call: the same call read twice gets the same id."""
-    text = f"{start or ''}\x1f{tracking_number or ''}\x1f{caller or ''}\x1f{phone or ''}"
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    key = _KEY.copy()  # a copy of a hash set up once: its parameters are read once
+    key.update(f"{start or ''}\x1f{tracking_number or ''}\x1f{caller or ''}\x1f{phone or ''}".encode())
+    return key.hexdigest()
 
 
 def lookalike_call_id(first: str, occurrence: int) -> str:

@@ -50,6 +50,13 @@ def test_raw_forms(field: str, raw: Any, typed: Any) -> None:
     assert normalize(**{field: raw})[field] == typed
 
 
+def test_calls_with_the_same_path_each_hold_a_list_of_their_own() -> None:
+    """A path is split once (cached), but a record's list is its own: a target may change it."""
+    first, second = (normalize(call_path="/\n/tarifs")["call_path"] for _ in range(2))
+    first.append("/contact")
+    assert second == ["/", "/tarifs"]
+
+
 @pytest.mark.parametrize(
     ("raw", "utc", "local"),
     [
