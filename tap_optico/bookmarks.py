@@ -1,19 +1,10 @@
 """Where an account's bookmark goes: one rule, decided window by window, in window order.
 
-A bookmark follows the days read completely: once every window of an account
-up to a day has been read, its bookmark moves to that day, whether or not the
-days held data (a quiet account moves on like a busy one). The value stays a
-value of the replication key: the newest record of that day when there is
-one, else the day itself (its start, for a date-time key). The next run
-starts from the bookmark's day minus ``lookback_days``.
-
-A window whose rows the tap could not settle (its ``total_results`` moved
-in every read: calls arriving or leaving while it was paged) holds the
-bookmark before it for the rest of the run: the next run reads it again. A
-window read through every page the API offers moves the bookmark even when
-its rows stay short of ``total_results``: the API has nothing more to give
-(the reader says so). A window that cannot be read fails its account, whose
-bookmark then stays.
+A bookmark follows the days read completely, whether or not they held data (a quiet account moves
+on like a busy one): the newest record of the last such day, else the day itself (its start, for a
+date-time key). A window whose ``total_results`` moved in every read holds the bookmark before it
+for the rest of the run; a window read through every page the API offers moves it even when short
+of ``total_results``; a window that cannot be read fails its account, whose bookmark stays.
 """
 
 from __future__ import annotations
@@ -37,9 +28,8 @@ DAYS_KEPT = 4096
 class Days:
     """The day of a replication value in the configured time zone (``read_day``, remembered per hour).
 
-    A value written in UTC maps to its local day all the same. An hour is
-    remembered only when all of it falls on one local day (not so with an
-    offset of half an hour, say), else each value is read on its own.
+    An hour is remembered only when all of it falls on one local day (not so with an offset of half
+    an hour, say).
     """
 
     def __init__(self, zone: dt.tzinfo) -> None:
@@ -64,12 +54,9 @@ class Days:
 
 
 def is_later(value: Any, than: Any) -> bool:
-    """Whether the replication value ``value`` comes after ``than``.
-
-    Date-times compare as instants, whatever their offsets: a bookmark written
-    before ``start_date`` was in UTC carries the offset of ``timezone``, and
-    is read as before. Dates compare as dates, anything else as text.
-    """
+    """Whether the replication value ``value`` comes after ``than``: date-times as instants, whatever
+    their offsets (a bookmark written before instants were in UTC has the offset of ``timezone``),
+    dates as dates, anything else as text."""
     try:
         return read_instant(value) > read_instant(than)
     except (TypeError, ValueError):
@@ -110,12 +97,9 @@ def after_window(mark: Mark, window: WindowRead, *, days: Days, day_value: Calla
 class StateCadence:
     """When a moved bookmark is worth a STATE message.
 
-    Every STATE holds the bookmark of every account, so a STATE per window
-    would make STATE grow with the square of the accounts. A STATE is
-    written once bookmarks moved for a quarter of the accounts (after every
-    window with one account), or :data:`STATE_SECONDS` after the last if one
-    moved: a run's STATE then grows with its windows, and an interrupted run
-    loses at most a quarter of the accounts' progress or half a minute.
+    Every STATE holds every account's bookmark, so a STATE per window would grow with the square of
+    the accounts: one is written once bookmarks moved for a quarter of the accounts, or
+    :data:`STATE_SECONDS` after the last if one moved.
     """
 
     def __init__(self, accounts: int, clock: Callable[[], float] = time.monotonic) -> None:

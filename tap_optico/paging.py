@@ -1,20 +1,11 @@
-"""Reading date windows page by page, with several requests in flight, as a one-way flow of values.
+"""Reading date windows page by page, several requests in flight, as a one-way flow of values.
 
-A :class:`Window` says what to read; where its read stands is the pager's
-own (:class:`_Read`); what the pager finds, it yields: the rows of a page
-(:class:`Rows`), the end of a window with its figures (:class:`WindowEnd`),
-or a window that cannot be read (:class:`Failure`). The reader consumes
-them and writes nothing back.
-
-When a read goes on, and when it ends, is one pure policy (:func:`next_step`
-and :func:`after_read`): a read ends only when every signal agrees there is
-nothing more. Pages up to what ``total_results`` justifies (at the page size
-the server really gives) are requested ahead, several at a time; a page past
-that only once the page before says there is more.
-
-Windows are handed over whole and in order, so that a bookmark never passes
-a window that is not read; a window waits in memory only while the windows
-before it are read, and new windows start only while few rows are held.
+A :class:`Window` says what to read; where its read stands is the pager's own (:class:`_Read`); the
+pager yields what it finds (:class:`Rows`, :class:`WindowEnd`, :class:`Failure`) and the reader
+writes nothing back. When a read ends is one pure policy (:func:`next_step`, :func:`after_read`):
+only when every signal agrees there is nothing more. Pages up to what ``total_results`` justifies
+are requested ahead; a page past that once the page before says there is more. Windows are handed
+over whole and in order, so a bookmark never passes a window not read.
 """
 
 from __future__ import annotations
@@ -47,7 +38,6 @@ class Window:
     index: int
     start: dt.date
     end: dt.date
-    #: Whose data: the account whose key requests it.
     account: Account
 
 
@@ -59,9 +49,6 @@ class Page:
     results: Sequence[Any]
     total_results: int | None
     next_page: int | None
-
-
-# The end-of-read policy
 
 
 class Step(Enum):
@@ -96,16 +83,9 @@ class ReadFacts:
 def next_step(facts: ReadFacts) -> Step:
     """Whether a read goes on after its last page: it ends only when the signals agree.
 
-    - A page that brings no new row ends the read (every loop is bounded); an
-      earlier answer given again, while rows are missing and the count still,
-      to a page the API said exists means the API ignores ``page``.
-    - A count that moved makes the pages no snapshot: the read goes on to a
-      page past its first count (:func:`after_read` then reads it again
-      unless its rows add up to the count).
-    - Otherwise a forward ``next_page`` is followed, however short the page
-      or past ``total_results`` the rows, and so is a missing ``next_page``
-      while the rows are short of ``total_results`` (one page asked, which
-      must bring new rows); :data:`MAX_READ_ROWS` bounds the whole read.
+    A page with no new row ends it; an earlier answer again, rows missing and the count still, means
+    the API ignores ``page``. A moved count reads on to a page past its first count. Otherwise a
+    forward ``next_page`` is followed, and so is a missing one while rows are short of the count.
     """
     short = facts.total is None or facts.rows < facts.total
     if facts.same:
@@ -135,17 +115,13 @@ class Outcome(Enum):
 
 
 def after_read(result: Reconciled, reads: int, max_reads: int, *, moved: bool) -> Outcome:
-    """The outcome of a window's ``reads``-th read (of ``max_reads``), which ended as ``result``: a
-    read whose count ``moved`` (on any page, one dropped as a repeat too) is complete only when
-    its rows add up to the count."""
+    """The outcome of a window's ``reads``-th read, which ended as ``result``: a read whose count
+    ``moved`` (on any page) is complete only when its rows add up to the count."""
     if not result.short_by and not (moved and result.beyond):
         return Outcome.COMPLETE
     if reads < max_reads:
         return Outcome.AGAIN
     return Outcome.UNSETTLED if moved else Outcome.COUNT_WRONG
-
-
-# What the pager yields
 
 
 @dataclass(frozen=True)
@@ -173,9 +149,6 @@ class Failure:
 
     window: Window
     error: FatalAPIError
-
-
-Fetch = Callable[[Window, int], Page]
 
 
 @dataclass(eq=False)
@@ -221,12 +194,9 @@ class _Read:
 class _Schedule:
     """Which read may request its next page, and which window is handed over next: the pager's.
 
-    Windows start, and are handed over, in order; ``reads[reported]`` is
-    first in line. Memory holds one window and about ``room`` rows of the
-    next: the window first in line (read, or handed over) may always request,
-    and so may the first window still being read while it holds fewer rows;
-    the others, and a new window, only while the windows after the first in
-    line hold fewer rows. Rows, not pages: small pages are asked as far ahead.
+    Windows start, and are handed over, in order; ``reads[reported]`` is first in line and may always
+    request, and so may the first window still read while it holds under ``room`` rows; the others,
+    and a new window, only while the windows after the first in line hold under ``room`` rows.
     """
 
     reads: list[_Read]
@@ -275,17 +245,13 @@ class _Schedule:
 class WindowPager:
     """Reads windows page by page with up to ``max_concurrency`` requests in flight.
 
-    :meth:`read` yields each window's :class:`Rows` then its :class:`WindowEnd`
-    once it and every window before it are read. A request that fails for
-    good (``FatalAPIError``), or a window whose answers cannot be paged,
-    fails its account only: :meth:`read` yields a :class:`Failure`, gives up
-    the account's windows and reads the others. Requests go on while the
-    consumer takes the rows.
+    A request that fails for good (``FatalAPIError``), or a window whose answers cannot be paged,
+    fails its account only: :meth:`read` yields a :class:`Failure` and reads the other accounts.
     """
 
     def __init__(
         self,
-        fetch: Fetch,
+        fetch: Callable[[Window, int], Page],
         *,
         page_size: int,
         max_concurrency: int,
@@ -310,9 +276,8 @@ class WindowPager:
 
     def read(self, windows: Sequence[Window]) -> Iterator[Rows | WindowEnd | Failure]:
         """The windows' rows and ends, in window order, and the failures as they come."""
-        first_reads = [_Read(window, 1, page_size=self.page_size) for window in windows]
-        schedule = _Schedule(first_reads, self.room)
-        self._schedule = schedule
+        reads = [_Read(window, 1, page_size=self.page_size) for window in windows]
+        schedule = self._schedule = _Schedule(reads, self.room)
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico")
         try:
             while (first := schedule.first()) is not None:
@@ -358,22 +323,20 @@ class WindowPager:
     def _take_pages(self, read: _Read) -> None:
         """Take the pages that arrived, in page order, while the read goes on."""
         while read.end is None and (page := read.early.pop(FIRST_PAGE + len(read.pages), None)):
-            step = self._take(read, page)
-            if step is Step.END:
+            if self._take(read, page) is Step.END:
                 self._close(read)
-            elif step is not Step.MORE:
-                raise FatalAPIError(self._unreadable(read, page, step))
 
     def _take(self, read: _Read, page: Page) -> Step:
-        """Judge one page of the read under way (the pages before it are taken)."""
+        """Judge one page of the read under way (the pages before it are taken): go on or end."""
         results = page.results
-        same = bool(results) and self._same_answer(read, page) is not None
+        earlier = self._same_answer(read, page) if results else None
+        probing = bool(read.pages) and read.pages[-1].next_page is None
         if page.total_results is not None:
             if read.total is None:
                 read.total = page.total_results
             read.moved = read.moved or page.total_results != read.total
         new = 0
-        if not same:
+        if earlier is None:
             read.pages.append(page)
             read.handed += len(results)
             if read.moved:
@@ -392,20 +355,21 @@ class WindowPager:
             short = read.total is not None and read.handed < read.total
             if page.next_page is not None and 0 < len(results) < read.page_size and short:
                 read.page_size = len(results)
-        before = read.pages[-1 if same else -2] if len(read.pages) > (0 if same else 1) else None
         facts = ReadFacts(
             rows=read.rows,
             total=read.total,
             moved=read.moved,
             new=new,
-            same=same,
-            probing=before is not None and before.next_page is None,
+            same=earlier is not None,
+            probing=probing,
             next_page=page.next_page,
         )
         step = next_step(facts)
         if step is Step.MORE:
             justified = 0 if read.total is None else math.ceil(read.total / max(1, read.page_size))
             read.last_page = max(read.last_page, page.number + 1, justified)
+        elif step is not Step.END:
+            raise FatalAPIError(self._unreadable(read, page, earlier))
         return step
 
     def _same_answer(self, read: _Read, page: Page) -> Page | None:
@@ -417,9 +381,10 @@ class WindowPager:
             alike.append(page)
         return earlier
 
-    def _unreadable(self, read: _Read, page: Page, step: Step) -> str:
+    def _unreadable(self, read: _Read, page: Page, earlier: Page | None) -> str:
+        """Why the read cannot go on: it is too long, or the API gave ``earlier`` page's answer again."""
         where = f"{self.describe(read.window)} cannot be read"
-        if step is Step.TOO_LONG:
+        if earlier is None:
             bound = "no total_results bounds" if read.total is None else f"total_results {read.total} ends"
             return (
                 f"{where}: after {read.handed} rows next_page still says there is more, and {bound} "
@@ -430,8 +395,6 @@ class WindowPager:
             if read.total is not None
             else "and no total_results says whether rows are missing"
         )
-        earlier = self._same_answer(read, page)
-        assert earlier is not None  # the step says so
         same = f"page {page.number} is the same answer as page {earlier.number}"
         return f"{where}: {same} {missing} (the API ignores 'page')"
 

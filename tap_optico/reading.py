@@ -1,15 +1,10 @@
 """Reading: which windows to read, the records they hand over, and the stream that reads them.
 
-A run cuts each account's days into windows (:func:`plan`); the pager
-(``paging.py``) reads each window, page by page until every signal agrees
-the read is over, and yields its reconciled rows (``reconcile.py``) and its
-end; :class:`WindowReader` turns those rows into records; the stream says
-what a window's end calls for (:meth:`OpticoStream._say`); the bookmark rule (``bookmarks.py``) then
-decides, window by window, where the account's bookmark goes, and the stream
-writes STATE as :class:`~tap_optico.bookmarks.StateCadence` says. A record
-dated outside the days its window asked for is still emitted (once per run),
-but never moves a bookmark: one call dated years ahead must not make every
-later run skip the days in between.
+A run cuts each account's days into windows (:func:`plan`); the pager (``paging.py``) yields each
+window's reconciled rows and its end; :class:`WindowReader` turns the rows into records; the bookmark
+rule (``bookmarks.py``) then moves each account's bookmark, window by window. A record dated outside
+its window's days is emitted (once per run) but never moves a bookmark: one call dated years ahead
+must not make every later run skip the days in between.
 """
 
 from __future__ import annotations
@@ -19,7 +14,7 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -66,10 +61,6 @@ class Plan:
     last: dt.date
     windows: list[Window]
 
-    @property
-    def day_count(self) -> int:
-        return max(0, (self.last - self.first).days + 1)
-
 
 def bookmark_problem(where: str, bookmark: Any, settings: Settings) -> str | None:
     """What makes ``bookmark`` unusable for a run with ``settings``, in one line; None if nothing."""
@@ -107,7 +98,7 @@ class Progress:
         self, name: str, plans: list[Plan], logger: logging.Logger, every: float = PROGRESS_SECONDS
     ) -> None:
         self.name, self.logger, self.every = name, logger, every
-        self.day_count = sum(plan.day_count for plan in plans)
+        self.day_count = sum(max(0, (plan.last - plan.first).days + 1) for plan in plans)
         self.windows = sum(len(plan.windows) for plan in plans)
         self.several_accounts = len(plans) > 1
         self.started = self.last_line = time.monotonic()
@@ -164,8 +155,8 @@ class Progress:
 
 @dataclass(frozen=True)
 class Delivered:
-    """A window read to its end (``end``) whose records are handed over; ``newest`` is the newest
-    replication value among them dated inside the window (None: none)."""
+    """A window read to its end whose records are handed over; ``newest`` is the newest replication
+    value among them dated inside the window (None: none)."""
 
     end: WindowEnd
     newest: Any
@@ -174,14 +165,11 @@ class Delivered:
 class WindowReader:
     """Records from the values the pager yields: normalised, keyed, each call once.
 
-    Look-alike calls (sharing the normaliser's ``lookalike_key``) are numbered
-    by their rank in the read, which is the API's order, so each keeps its
-    key on every read. Streams without look-alikes drop a record whose
-    identity the window already gave. A non-object row is skipped with a
-    WARNING (it still counted as a row of the read). A record dated outside
-    its window's days (a stray) is emitted at once, once per run: no later
-    window emits it again, its home window included, and a record the window
-    before emitted is not emitted again. Every record gets its account's name.
+    Look-alike calls (sharing the normaliser's ``lookalike_key``) are numbered by their rank in the
+    API's order, so each keeps its key on every read; other streams drop a record whose identity the
+    window already gave. A non-object row is skipped with a WARNING. A record dated outside its
+    window's days (a stray) is emitted at once, once per run, and not again by its home window or
+    the window after the one that emitted it. Every record gets its account's name.
     """
 
     def __init__(
@@ -203,7 +191,13 @@ class WindowReader:
         )
         self.days = days
         self.logger = logger
-        self._plans: dict[str, Plan] = {}
+        self._several = False
+        # The window being handed over (a window's rows come together, then its end): look-alike
+        # ranks, identities, the newest replication value in its days, results that are no object.
+        self._ranks: dict[Any, int] = {}
+        self._keys: set[Hashable] = set()
+        self._newest: Any = None
+        self._not_objects: list[Any] = []
         # The account of the last window handed over and its identities (where edge-of-day strays
         # come from): an account's windows are handed over one after the other.
         self._previous: tuple[str, set[Hashable]] = ("", set())
@@ -214,95 +208,87 @@ class WindowReader:
     def read(self, pager: WindowPager, plans: list[Plan]) -> Iterator[list[Record] | Delivered | Failure]:
         """The records of the plans' windows, a page's at a time, a :class:`Delivered` after each
         window, and the :class:`Failure` of an account whose windows cannot be read."""
-        name = self.normalize.stream_name
-        self._plans = {plan.account.name: plan for plan in plans}
-        windows = [window for plan in plans for window in plan.windows]
-        window: Window | None = None
-        records: Generator[list[Record] | Delivered, Rows | WindowEnd, None]
-        for item in pager.read(windows):
-            if isinstance(item, Failure):
+        self._several = len(plans) > 1
+        for item in pager.read([window for plan in plans for window in plan.windows]):
+            if isinstance(item, Rows):
+                if records := self._records(item.window, item.rows):  # no empty list of records
+                    yield records
+            elif isinstance(item, WindowEnd):
+                yield self._delivered(item)
+            else:
                 yield item
-                continue
-            if window is not item.window:
-                window = item.window
-                records = self._records(window)
-                next(records)
-            if not isinstance(item, Rows):
-                window = None
-            if out := records.send(item):  # no empty list of records
-                yield out
         if self._stray_days:
             days = sorted(map(str, self._stray_days))
             self.logger.warning(
                 "%s: %d record(s) dated outside the days requested (%s%s): emitted once each; "
                 "no bookmark moves past the days read",
-                name,
+                self.normalize.stream_name,
                 sum(self._stray_days.values()),
                 ", ".join(days[:5]),
                 f" and {len(days) - 5} more day(s)" if len(days) > 5 else "",
             )
         self.normalize.log_summary()
 
-    def _records(self, window: Window) -> Generator[list[Record] | Delivered, Rows | WindowEnd, None]:
-        """The records of ``window``, sent its :class:`Rows` (each answered with the records to emit)
-        then its :class:`WindowEnd` (answered with the :class:`Delivered`)."""
+    def _records(self, window: Window, rows: Sequence[Any]) -> list[Record]:
+        """The records to emit of a page of ``window``."""
         normalize, identity, lookalike = self.normalize, self.identity, self.lookalike
-        value_of = self.replication_value
-        ranks: dict[Any, int] = {}
-        keys: set[Hashable] = set()
+        value_of, ranks, keys, newest = self.replication_value, self._ranks, self._keys, self._newest
         account = window.account.name
         strays = self._strays.setdefault(account, set())
-        newest: Any = None
-        not_objects: list[Any] = []
         # The tap writes every replication value in one form (an instant in UTC, or a date), and
         # day_value the window's bounds in it: a value between them as text is in the window's days
         # (days() has the last word on any other).
         first, after = self.day_value(window.start), self.day_value(window.end + ONE_DAY)
         form = len(first)
-        item = yield []
-        while isinstance(item, Rows):
-            typed, odd = normalize.records(item.rows, account)
-            not_objects += odd
-            records: list[Record] = []
-            for record in typed:
-                if lookalike is not None:
-                    look = lookalike(record)
-                    rank = ranks.get(look, 0)
-                    ranks[look] = rank + 1
-                    if rank:
-                        normalize.renumber(record, rank)
-                key = identity(record)
-                if key in keys:
-                    continue
-                keys.add(key)
-                value = value_of(record)
-                if value is not None:
-                    if not (first <= value < after and len(value) == form):
-                        day = self.days(value)
-                        if not window.start <= day <= window.end:
-                            last, last_keys = self._previous
-                            if key not in strays and not (last == account and key in last_keys):
-                                strays.add(key)
-                                self._stray_days[day] += 1
-                                records.append(record)
-                            continue
-                    if newest is None or value > newest:
-                        newest = value
-                if key not in strays:
-                    records.append(record)
-            item = yield records
-        self._previous = (account, keys)
-        if not_objects:
+        typed, odd = normalize.records(rows, account)
+        self._not_objects += odd
+        records: list[Record] = []
+        for record in typed:
+            if lookalike is not None:
+                look = lookalike(record)
+                rank = ranks.get(look, 0)
+                ranks[look] = rank + 1
+                if rank:
+                    normalize.renumber(record, rank)
+            key = identity(record)
+            if key in keys:
+                continue
+            keys.add(key)
+            value = value_of(record)
+            if value is not None:
+                if not (first <= value < after and len(value) == form):
+                    day = self.days(value)
+                    if not window.start <= day <= window.end:
+                        last, last_keys = self._previous
+                        if key not in strays and not (last == account and key in last_keys):
+                            strays.add(key)
+                            self._stray_days[day] += 1
+                            records.append(record)
+                        continue
+                if newest is None or value > newest:
+                    newest = value
+            if key not in strays:
+                records.append(record)
+        self._newest = newest
+        return records
+
+    def _delivered(self, end: WindowEnd) -> Delivered:
+        """``end``'s window is handed over: what it says, and a clean slate for the next window."""
+        window, account = end.window, end.window.account.name
+        if self._not_objects:
             self.logger.warning(
                 "%s: skipped a result that is not a JSON object: %s (%d in %s..%s%s; counted as read)",
-                normalize.stream_name,
-                shorten(repr(not_objects[0]), 80),
-                len(not_objects),
+                self.normalize.stream_name,
+                shorten(repr(self._not_objects[0]), 80),
+                len(self._not_objects),
                 window.start,
                 window.end,
-                f" of account {account}" if len(self._plans) > 1 else "",
+                f" of account {account}" if self._several else "",
             )
-        yield Delivered(item, newest)
+        delivered = Delivered(end, self._newest)
+        self._previous = (account, self._keys)
+        self._ranks, self._keys, self._newest, self._not_objects = {}, set(), None, []
+        return delivered
 
 
 class OpticoStream(WindowedStream, OpticoClient):
