@@ -308,9 +308,10 @@ class WindowPager:
             if read.end is not None or nth != read.reads or not schedule.live(read):
                 continue  # a page past the end of its read, or of an earlier read
             try:
-                page = future.result()
-                read.early[page.number] = page
-                self._take_pages(read)
+                answer = future.result()
+                read.early[answer.number] = answer
+                while read.end is None and (page := read.early.pop(FIRST_PAGE + len(read.pages), None)):
+                    self._take(read, page)  # in page order, while the read goes on
             except FatalAPIError as error:
                 schedule.failed.add(read.window.account.name)
                 failures.append(Failure(read.window, error))
@@ -320,14 +321,8 @@ class WindowPager:
             in_flight[pool.submit(self.fetch, asking.window, number)] = (asking, asking.reads)
         return failures
 
-    def _take_pages(self, read: _Read) -> None:
-        """Take the pages that arrived, in page order, while the read goes on."""
-        while read.end is None and (page := read.early.pop(FIRST_PAGE + len(read.pages), None)):
-            if self._take(read, page) is Step.END:
-                self._close(read)
-
-    def _take(self, read: _Read, page: Page) -> Step:
-        """Judge one page of the read under way (the pages before it are taken): go on or end."""
+    def _take(self, read: _Read, page: Page) -> None:
+        """Judge one page of the read under way (the pages before it are taken): go on, or end it."""
         results = page.results
         earlier = self._same_answer(read, page) if results else None
         probing = bool(read.pages) and read.pages[-1].next_page is None
@@ -368,9 +363,10 @@ class WindowPager:
         if step is Step.MORE:
             justified = 0 if read.total is None else math.ceil(read.total / max(1, read.page_size))
             read.last_page = max(read.last_page, page.number + 1, justified)
-        elif step is not Step.END:
+        elif step is Step.END:
+            self._close(read)
+        else:
             raise FatalAPIError(self._unreadable(read, page, earlier))
-        return step
 
     def _same_answer(self, read: _Read, page: Page) -> Page | None:
         """The earlier page of the read with the very same rows, if any (else this one is noted)."""

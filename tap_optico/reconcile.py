@@ -1,22 +1,12 @@
 """Reconciling one read of a window: its pages, the rows they hand and the count the API gives.
 
-A pure function of the pages, so that each rule is checked in one place:
-
-- rows are compared as decoded (:func:`row_key`): a result is typed, or
-  not, by its own values, whatever page and formatting it comes in
-  (``normalize.decode_plain_page``), so the same call is the same row;
-- rows at the top of a page identical, in every field and in order, to the
-  rows at the bottom of the page before are *edge repeats*: the same rows
-  handed twice when the API's offset slipped (an off-by-one);
-- when ``total_results`` stayed the same, edge repeats are dropped only as
-  far as the rows exceed it (one per page in turn): rows that add up to
-  ``total_results`` are all calls, identical ones included, wherever the
-  page breaks fall; without ``total_results`` every edge repeat is dropped;
-- when ``total_results`` moved during the read, the pages are no snapshot
-  (rows shift from page to page as calls arrive or leave): a row identical
-  to a row of an earlier page is a repeat, wherever it is;
-- what is left is compared with ``total_results``: fewer rows make the read
-  *short*, more are reported by the reader.
+- Rows are compared as decoded (:func:`row_key`), whatever page and formatting they come in.
+- Rows at the top of a page identical, in order, to the bottom of the page before are *edge
+  repeats*: the API's offset slipped. While ``total_results`` stays the same, they are dropped only
+  as far as the rows exceed it (rows that add up to it are all calls, identical ones included);
+  without ``total_results``, all are dropped.
+- When ``total_results`` moved during the read, the pages are no snapshot: a row identical to a row
+  of an earlier page is a repeat, wherever it is.
 """
 
 from __future__ import annotations
