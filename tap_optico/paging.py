@@ -27,7 +27,7 @@ from tap_optico.settings import Account
 
 #: Pages read past the point where a read whose total_results moved reaches its first count.
 SLACK_PAGES = 1
-#: Rows one read of a window may hand: far above any real window; a read past it fails the window.
+#: Rows one read of a window may hand (far above any real window): a read past it fails the window.
 MAX_READ_ROWS = 500_000
 
 
@@ -66,9 +66,8 @@ class ReadFacts:
 
     #: Rows the read holds (in a read whose count moved, rows that no earlier page gave).
     rows: int
-    #: The first total_results of the read (None: none given).
+    #: The first total_results of the read, and whether it changed since.
     total: int | None
-    #: total_results changed between the pages of the read.
     moved: bool
     #: Rows of the last page that are new to the read (not repeats beyond total_results).
     new: int
@@ -76,7 +75,6 @@ class ReadFacts:
     same: bool
     #: The page before the last said it was the last (the last page was asked as rows were short).
     probing: bool
-    #: The last page's next_page (None: it says it is the last).
     next_page: int | None
 
 
@@ -104,14 +102,10 @@ def next_step(facts: ReadFacts) -> Step:
 class Outcome(Enum):
     """What a read of a window, over, makes of it."""
 
-    #: Every row the count promised, or more (the figures say which).
-    COMPLETE = "complete"
-    #: Read again: short of its count, or its count moved, with reads left.
-    AGAIN = "again"
-    #: Every page the API offers read, in every read, still short: the API's count is wrong.
-    COUNT_WRONG = "count wrong"
-    #: The count moved in every read: rows are handed over once each, the bookmark stays before.
-    UNSETTLED = "unsettled"
+    COMPLETE = "every row the count promised, or more"
+    AGAIN = "read again: short of its count, or its count moved, with reads left"
+    COUNT_WRONG = "every page the API offers read, in every read, still short: the count is wrong"
+    UNSETTLED = "the count moved in every read: rows handed over once each, the bookmark stays before"
 
 
 def after_read(result: Reconciled, reads: int, max_reads: int, *, moved: bool) -> Outcome:
@@ -144,8 +138,7 @@ class WindowEnd:
 
 @dataclass(frozen=True)
 class Failure:
-    """``window`` cannot be read (a request failed for good, or the answers make no sense): the
-    account's remaining windows are given up."""
+    """``window`` cannot be read (a request failed for good, or the answers make no sense)."""
 
     window: Window
     error: FatalAPIError
@@ -163,7 +156,7 @@ class _Read:
     #: The next page to request, and the last that may be requested now.
     next_unrequested: int = FIRST_PAGE
     last_page: int = FIRST_PAGE
-    #: Rows handed; rows new to the read; the first total_results; whether it moved.
+    #: Rows handed, rows new to the read, total and moved as in :class:`ReadFacts`.
     handed: int = 0
     rows: int = 0
     total: int | None = None
@@ -174,7 +167,7 @@ class _Read:
     answers: dict[bytes, list[Page]] = field(default_factory=dict)
     #: Keys of the rows read, once the count moved.
     seen: set[bytes] | None = None
-    #: The read is over: its kept rows, a page at a time, to hand over, and the window's end.
+    #: Once the read is over: its kept rows, a page at a time, to hand over, and the window's end.
     parts: list[Sequence[Any]] = field(default_factory=list)
     end: WindowEnd | None = None
 
@@ -184,7 +177,7 @@ class _Read:
 
     @property
     def held(self) -> int:
-        """Rows this read holds in memory (what its pages cost, whatever their size)."""
+        """Rows this read holds in memory."""
         if self.end:
             return sum(map(len, self.parts))
         return sum(len(page.results) for pages in (self.pages, self.early.values()) for page in pages)
@@ -201,10 +194,9 @@ class _Schedule:
 
     reads: list[_Read]
     room: int
-    #: Windows started; windows handed over (or given up).
+    #: Windows started; windows handed over (or given up); accounts whose windows are given up.
     started: int = 0
     reported: int = 0
-    #: Accounts one of whose windows failed: their windows are given up.
     failed: set[str] = field(default_factory=set)
     #: Requests under way: the read each is for, and which read of its window it belongs to.
     in_flight: dict[Future[Page], tuple[_Read, int]] = field(default_factory=dict)
@@ -213,7 +205,7 @@ class _Schedule:
         return read.window.account.name not in self.failed
 
     def next_to_request(self) -> _Read | None:
-        """The first read with a page to request now (starting a new window if need be); None: none."""
+        """The first read with a page to request now (starting a new window if need be)."""
         held = sum(read.held for read in self.reads[self.reported + 1 : self.started])
         active = [read for read in self.reads[self.reported : self.started] if self.live(read)]
         reading = next((read for read in active if read.end is None), None)
@@ -232,7 +224,7 @@ class _Schedule:
         return None
 
     def first(self) -> _Read | None:
-        """The window to hand over next, the windows of failed accounts skipped; None: all are."""
+        """The window to hand over next, the windows of failed accounts skipped."""
         while self.reported < len(self.reads) and not self.live(self.reads[self.reported]):
             self.reported += 1
         return self.reads[self.reported] if self.reported < len(self.reads) else None
@@ -261,8 +253,7 @@ class WindowPager:
         room: int | None = None,
     ) -> None:
         self.fetch = fetch
-        #: Rows the windows after the first in line may hold: max_concurrency pages of the largest size.
-        self.room = room or max_concurrency * MAX_PAGE_SIZE
+        self.room = room or max_concurrency * MAX_PAGE_SIZE  # pages of the largest size
         self.page_size = page_size
         self.max_concurrency = max_concurrency
         self.max_reads = max_reads
@@ -271,7 +262,7 @@ class WindowPager:
         self._schedule = _Schedule([], self.room)
 
     def held(self, window: Window) -> int:
-        """Rows the pager holds in memory for ``window`` now (what its memory bound limits)."""
+        """Rows the pager holds in memory for ``window`` now."""
         return sum(read.held for read in self._schedule.reads if read.window.index == window.index)
 
     def read(self, windows: Sequence[Window]) -> Iterator[Rows | WindowEnd | Failure]:
@@ -300,8 +291,8 @@ class WindowPager:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _keep_busy(self, schedule: _Schedule, pool: ThreadPoolExecutor) -> list[Failure]:
-        """Take the answers that arrived into their reads, in window order, then request what the
-        schedule allows; the windows that failed meanwhile."""
+        """Take the answers that arrived, in window order, then request what the schedule allows;
+        the windows that failed meanwhile."""
         in_flight, failures = schedule.in_flight, list[Failure]()
         for future in sorted((f for f in in_flight if f.done()), key=lambda f: in_flight[f][0].window.index):
             read, nth = in_flight.pop(future)

@@ -14,7 +14,7 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -24,7 +24,7 @@ from typing_extensions import override
 
 from tap_optico.bookmarks import Days, Mark, StateCadence, WindowRead, after_window
 from tap_optico.client import OpticoClient
-from tap_optico.normalize import ACCOUNT, Normalizer, Record
+from tap_optico.normalize import ACCOUNT, Record
 from tap_optico.paging import Failure, Outcome, Rows, Window, WindowEnd, WindowPager
 from tap_optico.sdk_seam import WindowedStream
 from tap_optico.secrets import shorten
@@ -48,7 +48,7 @@ def plan_windows(
     while start <= end:
         stop = min(end, start + dt.timedelta(days=days - 1))
         windows.append(Window(index=first_index + len(windows), start=start, end=stop, account=account))
-        start = stop + dt.timedelta(days=1)
+        start = stop + ONE_DAY
     return windows
 
 
@@ -91,8 +91,8 @@ def plan(settings: Settings, account: Account, bookmark: Any, first_index: int =
 
 
 class Progress:
-    """INFO lines a person can follow: what a run reads, then, after each window it hands over and
-    every ``every`` seconds, the records handed to the target; an ETA once it means something."""
+    """INFO lines a person can follow: what a run reads, then the records handed over after each window
+    and every ``every`` seconds, with an ETA once it means something."""
 
     def __init__(
         self, name: str, plans: list[Plan], logger: logging.Logger, every: float = PROGRESS_SECONDS
@@ -133,8 +133,8 @@ class Progress:
             self.first_window, self.first_days = self.last_line, self.days_done
 
     def _line(self, doing: str) -> None:
-        """A progress line; its ETA extrapolates the pace since the first window was handed over,
-        once a tenth of the days (and two windows) are, not the start-up and the first answer."""
+        """A progress line; its ETA extrapolates the pace since the first window was handed over, once
+        a tenth of the days (and two windows) are."""
         now = self.last_line = time.monotonic()
         to_go = ""
         if self.first_window is not None and self.days_done >= max(self.day_count / 10, self.first_days + 1):
@@ -172,36 +172,26 @@ class WindowReader:
     the window after the one that emitted it. Every record gets its account's name.
     """
 
-    def __init__(
-        self,
-        normalize: Normalizer,
-        *,
-        identity_fields: tuple[str, ...],
-        replication_key: str,
-        days: Days,
-        day_value: Callable[[dt.date], Any],
-        logger: logging.Logger,
-    ) -> None:
-        self.normalize = normalize
-        self.day_value = day_value
-        self.identity = operator.attrgetter(*identity_fields)
-        self.replication_value = operator.attrgetter(replication_key)
+    def __init__(self, stream: OpticoStream, days: Days) -> None:
+        self.normalize = normalize = stream.normalizer
+        self.day_value = stream.day_value
+        self.identity = operator.attrgetter(*stream.identity_fields)
+        self.replication_value = operator.attrgetter(str(stream.replication_key))
         self.lookalike = (
             None if normalize.lookalike_key is None else operator.attrgetter(normalize.lookalike_key)
         )
         self.days = days
-        self.logger = logger
+        self.logger = stream.logger
         self._several = False
-        # The window being handed over (a window's rows come together, then its end): look-alike
-        # ranks, identities, the newest replication value in its days, results that are no object.
+        # Of the window handed over (its rows come together, then its end): look-alike ranks,
+        # identities, the newest replication value in its days, results that are no object.
         self._ranks: dict[Any, int] = {}
         self._keys: set[Hashable] = set()
         self._newest: Any = None
         self._not_objects: list[Any] = []
         # The account of the last window handed over and its identities (where edge-of-day strays
-        # come from): an account's windows are handed over one after the other.
+        # come from); per account, the identities of the strays emitted in this run.
         self._previous: tuple[str, set[Hashable]] = ("", set())
-        # Per account, the identities of the strays emitted in this run.
         self._strays: dict[str, set[Hashable]] = {}
         self._stray_days: Counter[dt.date] = Counter()
 
@@ -235,9 +225,8 @@ class WindowReader:
         value_of, ranks, keys, newest = self.replication_value, self._ranks, self._keys, self._newest
         account = window.account.name
         strays = self._strays.setdefault(account, set())
-        # The tap writes every replication value in one form (an instant in UTC, or a date), and
-        # day_value the window's bounds in it: a value between them as text is in the window's days
-        # (days() has the last word on any other).
+        # Replication values and day_value's bounds share one form (an instant in UTC, or a date): a
+        # value between them as text is in the window's days (days() has the last word on any other).
         first, after = self.day_value(window.start), self.day_value(window.end + ONE_DAY)
         form = len(first)
         typed, odd = normalize.records(rows, account)
@@ -322,21 +311,10 @@ class OpticoStream(WindowedStream, OpticoClient):
 
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
-        """The records of every account, read together under one ``max_concurrency``.
-
-        The accounts are not declared as SDK partitions, which the SDK would
-        read one after the other; each still has its own bookmark in the
-        SDK's partition format (``{"context": {"account": name}, ...}``).
-        """
+        """The records of every account, read together under one ``max_concurrency`` (SDK partitions
+        are read one after the other); each still has its bookmark in the SDK's partition format."""
         days = Days(self.settings.timezone)
-        reader = WindowReader(
-            self.normalizer,
-            identity_fields=self.identity_fields,
-            replication_key=str(self.replication_key),
-            days=days,
-            day_value=self.day_value,
-            logger=self.logger,
-        )
+        reader = WindowReader(self, days)
         pager = WindowPager(
             self.fetch_page,
             page_size=self.settings.page_size,
