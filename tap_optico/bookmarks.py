@@ -1,10 +1,8 @@
 """Where an account's bookmark goes: one rule, decided window by window, in window order.
 
-A bookmark follows the days read completely, whether or not they held data (a quiet account moves
-on like a busy one): the newest record of the last such day, else the day itself (its start, for a
-date-time key). A window whose ``total_results`` moved in every read holds the bookmark before it
-for the rest of the run; a window read through every page the API offers moves it even when short
-of ``total_results``; a window that cannot be read fails its account, whose bookmark stays.
+A bookmark follows the days read completely, held data or not: the newest record of the last such
+day, else the day itself. A window whose ``total_results`` moved in every read holds it before the
+window for the rest of the run; one read through every page the API offers moves it even if short.
 """
 
 from __future__ import annotations
@@ -17,20 +15,16 @@ from typing import Any
 
 from tap_optico.settings import read_day, read_instant
 
-#: With many accounts, a STATE once bookmarks moved for this share of them (each STATE holds them all).
+#: A STATE once bookmarks moved for 1/STATE_SHARE of the accounts, or STATE_SECONDS after the last.
 STATE_SHARE = 4
-#: ... or once this many seconds passed since the last STATE, if one moved.
 STATE_SECONDS = 30.0
 #: Hours whose day is remembered (the values of a page share a few hours).
 DAYS_KEPT = 4096
 
 
 class Days:
-    """The day of a replication value in the configured time zone (``read_day``, remembered per hour).
-
-    An hour is remembered only when all of it falls on one local day (not so with an offset of half
-    an hour, say).
-    """
+    """The day of a replication value in the configured time zone (``read_day``), remembered per hour
+    when all of the hour falls on one local day (not so with an offset of half an hour, say)."""
 
     def __init__(self, zone: dt.tzinfo) -> None:
         self.zone = zone
@@ -95,12 +89,8 @@ def after_window(mark: Mark, window: WindowRead, *, days: Days, day_value: Calla
 
 
 class StateCadence:
-    """When a moved bookmark is worth a STATE message.
-
-    Every STATE holds every account's bookmark, so a STATE per window would grow with the square of
-    the accounts: one is written once bookmarks moved for a quarter of the accounts, or
-    :data:`STATE_SECONDS` after the last if one moved.
-    """
+    """When a moved bookmark is worth a STATE message: every STATE holds every account's bookmark,
+    so a STATE per window would grow with the square of the accounts."""
 
     def __init__(self, accounts: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.every = max(1, accounts // STATE_SHARE)

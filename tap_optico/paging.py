@@ -235,11 +235,8 @@ class _Schedule:
 
 
 class WindowPager:
-    """Reads windows page by page with up to ``max_concurrency`` requests in flight.
-
-    A request that fails for good (``FatalAPIError``), or a window whose answers cannot be paged,
-    fails its account only: :meth:`read` yields a :class:`Failure` and reads the other accounts.
-    """
+    """Reads windows page by page with up to ``max_concurrency`` requests in flight; a window that
+    cannot be read fails its account only (a :class:`Failure`)."""
 
     def __init__(
         self,
@@ -328,7 +325,7 @@ class WindowPager:
             if read.moved:
                 if read.seen is None:  # a row identical to one of an earlier page is a repeat
                     read.seen = set()
-                    read.rows = sum(len(unseen(earlier.results, read.seen)) for earlier in read.pages[:-1])
+                    read.rows = sum(len(unseen(before.results, read.seen)) for before in read.pages[:-1])
                 new = len(unseen(results, read.seen))
                 read.rows += new
             else:

@@ -1,10 +1,8 @@
 """Reading: which windows to read, the records they hand over, and the stream that reads them.
 
-A run cuts each account's days into windows (:func:`plan`); the pager (``paging.py``) yields each
-window's reconciled rows and its end; :class:`WindowReader` turns the rows into records; the bookmark
-rule (``bookmarks.py``) then moves each account's bookmark, window by window. A record dated outside
-its window's days is emitted (once per run) but never moves a bookmark: one call dated years ahead
-must not make every later run skip the days in between.
+A run cuts each account's days into windows (:func:`plan`); the pager yields each window's rows and
+end; :class:`WindowReader` makes records of the rows; ``bookmarks.py`` moves the bookmarks. A record
+dated outside its window's days is emitted (once per run) but never moves a bookmark.
 """
 
 from __future__ import annotations
@@ -166,10 +164,8 @@ class WindowReader:
     """Records from the values the pager yields: normalised, keyed, each call once.
 
     Look-alike calls (sharing the normaliser's ``lookalike_key``) are numbered by their rank in the
-    API's order, so each keeps its key on every read; other streams drop a record whose identity the
-    window already gave. A non-object row is skipped with a WARNING. A record dated outside its
-    window's days (a stray) is emitted at once, once per run, and not again by its home window or
-    the window after the one that emitted it. Every record gets its account's name.
+    API's order, so each keeps its key on every read; other streams drop a repeated identity. A
+    record dated outside its window's days (a stray) is emitted once per run.
     """
 
     def __init__(self, stream: OpticoStream, days: Days) -> None:
@@ -355,8 +351,7 @@ class OpticoStream(WindowedStream, OpticoClient):
                     yield from map(self.normalizer.as_dict, records)
                 if emitted == limit:
                     break
-                continue
-            if isinstance(item, Failure):
+            elif isinstance(item, Failure):
                 if limit is not None:  # a connection test (`--test`) fails on any account
                     raise item.error
                 name = item.window.account.name
@@ -364,22 +359,22 @@ class OpticoStream(WindowedStream, OpticoClient):
                 self.logger.error(
                     "%s: account %s failed, its bookmark stays: %s", self.name, name, item.error
                 )
-                continue
-            end, name = item.end, item.end.window.account.name
-            progress.window_done(end.window)
-            if warning := self._say(end):
-                self.logger.warning("%s", warning)
-            if end.outcome is Outcome.COUNT_WRONG:
-                short.append(end)
-            if tally is not None and end.outcome is not Outcome.UNSETTLED:
-                tally.read(name, end.window.start, end.window.end)
-            read = WindowRead(end.window.end, item.newest, unsettled=end.outcome is Outcome.UNSETTLED)
-            mark = after_window(marks[name], read, days=days, day_value=self.day_value)
-            if mark.value != marks[name].value:
-                self.set_bookmark({ACCOUNT: name}, mark.value)
-                if cadence.moved():
-                    self.write_state()
-            marks[name] = mark
+            else:
+                end, name = item.end, item.end.window.account.name
+                progress.window_done(end.window)
+                if warning := self._say(end):
+                    self.logger.warning("%s", warning)
+                if end.outcome is Outcome.COUNT_WRONG:
+                    short.append(end)
+                if tally is not None and end.outcome is not Outcome.UNSETTLED:
+                    tally.read(name, end.window.start, end.window.end)
+                read = WindowRead(end.window.end, item.newest, unsettled=end.outcome is Outcome.UNSETTLED)
+                mark = after_window(marks[name], read, days=days, day_value=self.day_value)
+                if mark.value != marks[name].value:
+                    self.set_bookmark({ACCOUNT: name}, mark.value)
+                    if cadence.moved():
+                        self.write_state()
+                marks[name] = mark
         if tally is not None:
             self.tallies[self.name] = tally
         if short:

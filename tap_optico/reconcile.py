@@ -95,9 +95,8 @@ def reconcile(pages: Sequence[PageRows]) -> Reconciled:
 
 
 def _spread(count: int, runs: list[int]) -> list[int]:
-    """``count`` rows to drop from the tops of pages whose edge repeats are ``runs``: one per page
-    in turn, as an offset that slipped repeats a row per page (a longer run may hold real
-    identical calls)."""
+    """``count`` rows to drop from the tops of pages whose edge repeats are ``runs``: one per page in
+    turn, as a slipped offset repeats a row per page (a longer run may hold real identical calls)."""
     dropped = [0] * len(runs)
     while count:
         for index, run in enumerate(runs):
