@@ -177,10 +177,9 @@ class _Read:
 
     @property
     def held(self) -> int:
-        """Rows this read holds in memory."""
-        if self.end:
-            return sum(map(len, self.parts))
-        return sum(len(page.results) for pages in (self.pages, self.early.values()) for page in pages)
+        """Rows this read holds in memory (its pages while it goes on, then its kept rows)."""
+        pages = [*self.pages, *self.early.values()]
+        return sum(map(len, self.parts)) + sum(len(page.results) for page in pages)
 
 
 @dataclass(eq=False)
@@ -288,8 +287,7 @@ class WindowPager:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _keep_busy(self, schedule: _Schedule, pool: ThreadPoolExecutor) -> list[Failure]:
-        """Take the answers that arrived, in window order, then request what the schedule allows;
-        the windows that failed meanwhile."""
+        """Take the answers that arrived, then request what the schedule allows; the windows failed."""
         in_flight, failures = schedule.in_flight, list[Failure]()
         for future in sorted((f for f in in_flight if f.done()), key=lambda f: in_flight[f][0].window.index):
             read, nth = in_flight.pop(future)

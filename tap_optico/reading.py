@@ -131,8 +131,7 @@ class Progress:
             self.first_window, self.first_days = self.last_line, self.days_done
 
     def _line(self, doing: str) -> None:
-        """A progress line; its ETA extrapolates the pace since the first window was handed over, once
-        a tenth of the days (and two windows) are."""
+        """A progress line; its ETA extrapolates the pace since the first window, once a tenth of days."""
         now = self.last_line = time.monotonic()
         to_go = ""
         if self.first_window is not None and self.days_done >= max(self.day_count / 10, self.first_days + 1):
@@ -153,8 +152,7 @@ class Progress:
 
 @dataclass(frozen=True)
 class Delivered:
-    """A window read to its end whose records are handed over; ``newest`` is the newest replication
-    value among them dated inside the window (None: none)."""
+    """A window handed over, and the newest replication value of its records dated inside it."""
 
     end: WindowEnd
     newest: Any
@@ -179,8 +177,7 @@ class WindowReader:
         self.days = days
         self.logger = stream.logger
         self._several = False
-        # Of the window handed over (its rows come together, then its end): look-alike ranks,
-        # identities, the newest replication value in its days, results that are no object.
+        # Of the window handed over (its rows come together, then its end).
         self._ranks: dict[Any, int] = {}
         self._keys: set[Hashable] = set()
         self._newest: Any = None
@@ -192,8 +189,7 @@ class WindowReader:
         self._stray_days: Counter[dt.date] = Counter()
 
     def read(self, pager: WindowPager, plans: list[Plan]) -> Iterator[list[Record] | Delivered | Failure]:
-        """The records of the plans' windows, a page's at a time, a :class:`Delivered` after each
-        window, and the :class:`Failure` of an account whose windows cannot be read."""
+        """The records of the plans' windows, a page's at a time, each window's end, and failures."""
         self._several = len(plans) > 1
         for item in pager.read([window for plan in plans for window in plan.windows]):
             if isinstance(item, Rows):
@@ -301,8 +297,7 @@ class OpticoStream(WindowedStream, OpticoClient):
     @property
     @override
     def partitions(self) -> list[dict[str, Any]] | None:
-        """None: the SDK would otherwise sync once per account partition found in the state,
-        while :meth:`get_records` reads every account in one go."""
+        """None: the SDK would sync once per account partition in the state; get_records reads all."""
         return None
 
     @override
@@ -409,8 +404,7 @@ class OpticoStream(WindowedStream, OpticoClient):
         return None
 
     def day_value(self, day: dt.date) -> Any:
-        """``day`` as a value of the replication key: the day, or its first instant in ``timezone``,
-        written in UTC as every instant the tap writes."""
+        """``day`` as a value of the replication key: the day, or its first instant written in UTC."""
         if self.schema["properties"][self.replication_key].get("format") == "date":
             return day.isoformat()
         midnight = dt.datetime.combine(day, dt.time(), self.settings.timezone)
