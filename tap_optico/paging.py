@@ -287,7 +287,7 @@ class WindowPager:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _keep_busy(self, schedule: _Schedule, pool: ThreadPoolExecutor) -> list[Failure]:
-        """Take the answers that arrived, then request what the schedule allows; the windows failed."""
+        """Take the answers that arrived, in window order, then request what the schedule allows."""
         in_flight, failures = schedule.in_flight, list[Failure]()
         for future in sorted((f for f in in_flight if f.done()), key=lambda f: in_flight[f][0].window.index):
             read, nth = in_flight.pop(future)

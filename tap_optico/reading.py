@@ -82,8 +82,7 @@ def plan(settings: Settings, account: Account, bookmark: Any, first_index: int =
     """The account's windows from its start date (or the bookmark minus ``lookback_days``) to the last day."""
     start = account.start_date
     if bookmark is not None:
-        lookback = dt.timedelta(days=settings.lookback_days)
-        start = max(start, read_day(bookmark, settings.timezone) - lookback)
+        start = max(start, read_day(bookmark, settings.timezone) - dt.timedelta(days=settings.lookback_days))
     last = settings.last_day
     return Plan(account, start, last, plan_windows(start, last, settings.window_days, account, first_index))
 
@@ -328,14 +327,12 @@ class OpticoStream(WindowedStream, OpticoClient):
         cadence = StateCadence(len(plans))
         # A dry run (`--test`) takes this many records: stop there rather than be aborted with an ERROR.
         limit = self.ABORT_AT_RECORD_COUNT
-        emitted = 0
         short: list[WindowEnd] = []
         tally = None if self.settings.reconcile == "off" else self.tally_type()
         progress = Progress(self.name, plans, self.logger)
         for item in reader.read(pager, plans):
             if isinstance(item, list):  # records: all of them before the STATE that covers them
-                records = item if limit is None else item[: limit - emitted]
-                emitted += len(records)
+                records = item if limit is None else item[: limit - progress.records]
                 progress.emitted(len(records))
                 if tally is not None:
                     tally.add(records)
@@ -344,7 +341,7 @@ class OpticoStream(WindowedStream, OpticoClient):
                         self.write_records(records[start : start + BATCH_RECORDS])
                 else:  # the ordinary path: record by record, through singer-sdk's loop
                     yield from map(self.normalizer.as_dict, records)
-                if emitted == limit:
+                if progress.records == limit:
                     break
             elif isinstance(item, Failure):
                 if limit is not None:  # a connection test (`--test`) fails on any account
