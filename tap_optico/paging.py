@@ -83,7 +83,8 @@ def next_step(facts: ReadFacts) -> Step:
 
     A page with no new row ends it; an earlier answer again, rows missing and the count still, means
     the API ignores ``page``. A moved count reads on to a page past its first count. Otherwise a
-    forward ``next_page`` is followed, and so is a missing one while rows are short of the count.
+    forward ``next_page`` is followed, and so is a missing one while rows are short of the count;
+    :data:`MAX_READ_ROWS` bounds the whole read.
     """
     short = facts.total is None or facts.rows < facts.total
     if facts.same:

@@ -2,7 +2,8 @@
 
 A run cuts each account's days into windows (:func:`plan`); the pager yields each window's rows and
 end; :class:`WindowReader` makes records of the rows; ``bookmarks.py`` moves the bookmarks. A record
-dated outside its window's days is emitted (once per run) but never moves a bookmark.
+dated outside its window's days is emitted (once per run) but never moves a bookmark: one call dated
+years ahead must not make every later run skip the days in between.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ class Progress:
             self.first_window, self.first_days = self.last_line, self.days_done
 
     def _line(self, doing: str) -> None:
-        """A progress line; its ETA extrapolates the pace since the first window, once a tenth of days."""
+        """A progress line; once a tenth of the days are read, its ETA extrapolates the pace since the
+        first window was handed over (not the start-up and the first answer)."""
         now = self.last_line = time.monotonic()
         to_go = ""
         if self.first_window is not None and self.days_done >= max(self.day_count / 10, self.first_days + 1):
@@ -162,7 +164,8 @@ class WindowReader:
 
     Look-alike calls (sharing the normaliser's ``lookalike_key``) are numbered by their rank in the
     API's order, so each keeps its key on every read; other streams drop a repeated identity. A
-    record dated outside its window's days (a stray) is emitted once per run.
+    non-object row is skipped with a WARNING. A record dated outside its window's days (a stray) is
+    emitted once per run.
     """
 
     def __init__(self, stream: OpticoStream, days: Days) -> None:
