@@ -1,22 +1,17 @@
 """Keep the API key out of every log line, message and traceback, and text from outside raw out of all.
 
 The key travels in the query string, so any URL that requests, urllib3 or
-backoff prints carries it. Rather than chase every place a URL can surface,
-redaction happens where text leaves the process: every log record (message,
-arguments and formatted traceback) and uncaught exceptions.
+backoff prints carries it: redaction happens where text leaves the process,
+in every log record (message, arguments, traceback) and uncaught exceptions.
 
-An answer may echo the key in another form than it was sent: JSON-escaped
-(``\\/``, ``\\u00e9``), percent-encoded (either hex case, ``+`` for a space),
-as HTML entities, in another case. Text is therefore read as a sequence of
-characters with every such escape decoded, compared with the key without
-regard to case, and each run of it that holds a piece of a key is masked in
-the original text, escapes included.
+An answer may echo the key JSON-escaped (``\\/``, ``\\u00e9``), percent-encoded
+(either hex case, ``+`` for a space), as HTML entities, in another case: text is
+read with every such escape decoded, compared without regard to case, and each
+run holding a piece of a key is masked in the original text, escapes included.
 
-Text from the API (messages, reason phrases, headers, field names, values)
-may hold control characters: escape sequences that erase lines, forge log
-lines or retitle a terminal. Every log message therefore shows each control
-character (C0 but tab, DEL, C1) as ``\\xNN``, after the key is masked, so that
-a log line is one line and shows only what it says.
+Text from the API may hold control characters that erase lines, forge log lines
+or retitle a terminal: every log message shows each one (C0 but tab, DEL, C1)
+as ``\\xNN``, after the key is masked, so that a log line is one line.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tap_optico.api import FILTERS
-from tap_optico.totals import MODES, Mode
+from tap_optico.totals import Mode
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 DATE_FORMS = "a date as YYYY-MM-DD or an ISO 8601 date-time"
@@ -113,13 +113,10 @@ class Settings:
             reconcile=config["reconcile"],
         )
 
-    def today(self) -> dt.date:
-        return dt.datetime.now(self.timezone).date()
-
     @property
     def last_day(self) -> dt.date:
         """The last day to read: ``end_date``, or today in ``timezone``."""
-        return self.end_date or self.today()
+        return self.end_date or dt.datetime.now(self.timezone).date()
 
 
 def clear_text_host(api_url: object) -> str | None:
@@ -158,7 +155,7 @@ def environment_problems(environ: Mapping[str, str], schema: Mapping[str, Any], 
         text = environ.get(variable)
         if text is None:
             continue
-        kinds = spec["type"] if isinstance(spec.get("type"), list) else [spec.get("type")]
+        kinds = _kinds(spec)
         if "integer" in kinds:
             try:
                 int(text)
@@ -210,11 +207,16 @@ def config_file_problem(path: str) -> str | None:
     return None
 
 
+def _kinds(spec: Mapping[str, Any]) -> list[Any]:
+    """The JSON types a schema allows, as a list."""
+    kinds = spec.get("type")
+    return kinds if isinstance(kinds, list) else [kinds]
+
+
 def _is_string_list(spec: Mapping[str, Any]) -> bool:
     """A list of strings, which singer-sdk also reads as ``a,b,c``."""
     items = spec.get("items")
-    kinds = items.get("type") if isinstance(items, Mapping) else None
-    return kinds == "string" or (isinstance(kinds, list) and "string" in kinds)
+    return isinstance(items, Mapping) and "string" in _kinds(items)
 
 
 def _account_problems(config: Mapping[str, Any], item: Mapping[str, Any]) -> list[str]:
@@ -265,44 +267,32 @@ def _problem(name: str, value: Any, spec: Mapping[str, Any], required: bool) -> 
         what = f": {DATE_FORMS}" if spec.get("format") in _BY_FORMAT else ""
         return f"Setting '{name}' is required{what}"
     if spec.get("secret"):
-        if (isinstance(value, str) and value.strip()) or _is_number_key(value):
+        # The API reference types the key as an integer: a key given as a JSON number is its digits.
+        if (isinstance(value, str) and value.strip()) or (_is_whole(value) and value >= 0):
             return None
         return f"Setting '{name}' is required: set it to your {spec.get('title', name)}"
-    kinds = spec.get("type")
-    if kinds == "integer" or (isinstance(kinds, list) and "integer" in kinds):
+    kinds = _kinds(spec)
+    if "integer" in kinds:
         return _integer_problem(name, value, spec)
-    check = _BY_FORMAT.get(spec.get("format", "")) or _BY_NAME.get(name)
-    if check:
+    if check := _BY_FORMAT.get(spec.get("format", "")) or _BY_NAME.get(name):
         return check(name, value)
-    if value is None:
-        return f"Setting '{name}' is required"
-    if "string" in (kinds if isinstance(kinds, list) else [kinds]) and (
-        not isinstance(value, str) or len(value.strip()) < spec.get("minLength", 0)
-    ):
+    if "enum" in spec and value not in spec["enum"]:
+        return f"Setting '{name}' must be one of {', '.join(spec['enum'])}, got {value!r}"
+    if "string" in kinds and (not isinstance(value, str) or len(value.strip()) < spec.get("minLength", 0)):
         return f"Setting '{name}' must be non-empty text, got {value!r}"
     return None
 
 
-def _is_number_key(value: Any) -> bool:
-    """The API reference types the key as an integer: a key given as a JSON number is its digits."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _is_whole(value: Any) -> bool:
+    """A JSON number without a fraction (``true`` is none)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _integer_problem(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
     low, high = spec.get("minimum"), spec.get("maximum")
-    if (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and (low is None or value >= low)
-        and (high is None or value <= high)
-    ):
+    if _is_whole(value) and (low is None or value >= low) and (high is None or value <= high):
         return None
-    if low is not None and high is not None:
-        bound = f" from {low} to {high}"
-    elif low is not None:
-        bound = f" at least {low}"
-    else:
-        bound = ""
+    bound = "" if low is None else f" at least {low}" if high is None else f" from {low} to {high}"
     return f"Setting '{name}' must be a whole number{bound}, got {value!r}"
 
 
@@ -330,12 +320,4 @@ def _url_problem(name: str, value: Any) -> str | None:
 
 
 _BY_FORMAT = {"date": _date_problem, "date-time": _date_problem, "uri": _url_problem}
-
-
-def _reconcile_problem(name: str, value: Any) -> str | None:
-    if value in MODES:
-        return None
-    return f"Setting '{name}' must be one of {', '.join(MODES)}, got {value!r}"
-
-
-_BY_NAME = {"timezone": _zone_problem, "reconcile": _reconcile_problem}
+_BY_NAME = {"timezone": _zone_problem}
