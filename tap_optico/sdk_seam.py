@@ -1,12 +1,9 @@
 """Every private singer-sdk name the tap relies on, and nothing else.
 
-singer-sdk has no public hook to: move a bookmark per complete window (and
-write STATE when the tap says), write records without per-record message
-objects or a batch at a time past its per-record loop (the fast path), word
-setting errors itself, stop on a signal without writing into the output, and
-not announce start_date as where an incremental run starts. The overrides live
-here; ``tests/test_sdk_contract.py`` checks each name on the installed SDK, so
-an upgrade that changes one fails CI instead of silently switching it off.
+singer-sdk has no public hook to move a bookmark per complete window, write records a batch at a
+time or without per-record message objects, word setting errors, stop on a signal without writing
+into the output, or not announce start_date as where a run starts. ``tests/test_sdk_contract.py``
+checks each name on the installed SDK, so an upgrade that changes one fails CI.
 """
 
 from __future__ import annotations
@@ -48,7 +45,7 @@ class DerivedStream(Stream):
 
 class WindowedStream(DerivedStream):
     """A stream whose bookmark moves only by :meth:`set_bookmark`, and whose STATE messages are
-    written when :meth:`write_state` says so (and at the end of the stream, as the SDK does)."""
+    written by :meth:`write_state` (and at the end of the stream, as the SDK does)."""
 
     # Not every 10,000 records: a STATE holds every account's bookmark (see bookmarks.StateCadence).
     STATE_MSG_FREQUENCY = sys.maxsize
@@ -69,8 +66,7 @@ class WindowedStream(DerivedStream):
     def _increment_stream_state(
         self, latest_record: dict[str, Any], *, context: Context | None = None
     ) -> None:
-        """A bookmark moves once a window and every window before it are read
-        (bookmarks.py), never per record: it stays put here."""
+        """Never per record: a bookmark moves once a window and all before it are read (bookmarks.py)."""
 
     def set_bookmark(self, context: Context | None, bookmark: Any) -> None:
         """Set the partition's bookmark (bookmarks.py decides where), for the next STATE message."""
@@ -140,8 +136,7 @@ class WindowedStream(DerivedStream):
         writer.write_records(self.name, records, self._stream_version)
         if self._record_counter is not None:
             self._record_counter.increment(len(records))
-        # As the SDK's own path: the stream's last STATE then follows (and flushes) these records.
-        self.state_manager.is_flushed = False
+        self.state_manager.is_flushed = False  # the stream's last STATE follows (and flushes) them
 
     @override
     def _write_record_message(self, record: dict[str, Any]) -> None:
@@ -157,8 +152,7 @@ class WindowedStream(DerivedStream):
             mapped = stream_map.transform(record)
             if mapped is not None:
                 writer.write_record(stream_map.stream_alias, mapped, self._stream_version)
-        # As the SDK's own path: the stream's last STATE then follows (and flushes) these records.
-        self.state_manager.is_flushed = False
+        self.state_manager.is_flushed = False  # as in write_records
 
     @override
     def get_sync_timer(self) -> metrics.Timer:

@@ -142,8 +142,7 @@ def _unescape(match: re.Match[str]) -> list[tuple[str, tuple[int, int]]] | None:
     """The characters one escape stands for, each with its span in the text."""
     span = match.span()
     if match["high"]:
-        pair = int(match["high"], 16), int(match["low"], 16)
-        return [(chr(0x10000 + ((pair[0] - 0xD800) << 10) + (pair[1] - 0xDC00)), span)]
+        return [(bytes.fromhex(match["high"] + match["low"]).decode("utf-16-be"), span)]
     if match["percent"]:
         return _percent_decoded(match["percent"], span[0])
     if match["name"]:
@@ -158,18 +157,13 @@ def _unescape(match: re.Match[str]) -> list[tuple[str, tuple[int, int]]] | None:
 
 def _percent_decoded(run: str, offset: int) -> list[tuple[str, tuple[int, int]]]:
     """A run of ``%XX`` bytes as UTF-8 characters (a byte that is not UTF-8 as itself)."""
-    data = bytes(int(run[i + 1 : i + 3], 16) for i in range(0, len(run), 3))
     decoded: list[tuple[str, tuple[int, int]]] = []
-    index = 0
-    while index < len(data):
-        lead = data[index]
-        size = 1 if lead < 0xC0 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
-        try:
-            char = data[index : index + size].decode("utf-8")
-        except UnicodeDecodeError:
-            char, size = chr(lead), 1
-        decoded.append((char, (offset + 3 * index, offset + 3 * (index + size))))
-        index += size
+    start = offset
+    for char in bytes.fromhex(run.replace("%", "")).decode("utf-8", "surrogateescape"):
+        end = start + 3 * len(char.encode("utf-8", "surrogateescape"))
+        byte = "\udc80" <= char <= "\udcff"  # a byte that is not UTF-8, escaped by the decoder
+        decoded.append((chr(ord(char) - 0xDC00) if byte else char, (start, end)))
+        start = end
     return decoded
 
 

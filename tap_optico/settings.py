@@ -25,10 +25,8 @@ DATE_FORMS = "a date as YYYY-MM-DD or an ISO 8601 date-time"
 
 
 def read_day(value: Any, zone: dt.tzinfo) -> dt.date:
-    """``2026-04-08``, or the day in ``zone`` of a date-time such as ``2026-04-08T22:00:00Z``.
-
-    Meltano turns relative dates (``30 days ago``) into date-times with an offset.
-    """
+    """``2026-04-08``, or the day in ``zone`` of a date-time such as ``2026-04-08T22:00:00Z`` (Meltano
+    turns relative dates such as ``30 days ago`` into date-times with an offset)."""
     if not isinstance(value, str):
         raise TypeError(value)
     try:
@@ -61,8 +59,7 @@ class Settings:
     """The settings a run uses, typed."""
 
     accounts: tuple[Account, ...]
-    #: Whether the accounts come from ``accounts`` (rather than ``api_key`` alone).
-    several_accounts: bool
+    several_accounts: bool  # from the setting ``accounts``, not ``api_key``
     api_url: str
     end_date: dt.date | None
     page_size: int

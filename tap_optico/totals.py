@@ -170,21 +170,18 @@ def _figure(measure: str, value: int | None) -> str:
     return f"{value:,} s" if measure == "duration" else f"{value:,}"
 
 
-def describe(check: DayCheck) -> str:
-    """One differing account-day, with both figures for each measure."""
-    figures = ", ".join(
-        f"{measure} {_figure(measure, mine)} vs {_figure(measure, theirs)}"
-        + (" (differs)" if measure in check.differs else "")
-        for measure, mine, theirs in zip(MEASURES, check.delivered, check.optico, strict=True)
-    )
-    return f"account {check.account}, {check.day} (delivered vs Optico's daily totals): {figures}"
-
-
 def warnings(result: Reconciliation) -> Iterator[str]:
-    """A line per differing account-day, the first :data:`SHOWN`, then how many more."""
+    """A line per differing account-day, both figures of each measure, the first :data:`SHOWN`;
+    then how many more."""
     differing = result.differing
     for check in differing[:SHOWN]:
-        yield f"reconciliation: {describe(check)}"
+        figures = ", ".join(
+            f"{measure} {_figure(measure, mine)} vs {_figure(measure, theirs)}"
+            + (" (differs)" if measure in check.differs else "")
+            for measure, mine, theirs in zip(MEASURES, check.delivered, check.optico, strict=True)
+        )
+        where = f"account {check.account}, {check.day}"
+        yield f"reconciliation: {where} (delivered vs Optico's daily totals): {figures}"
     if len(differing) > SHOWN:
         yield (
             f"reconciliation: {len(differing) - SHOWN:,} more account-day(s) differ "
