@@ -117,25 +117,15 @@ def _fold(text: str) -> str:
 
 def _decode(text: str) -> tuple[str, list[tuple[int, int]]]:
     """``text`` with its escapes decoded, folded (:func:`_fold`), and where each character came from."""
-    chars: list[str] = []
-    spans: list[tuple[int, int]] = []
-
-    def plain(start: int, end: int) -> None:
-        chars.extend(text[start:end])
-        spans.extend((i, i + 1) for i in range(start, end))
-
-    position = 0
+    decoded: list[tuple[str, tuple[int, int]]] = []
+    position = 0  # text[:position] is decoded
     for match in _ESCAPE.finditer(text):
-        plain(position, match.start())
-        position = match.end()
-        decoded = _unescape(match)
-        if decoded is None:  # an unknown entity name: plain text
-            plain(match.start(), match.end())
-        else:
-            chars.extend(char for char, _ in decoded)
-            spans.extend(span for _, span in decoded)
-    plain(position, len(text))
-    return _fold("".join(chars)), spans
+        unescaped = _unescape(match)
+        if unescaped is not None:  # else an unknown entity name: plain text
+            decoded += [(text[i], (i, i + 1)) for i in range(position, match.start())] + unescaped
+            position = match.end()
+    decoded += [(text[i], (i, i + 1)) for i in range(position, len(text))]
+    return _fold("".join(char for char, _ in decoded)), [span for _, span in decoded]
 
 
 def _unescape(match: re.Match[str]) -> list[tuple[str, tuple[int, int]]] | None:

@@ -1,9 +1,6 @@
-"""The tap's settings, checked once and read into a typed object.
-
-Types and numeric bounds come from the tap's ``config_jsonschema``; this
-module adds what a JSON schema cannot say (a real time zone, dates in order,
-an http(s) URL) and words every problem as one line naming the setting.
-"""
+"""The tap's settings, checked against the tap's ``config_jsonschema`` and what a JSON schema cannot
+say (a real time zone, dates in order, an http(s) URL), each problem one line naming the setting;
+then read into a typed object."""
 
 from __future__ import annotations
 
@@ -70,7 +67,6 @@ class Settings:
     max_tries: int
     max_wait_seconds: int
     request_timeout: int
-    #: What a day whose calls do not add up to Optico's daily totals does to the run (totals.py).
     reconcile: Mode
 
     @classmethod
@@ -80,7 +76,7 @@ class Settings:
         end = config.get("end_date")
 
         def account(entry: Mapping[str, Any]) -> Account:
-            """An account from its entry in ``accounts``; what it leaves out comes from the settings."""
+            """An account from its entry; what it leaves out comes from the settings."""
             return Account(
                 name=entry["name"],
                 api_key=str(entry["api_key"]),  # a key given as a number is its digits
@@ -205,7 +201,6 @@ def config_file_problem(path: str) -> str | None:
 
 
 def _kinds(spec: Mapping[str, Any]) -> list[Any]:
-    """The JSON types a schema allows, as a list."""
     kinds = spec.get("type")
     return kinds if isinstance(kinds, list) else [kinds]
 
@@ -219,11 +214,9 @@ def _is_string_list(spec: Mapping[str, Any]) -> bool:
 def _account_problems(config: Mapping[str, Any], item: Mapping[str, Any]) -> list[str]:
     """``api_key`` or ``accounts``, and each account named once, with a key."""
     accounts = config.get("accounts")
+    if accounts is None and config.get("api_key") is None:
+        return ["Setting 'api_key' is required: set it to your API key (or list your accounts in 'accounts')"]
     if accounts is None:
-        if config.get("api_key") is None:
-            return [
-                "Setting 'api_key' is required: set it to your API key (or list your accounts in 'accounts')"
-            ]
         return []
     if config.get("api_key"):  # an empty api_key (from an environment variable) is no key
         return [
@@ -281,7 +274,6 @@ def _problem(name: str, value: Any, spec: Mapping[str, Any], required: bool) -> 
 
 
 def _is_whole(value: Any) -> bool:
-    """A JSON number without a fraction (``true`` is none)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
