@@ -1,17 +1,11 @@
 """Keep the API key out of every log line, message and traceback, and text from outside raw out of all.
 
-The key travels in the query string, so any URL that requests, urllib3 or
-backoff prints carries it: redaction happens where text leaves the process,
-in every log record (message, arguments, traceback) and uncaught exceptions.
-
-An answer may echo the key JSON-escaped (``\\/``, ``\\u00e9``), percent-encoded
-(either hex case, ``+`` for a space), as HTML entities, in another case: text is
-read with every such escape decoded, compared without regard to case, and each
-run holding a piece of a key is masked in the original text, escapes included.
-
-Text from the API may hold control characters that erase lines, forge log lines
-or retitle a terminal: every log message shows each one (C0 but tab, DEL, C1)
-as ``\\xNN``, after the key is masked, so that a log line is one line.
+The key travels in the query string, so any URL requests, urllib3 or backoff print carries it:
+every log record (message, arguments, traceback) and uncaught exception is redacted. An answer may
+echo the key JSON-escaped, percent-encoded, as HTML entities or in another case: text is read with
+every escape decoded, without case, and each run holding a piece of a key is masked in the original
+text. Text from the API may hold control characters that erase or forge log lines: each one is shown
+as ``\\xNN`` (after masking), so that a log line is one line.
 """
 
 from __future__ import annotations

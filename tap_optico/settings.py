@@ -1,6 +1,5 @@
-"""The tap's settings, checked against the tap's ``config_jsonschema`` and what a JSON schema cannot
-say (a real time zone, dates in order, an http(s) URL), each problem one line naming the setting;
-then read into a typed object."""
+"""The tap's settings, checked against its ``config_jsonschema`` and what a JSON schema cannot say
+(a real time zone, dates in order, an http(s) URL), each problem one line naming the setting."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ import datetime as dt
 import difflib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -90,21 +89,14 @@ class Settings:
             if several
             else [{"name": config["account_name"], "api_key": config["api_key"]}]
         )
-        return cls(
-            accounts=tuple(map(account, entries)),
-            several_accounts=several,
-            api_url=config["api_url"],
-            end_date=None if end is None else read_day(end, zone),
-            page_size=config["page_size"],
-            timezone=zone,
-            window_days=config["window_days"],
-            lookback_days=config["lookback_days"],
-            max_concurrency=config["max_concurrency"],
-            max_tries=config["max_tries"],
-            max_wait_seconds=config["max_wait_seconds"],
-            request_timeout=config["request_timeout"],
-            reconcile=config["reconcile"],
-        )
+        read: dict[str, Any] = {
+            "accounts": tuple(map(account, entries)),
+            "several_accounts": several,
+            "end_date": None if end is None else read_day(end, zone),
+            "timezone": zone,
+        }
+        # Every other field is the setting of its name, as given.
+        return cls(**read, **{item.name: config[item.name] for item in fields(cls) if item.name not in read})
 
     @property
     def last_day(self) -> dt.date:
@@ -228,7 +220,7 @@ def _account_problems(config: Mapping[str, Any], item: Mapping[str, Any]) -> lis
         ]
     errors: list[str] = []
     names: set[str] = set()
-    fields = item["properties"]
+    known = item["properties"]
     for number, entry in enumerate(accounts, 1):
         if not isinstance(entry, dict):
             errors.append(f"Setting 'accounts': entry {number} must be an object with a name and an api_key")
@@ -241,8 +233,8 @@ def _account_problems(config: Mapping[str, Any], item: Mapping[str, Any]) -> lis
         if name in names:
             errors.append(f"{where} is listed twice: each name must be unique")
         names.add(name)
-        errors += [f"{where} has an unknown field {key!r}" for key in entry if key not in fields]
-        for key, spec in fields.items():
+        errors += [f"{where} has an unknown field {key!r}" for key in entry if key not in known]
+        for key, spec in known.items():
             if key != "name" and (
                 problem := _problem(key, entry.get(key), spec, key in item.get("required", ()))
             ):

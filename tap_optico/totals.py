@@ -1,11 +1,9 @@
 """Each day's delivered calls checked against Optico's own daily totals (the setting ``reconcile``).
 
-While a run writes records, each stream keeps a :class:`Tally`: per account and
-local day, what it handed to the target, and which days it read completely.
-Once both streams are synced, :func:`compare` judges each day read completely
-by both; a day read by one only (a failed account, a deselected stream, a
-window not read to its end) is counted as not checked. Memory grows with
-account-days, never with calls.
+Each stream keeps a :class:`Tally` of what it handed to the target per account and local day, and
+of the days it read completely; :func:`compare` judges each day both read completely and counts the
+others (a failed account, a deselected stream, a window not read to its end) as not checked. Memory
+grows with account-days, never with calls.
 """
 
 from __future__ import annotations
