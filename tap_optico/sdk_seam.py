@@ -27,8 +27,8 @@ from tap_optico.writer import OpticoWriter
 
 
 class DerivedStream(Stream):
-    """A stream of the tap that announces no starting value: the base of its streams, and as it
-    is, a stream computed from what the others read, which asks the API nothing."""
+    """A stream of the tap that announces no starting value. As it is, it asks the API nothing: its
+    records are computed from what the other streams read (:class:`WindowedStream` reads the API)."""
 
     @property
     def source(self) -> TapSeam:
@@ -188,7 +188,7 @@ class _AccountsTimer(metrics.Timer):
 
 class TapSeam(Tap):
     """A tap whose settings are checked by :meth:`setting_problems`, one line each, which stops on
-    SIGTERM or SIGINT without writing more, and whose run fails at its end when an account failed."""
+    SIGTERM or SIGINT without writing more, and whose run ends by :meth:`finish`."""
 
     @cached_property
     def failed_accounts(self) -> dict[str, str]:
@@ -206,7 +206,7 @@ class TapSeam(Tap):
         return None
 
     def finish(self) -> None:
-        """After every stream: fail the run if an account failed."""
+        """After every stream: fail the run if an account failed (or what else the tap says)."""
         raise NotImplementedError
 
     @classmethod
