@@ -57,8 +57,6 @@ def redact(text: str) -> str:
         for start in range(len(chars) - length + 1):
             if chars[start : start + length] in _pieces:
                 covered[start : start + length] = [True] * length
-    if not any(covered):
-        return text
     out: list[str] = []
     done = 0  # text[:done] is written
     for hidden, run in itertools.groupby(range(len(chars)), covered.__getitem__):
