@@ -21,7 +21,7 @@ from typing_extensions import override
 
 from tap_optico import secrets, stopping, totals
 from tap_optico.api import DEFAULT_URL, FILTERS, MAX_PAGE_SIZE, MIN_PAGE_SIZE
-from tap_optico.errors import OpticoError, ReconciliationError, SettingsError, StateError
+from tap_optico.errors import AccountsFailedError, OpticoError, ReconciliationError, SettingsError, StateError
 from tap_optico.reading import OpticoStream, bookmark_problem
 from tap_optico.sdk_seam import TapSeam
 from tap_optico.settings import (
@@ -199,24 +199,23 @@ class TapOptico(TapSeam):
     def finish(self) -> None:
         """Say the reconciliation (a line, a WARNING per differing day, METRIC points), then fail
         the run if an account failed or, with ``reconcile: fail``, if a day does not add up."""
+        settings = Settings.from_config(self.config)
         result = self.reconciliation
         if result is None:
             self.logger.info("Reconciliation with Optico's daily totals is off (setting 'reconcile')")
-            super().finish()
-            return
-        for warning in totals.warnings(result):
-            self.logger.warning("%s", warning)
-        self.logger.info("%s", totals.summary(result))
-        for point in totals.metric_points(result):
-            metrics.get_metrics_logger().info("METRIC: %s", json.dumps(point, separators=(",", ":")))
-        if not (result.differing and Settings.from_config(self.config).reconcile == "fail"):
-            super().finish()
-            return
-        error = ReconciliationError(totals.failure(result))
+        else:
+            for warning in totals.warnings(result):
+                self.logger.warning("%s", warning)
+            self.logger.info("%s", totals.summary(result))
+            for point in totals.metric_points(result):
+                metrics.get_metrics_logger().info("METRIC: %s", json.dumps(point, separators=(",", ":")))
+        if result is not None and result.differing and settings.reconcile == "fail":
+            error = ReconciliationError(totals.failure(result))
+            if not self.failed_accounts:
+                raise error
+            self.logger.error("%s", error)  # the failed accounts end the run
         if self.failed_accounts:
-            self.logger.error("%s", error)
-            super().finish()
-        raise error
+            raise AccountsFailedError(self.failed_accounts, len(settings.accounts))
 
     @classmethod
     @override
@@ -261,10 +260,6 @@ class TapOptico(TapSeam):
                         raise StateError(f"{problem} {state_hint()}")
 
     @override
-    def account_count(self) -> int:
-        return len(Settings.from_config(self.config).accounts)
-
-    @override
     def setting_problems(self) -> list[str]:
         """One line per invalid setting of this tap, naming it."""
         secrets.register(self.config.get("api_key"))
@@ -292,15 +287,13 @@ def start_after_last_day(settings: Settings, config: Mapping[str, Any]) -> list[
         last = f"today ({settings.last_day} in {settings.timezone}; 'end_date' is not set)"
     else:
         last = f"'end_date' ({settings.end_date})"
+    own = {entry.get("name") for entry in config.get("accounts") or () if entry.get("start_date")}
     warnings: dict[str, None] = {}
     for account in settings.accounts:
         if account.start_date > settings.last_day:
-            own: Mapping[str, Any] = next(
-                (e for e in config.get("accounts") or () if e.get("name") == account.name), {}
-            )
             setting = (
                 f"Setting 'accounts': the start_date of account {account.name!r}"
-                if own.get("start_date")
+                if account.name in own
                 else "Setting 'start_date'"
             )
             warnings[f"{setting} ({account.start_date}) is after {last}: nothing is read"] = None
@@ -314,9 +307,7 @@ def _is_stream_state(entry: object) -> bool:
 
 def _partition_twice(entry: dict[str, Any]) -> str | None:
     """The context of a partition a stream's state lists twice (the SDK fails at its first STATE)."""
-    contexts = [
-        json.dumps(partition.get("context"), sort_keys=True) for partition in entry.get("partitions", [])
-    ]
+    contexts = [json.dumps(part.get("context"), sort_keys=True) for part in entry.get("partitions", [])]
     return next((context for context in contexts if contexts.count(context) > 1), None)
 
 
@@ -340,40 +331,33 @@ def state_hint() -> str:
     )
 
 
-#: singer-sdk's line when settings come from a file: nothing to act on, and in a Meltano run it
-#: shows twice (discovery's and the run's).
-SDK_SKIPS_ENV = "Skipping parse of env var settings..."
-#: The SDK's note on a stream whose records do not come in bookmark order: true of the reconciliation
-#: stream, and nothing to act on (it asks the API nothing; a run that stops computes it again).
-SDK_UNSORTED = "Stream is assumed to be unsorted, progress is not resumable if interrupted"
-#: singer-sdk's summary before the tap's own line per setting (a run), or alone (discovery, which
-#: needs no settings): the lines say what to fix, the summary nothing.
-SDK_INVALID = "Config validation failed"
+#: singer-sdk's lines with nothing to act on, shown at DEBUG only: settings come from a file
+#: (twice in a Meltano run); the summary before the tap's own line per invalid setting; a stream
+#: whose records are not in bookmark order (the reconciliation, computed again by any run).
+SDK_NOISE = (
+    "Skipping parse of env var settings...",
+    "Config validation failed",
+    "Stream is assumed to be unsorted, progress is not resumable if interrupted",
+)
 
 
-def _debug_only(message: str) -> logging.Filter:
-    """A filter that lets ``message`` through only when its logger shows DEBUG."""
+class _DebugOnly(logging.Filter):
+    """Lets :data:`SDK_NOISE` through only when its logger shows DEBUG."""
 
-    class DebugOnly(logging.Filter):
-        @override
-        def filter(self, record: logging.LogRecord) -> bool:
-            return record.msg != message or logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
-
-    return DebugOnly()
+    @override
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in SDK_NOISE or logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
 def main() -> None:
     """Run the tap; a failure the tap understands ends with one line, not a traceback."""
     secrets.install()
     logger = logging.getLogger("tap-optico")
-    logger.addFilter(_debug_only(SDK_SKIPS_ENV))
-    logger.addFilter(_debug_only(SDK_INVALID))
-    logging.getLogger("singer_sdk").addFilter(_debug_only(SDK_UNSORTED))
+    logger.addFilter(_DebugOnly())
+    logging.getLogger("singer_sdk").addFilter(_DebugOnly())
     command = TapOptico.cli  # singer-sdk's command; getting it sets the log's format up
     # A --config file singer-sdk cannot read ends in a message that names no file.
-    if unreadable := [
-        problem for path in config_files(sys.argv[1:]) if (problem := config_file_problem(path))
-    ]:
+    if unreadable := list(filter(None, map(config_file_problem, config_files(sys.argv[1:])))):
         for line in unreadable:
             logger.error("%s", line)
         _exit(1)
