@@ -13,7 +13,7 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -151,14 +151,6 @@ class Progress:
         )
 
 
-@dataclass(frozen=True)
-class Delivered:
-    """A window handed over, and the newest replication value of its records dated inside it."""
-
-    end: WindowEnd
-    newest: Any
-
-
 class WindowReader:
     """Records from the values the pager yields: normalised, keyed, each call once.
 
@@ -190,8 +182,11 @@ class WindowReader:
         self._strays: dict[str, set[Hashable]] = {}
         self._stray_days: Counter[dt.date] = Counter()
 
-    def read(self, pager: WindowPager, plans: list[Plan]) -> Iterator[list[Record] | Delivered | Failure]:
-        """The records of the plans' windows, a page's at a time, each window's end, and failures."""
+    def read(
+        self, pager: WindowPager, plans: list[Plan]
+    ) -> Iterator[list[Record] | tuple[WindowEnd, WindowRead] | Failure]:
+        """The records of the plans' windows, a page's at a time, each window's end with what the
+        bookmark rule needs of it, and failures."""
         self._several = len(plans) > 1
         for item in pager.read([window for plan in plans for window in plan.windows]):
             if isinstance(item, Rows):
@@ -255,7 +250,7 @@ class WindowReader:
         self._newest = newest
         return records
 
-    def _delivered(self, end: WindowEnd) -> Delivered:
+    def _delivered(self, end: WindowEnd) -> tuple[WindowEnd, WindowRead]:
         """``end``'s window is handed over: what it says, and a clean slate for the next window."""
         window, account = end.window, end.window.account.name
         if self._not_objects:
@@ -268,7 +263,7 @@ class WindowReader:
                 window.end,
                 f" of account {account}" if self._several else "",
             )
-        delivered = Delivered(end, self._newest)
+        delivered = end, WindowRead(window.end, self._newest, unsettled=end.outcome is Outcome.UNSETTLED)
         self._previous = (account, self._keys)
         self._ranks, self._keys, self._newest, self._not_objects = {}, set(), None, []
         return delivered
@@ -319,7 +314,7 @@ class OpticoStream(WindowedStream, OpticoClient):
         plans: list[Plan] = []
         marks: dict[str, Mark] = {}
         for account in self.settings.accounts:
-            if account.name in self.failed_accounts:
+            if account.name in self.source.failed_accounts:
                 self.logger.error(
                     "%s: account %s is skipped: it failed earlier in this run", self.name, account.name
                 )
@@ -350,12 +345,13 @@ class OpticoStream(WindowedStream, OpticoClient):
                 if limit is not None:  # a connection test (`--test`) fails on any account
                     raise item.error
                 name = item.window.account.name
-                self.failed_accounts[name] = str(item.error)
+                self.source.failed_accounts[name] = str(item.error)
                 self.logger.error(
                     "%s: account %s failed, its bookmark stays: %s", self.name, name, item.error
                 )
             else:
-                end, name = item.end, item.end.window.account.name
+                end, read = item
+                name = end.window.account.name
                 progress.window_done(end.window)
                 if warning := self._say(end):
                     self.logger.warning("%s", warning)
@@ -363,7 +359,6 @@ class OpticoStream(WindowedStream, OpticoClient):
                     short.append(end)
                 if tally is not None and end.outcome is not Outcome.UNSETTLED:
                     tally.read(name, end.window.start, end.window.end)
-                read = WindowRead(end.window.end, item.newest, unsettled=end.outcome is Outcome.UNSETTLED)
                 mark = after_window(marks[name], read, days=days, day_value=self.day_value)
                 if mark.value != marks[name].value:
                     self.set_bookmark({ACCOUNT: name}, mark.value)
@@ -371,7 +366,7 @@ class OpticoStream(WindowedStream, OpticoClient):
                         self.write_state()
                 marks[name] = mark
         if tally is not None:
-            self.tallies[self.name] = tally
+            self.source.tallies[self.name] = tally
         if short:
             self.logger.warning(
                 "%s: %d window(s) stayed short of total_results after every page the API offers was read "
@@ -409,11 +404,6 @@ class OpticoStream(WindowedStream, OpticoClient):
             return day.isoformat()
         midnight = dt.datetime.combine(day, dt.time(), self.settings.timezone)
         return midnight.astimezone(dt.timezone.utc).isoformat()
-
-    @override
-    def get_batch_config(self, config: Mapping[str, Any]) -> None:
-        """Never batch files: the tap does not advertise batch mode (see TapOptico.capabilities)."""
-        return None
 
     @override
     def generate_child_contexts(

@@ -14,19 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-
-class PageRows(Protocol):
-    """What reconciliation needs of a page: its rows and the count the API gave with them."""
-
-    @property
-    def results(self) -> Sequence[Any]: ...
-
-    @property
-    def total_results(self) -> int | None: ...
+if TYPE_CHECKING:
+    from tap_optico.paging import Page
 
 
 def row_key(row: Any) -> bytes:
@@ -77,7 +70,7 @@ class Reconciled:
         return 0 if self.total is None else max(0, self.kept - self.total)
 
 
-def reconcile(pages: Sequence[PageRows]) -> Reconciled:
+def reconcile(pages: Sequence[Page]) -> Reconciled:
     """The rows of a read's ``pages`` (in page order), as the rules of this module say."""
     handed = sum(len(page.results) for page in pages)
     totals = {page.total_results for page in pages if page.total_results is not None}

@@ -52,16 +52,6 @@ class WindowedStream(DerivedStream):
     _record_counter: metrics.Counter | None = None
     _syncing = False
 
-    @property
-    def failed_accounts(self) -> dict[str, str]:
-        """The accounts that failed in this run, shared by the tap's streams: name -> what failed."""
-        return self.source.failed_accounts
-
-    @property
-    def tallies(self) -> dict[str, Tally]:
-        """What each stream delivered in this run: stream name -> its tally."""
-        return self.source.tallies
-
     @override
     def _increment_stream_state(
         self, latest_record: dict[str, Any], *, context: Context | None = None
@@ -181,7 +171,7 @@ class _AccountsTimer(metrics.Timer):
         exc_tb: TracebackType | None,
     ) -> None:
         self.stream._syncing = False
-        if self.stream.failed_accounts:
+        if self.stream.source.failed_accounts:
             self.tags[metrics.Tag.STATUS] = metrics.Status.FAILED
         super().__exit__(exc_type, exc_val, exc_tb)
 

@@ -238,17 +238,11 @@ class TapOptico(TapSeam):
 
     @override
     def load_state(self, state: dict[str, Any]) -> None:
-        """Take the state, refusing a bookmark that is not a date or lies past the last day to read."""
+        """Take the state, refusing one whose form the SDK would fail on, or a bookmark that is not a
+        date or lies past the last day to read."""
         bookmarks = state.get("bookmarks", {})
-        if not isinstance(bookmarks, dict) or not all(map(_is_stream_state, bookmarks.values())):
-            msg = "State: 'bookmarks' is not as in a Singer state (objects, with lists of partitions)"
-            raise StateError(f"{msg}: fix it or clear it {state_hint()}")
-        for name, entry in bookmarks.items():
-            if twice := _partition_twice(entry):
-                msg = (
-                    f"State: stream '{name}' lists the partition {twice} twice: keep one, the later bookmark"
-                )
-                raise StateError(f"{msg} {state_hint()}")
+        if problem := _form_problem(bookmarks):
+            raise StateError(f"{problem} {state_hint()}")
         super().load_state(state)
         if not bookmarks or problems(self.config, self.config_jsonschema):
             return  # nothing to check, or settings that are wrong (discovery runs them unchecked)
@@ -300,15 +294,20 @@ def start_after_last_day(settings: Settings, config: Mapping[str, Any]) -> list[
     return list(warnings)
 
 
-def _is_stream_state(entry: object) -> bool:
-    partitions = entry.get("partitions", []) if isinstance(entry, dict) else None
-    return isinstance(partitions, list) and all(isinstance(partition, dict) for partition in partitions)
-
-
-def _partition_twice(entry: dict[str, Any]) -> str | None:
-    """The context of a partition a stream's state lists twice (the SDK fails at its first STATE)."""
-    contexts = [json.dumps(part.get("context"), sort_keys=True) for part in entry.get("partitions", [])]
-    return next((context for context in contexts if contexts.count(context) > 1), None)
+def _form_problem(bookmarks: object) -> str | None:
+    """What in a state's ``bookmarks`` is not as in a Singer state, or lists a partition twice (the
+    SDK fails at its first STATE), in one line; None if nothing."""
+    for name, entry in bookmarks.items() if isinstance(bookmarks, dict) else [("", None)]:
+        parts = entry.get("partitions", []) if isinstance(entry, dict) else None
+        if not isinstance(parts, list) or not all(isinstance(part, dict) for part in parts):
+            return (
+                "State: 'bookmarks' is not as in a Singer state (objects, with lists of partitions): "
+                "fix it or clear it"
+            )
+        contexts = [json.dumps(part.get("context"), sort_keys=True) for part in parts]
+        if twice := next((context for context in contexts if contexts.count(context) > 1), None):
+            return f"State: stream '{name}' lists the partition {twice} twice: keep one, the later bookmark"
+    return None
 
 
 def state_hint() -> str:
