@@ -101,8 +101,7 @@ class Progress:
         self.several_accounts = len(plans) > 1
         self.started = self.last_line = time.monotonic()
         self.first_window: float | None = None
-        self.first_days = 0
-        self.records = self.days_done = self.windows_done = 0
+        self.records = self.days_done = self.windows_done = self.first_days = 0
         if self.windows:
             first, last = min(plan.first for plan in plans), max(plan.last for plan in plans)
             accounts = f" of {len(plans)} accounts" if self.several_accounts else ""

@@ -83,15 +83,10 @@ class Settings:
                 filters={name: value for name in FILTERS if (value := entry.get(name, config.get(name)))},
             )
 
-        several = config.get("accounts") is not None
-        entries = (
-            config["accounts"]
-            if several
-            else [{"name": config["account_name"], "api_key": config["api_key"]}]
-        )
+        entries = config.get("accounts") or [{"name": config["account_name"], "api_key": config["api_key"]}]
         read: dict[str, Any] = {
             "accounts": tuple(map(account, entries)),
-            "several_accounts": several,
+            "several_accounts": config.get("accounts") is not None,
             "end_date": None if end is None else read_day(end, zone),
             "timezone": zone,
         }
@@ -146,7 +141,8 @@ def environment_problems(environ: Mapping[str, str], schema: Mapping[str, Any], 
                 int(text)
             except ValueError:
                 errors.append(f"{_integer_problem(name, text, spec)} (from {variable})")
-        elif {"array", "object"} & set(kinds) and not _is_string_list(spec):
+        # A list of strings singer-sdk also reads as ``a,b,c``.
+        elif {"array", "object"} & set(kinds) and "string" not in _kinds(spec.get("items") or {}):
             try:
                 json.loads(text)
             except json.JSONDecodeError as error:  # the text may hold keys: never echoed
@@ -195,12 +191,6 @@ def config_file_problem(path: str) -> str | None:
 def _kinds(spec: Mapping[str, Any]) -> list[Any]:
     kinds = spec.get("type")
     return kinds if isinstance(kinds, list) else [kinds]
-
-
-def _is_string_list(spec: Mapping[str, Any]) -> bool:
-    """A list of strings, which singer-sdk also reads as ``a,b,c``."""
-    items = spec.get("items")
-    return isinstance(items, Mapping) and "string" in _kinds(items)
 
 
 def _account_problems(config: Mapping[str, Any], item: Mapping[str, Any]) -> list[str]:
