@@ -15,7 +15,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -234,28 +234,23 @@ class _Schedule:
         self.started = max(self.started, self.reported)
 
 
+@dataclass
 class WindowPager:
     """Reads windows page by page with up to ``max_concurrency`` requests in flight; a window that
     cannot be read fails its account only (a :class:`Failure`)."""
 
-    def __init__(
-        self,
-        fetch: Callable[[Window, int], Page],
-        *,
-        page_size: int,
-        max_concurrency: int,
-        max_reads: int,
-        logger: logging.Logger,
-        describe: Callable[[Window], str] = lambda window: f"window {window.start}..{window.end}",
-        room: int | None = None,
-    ) -> None:
-        self.fetch = fetch
-        self.room = room or max_concurrency * MAX_PAGE_SIZE  # pages of the largest size
-        self.page_size = page_size
-        self.max_concurrency = max_concurrency
-        self.max_reads = max_reads
-        self.logger = logger
-        self.describe = describe
+    fetch: Callable[[Window, int], Page]
+    _: KW_ONLY
+    page_size: int
+    max_concurrency: int
+    max_reads: int
+    logger: logging.Logger
+    describe: Callable[[Window], str] = lambda window: f"window {window.start}..{window.end}"
+    #: Rows the windows after the first in line may hold (0: pages of the largest size).
+    room: int = 0
+
+    def __post_init__(self) -> None:
+        self.room = self.room or self.max_concurrency * MAX_PAGE_SIZE
         self._schedule = _Schedule([], self.room)
 
     def held(self, window: Window) -> int:
