@@ -141,7 +141,7 @@ def environment_problems(environ: Mapping[str, str], schema: Mapping[str, Any], 
                 int(text)
             except ValueError:
                 errors.append(f"{_integer_problem(name, text, spec)} (from {variable})")
-        # A list of strings singer-sdk also reads as ``a,b,c``.
+        # Not a list of strings, which singer-sdk also reads as ``a,b,c``.
         elif {"array", "object"} & set(kinds) and "string" not in _kinds(spec.get("items") or {}):
             try:
                 json.loads(text)

@@ -297,6 +297,7 @@ def start_after_last_day(settings: Settings, config: Mapping[str, Any]) -> list[
 def _form_problem(bookmarks: object) -> str | None:
     """What in a state's ``bookmarks`` is not as in a Singer state, or lists a partition twice (the
     SDK fails at its first STATE), in one line; None if nothing."""
+    # Bookmarks that are not an object read as one stream whose state is not an object.
     for name, entry in bookmarks.items() if isinstance(bookmarks, dict) else [("", None)]:
         parts = entry.get("partitions", []) if isinstance(entry, dict) else None
         if not isinstance(parts, list) or not all(isinstance(part, dict) for part in parts):

@@ -49,8 +49,7 @@ class Tally:
         self.days_read.update((account, (first + dt.timedelta(days=n)).isoformat()) for n in days)
 
     def figures_of(self, key: AccountDay) -> Figures:
-        found = self.figures.get(key)
-        return NOTHING if found is None else tuple(found)
+        return tuple(self.figures.get(key, NOTHING))
 
 
 class CallTally(Tally):
