@@ -83,7 +83,9 @@ class Settings:
                 filters={name: value for name in FILTERS if (value := entry.get(name, config.get(name)))},
             )
 
-        entries = config.get("accounts") or [{"name": config["account_name"], "api_key": config["api_key"]}]
+        entries = config.get("accounts")
+        if entries is None:  # api_key's account
+            entries = [{"name": config["account_name"], "api_key": config["api_key"]}]
         read: dict[str, Any] = {
             "accounts": tuple(map(account, entries)),
             "several_accounts": config.get("accounts") is not None,
