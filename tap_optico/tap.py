@@ -209,11 +209,10 @@ class TapOptico(TapSeam):
             self.logger.info("%s", totals.summary(result))
             for point in totals.metric_points(result):
                 metrics.get_metrics_logger().info("METRIC: %s", json.dumps(point, separators=(",", ":")))
-        if result is not None and result.differing and settings.reconcile == "fail":
-            error = ReconciliationError(totals.failure(result))
-            if not self.failed_accounts:
-                raise error
-            self.logger.error("%s", error)  # the failed accounts end the run
+            if result.differing and settings.reconcile == "fail":
+                if not self.failed_accounts:
+                    raise ReconciliationError(totals.failure(result))
+                self.logger.error("%s", totals.failure(result))  # the failed accounts end the run
         if self.failed_accounts:
             raise AccountsFailedError(self.failed_accounts, len(settings.accounts))
 
