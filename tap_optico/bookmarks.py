@@ -1,19 +1,8 @@
 """Where an account's bookmark goes: one rule, decided window by window, in window order.
 
-A bookmark follows the days read completely: once every window of an account
-up to a day has been read, its bookmark moves to that day, whether or not the
-days held data (a quiet account moves on like a busy one). The value stays a
-value of the replication key: the newest record of that day when there is
-one, else the day itself (its start, for a date-time key). The next run
-starts from the bookmark's day minus ``lookback_days``.
-
-A window whose rows the tap could not settle (its ``total_results`` moved
-in every read: calls arriving or leaving while it was paged) holds the
-bookmark before it for the rest of the run: the next run reads it again. A
-window read through every page the API offers moves the bookmark even when
-its rows stay short of ``total_results``: the API has nothing more to give
-(the reader says so). A window that cannot be read fails its account, whose
-bookmark then stays.
+A bookmark follows the days read completely, held data or not: the newest record of the last such
+day, else the day itself. A window whose ``total_results`` moved in every read holds it before the
+window for the rest of the run; one read through every page the API offers moves it even if short.
 """
 
 from __future__ import annotations
@@ -26,21 +15,16 @@ from typing import Any
 
 from tap_optico.settings import read_day, read_instant
 
-#: With many accounts, a STATE once bookmarks moved for this share of them (each STATE holds them all).
+#: A STATE once bookmarks moved for 1/STATE_SHARE of the accounts, or STATE_SECONDS after the last.
 STATE_SHARE = 4
-#: ... or once this many seconds passed since the last STATE, if one moved.
 STATE_SECONDS = 30.0
 #: Hours whose day is remembered (the values of a page share a few hours).
 DAYS_KEPT = 4096
 
 
 class Days:
-    """The day of a replication value in the configured time zone (``read_day``, remembered per hour).
-
-    A value written in UTC maps to its local day all the same. An hour is
-    remembered only when all of it falls on one local day (not so with an
-    offset of half an hour, say), else each value is read on its own.
-    """
+    """The day of a replication value in the configured time zone (``read_day``), remembered per hour
+    when all of the hour falls on one local day (not so with an offset of half an hour, say)."""
 
     def __init__(self, zone: dt.tzinfo) -> None:
         self.zone = zone
@@ -64,12 +48,9 @@ class Days:
 
 
 def is_later(value: Any, than: Any) -> bool:
-    """Whether the replication value ``value`` comes after ``than``.
-
-    Date-times compare as instants, whatever their offsets: a bookmark written
-    before ``start_date`` was in UTC carries the offset of ``timezone``, and
-    is read as before. Dates compare as dates, anything else as text.
-    """
+    """Whether the replication value ``value`` comes after ``than``: date-times as instants, whatever
+    their offsets (a bookmark written before instants were in UTC has the offset of ``timezone``),
+    dates as dates, anything else as text."""
     try:
         return read_instant(value) > read_instant(than)
     except (TypeError, ValueError):
@@ -108,15 +89,9 @@ def after_window(mark: Mark, window: WindowRead, *, days: Days, day_value: Calla
 
 
 class StateCadence:
-    """When a moved bookmark is worth a STATE message.
-
-    Every STATE holds the bookmark of every account, so a STATE per window
-    would make STATE grow with the square of the accounts. A STATE is
-    written once bookmarks moved for a quarter of the accounts (after every
-    window with one account), or :data:`STATE_SECONDS` after the last if one
-    moved: a run's STATE then grows with its windows, and an interrupted run
-    loses at most a quarter of the accounts' progress or half a minute.
-    """
+    """When a moved bookmark is worth a STATE message: every STATE holds every account's bookmark,
+    so a STATE per window would grow with the square of the accounts; an interrupted run loses at
+    most a quarter of the accounts' progress or half a minute."""
 
     def __init__(self, accounts: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.every = max(1, accounts // STATE_SHARE)

@@ -1,20 +1,11 @@
-"""Reading date windows page by page, with several requests in flight, as a one-way flow of values.
+"""Reading date windows page by page, several requests in flight, as a one-way flow of values.
 
-A :class:`Window` says what to read; where its read stands is the pager's
-own (:class:`_Read`); what the pager finds, it yields: the rows of a page
-(:class:`Rows`), the end of a window with its figures (:class:`WindowEnd`),
-or a window that cannot be read (:class:`Failure`). The reader consumes
-them and writes nothing back.
-
-When a read goes on, and when it ends, is one pure policy (:func:`next_step`
-and :func:`after_read`): a read ends only when every signal agrees there is
-nothing more. Pages up to what ``total_results`` justifies (at the page size
-the server really gives) are requested ahead, several at a time; a page past
-that only once the page before says there is more.
-
-Windows are handed over whole and in order, so that a bookmark never passes
-a window that is not read; a window waits in memory only while the windows
-before it are read, and new windows start only while few rows are held.
+A :class:`Window` says what to read; where its read stands is the pager's own (:class:`_Read`); the
+pager yields what it finds (:class:`Rows`, :class:`WindowEnd`, :class:`Failure`) and the reader
+writes nothing back. When a read ends is one pure policy (:func:`next_step`, :func:`after_read`):
+only when every signal agrees there is nothing more. Pages up to what ``total_results`` justifies
+are requested ahead; a page past that once the page before says there is more. Windows are handed
+over whole and in order, so a bookmark never passes a window not read.
 """
 
 from __future__ import annotations
@@ -24,7 +15,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -36,7 +27,7 @@ from tap_optico.settings import Account
 
 #: Pages read past the point where a read whose total_results moved reaches its first count.
 SLACK_PAGES = 1
-#: Rows one read of a window may hand: far above any real window; a read past it fails the window.
+#: Rows one read of a window may hand (far above any real window): a read past it fails the window.
 MAX_READ_ROWS = 500_000
 
 
@@ -47,7 +38,6 @@ class Window:
     index: int
     start: dt.date
     end: dt.date
-    #: Whose data: the account whose key requests it.
     account: Account
 
 
@@ -59,9 +49,6 @@ class Page:
     results: Sequence[Any]
     total_results: int | None
     next_page: int | None
-
-
-# The end-of-read policy
 
 
 class Step(Enum):
@@ -79,9 +66,8 @@ class ReadFacts:
 
     #: Rows the read holds (in a read whose count moved, rows that no earlier page gave).
     rows: int
-    #: The first total_results of the read (None: none given).
+    #: The first total_results of the read, and whether it changed since.
     total: int | None
-    #: total_results changed between the pages of the read.
     moved: bool
     #: Rows of the last page that are new to the read (not repeats beyond total_results).
     new: int
@@ -89,23 +75,16 @@ class ReadFacts:
     same: bool
     #: The page before the last said it was the last (the last page was asked as rows were short).
     probing: bool
-    #: The last page's next_page (None: it says it is the last).
     next_page: int | None
 
 
 def next_step(facts: ReadFacts) -> Step:
     """Whether a read goes on after its last page: it ends only when the signals agree.
 
-    - A page that brings no new row ends the read (every loop is bounded); an
-      earlier answer given again, while rows are missing and the count still,
-      to a page the API said exists means the API ignores ``page``.
-    - A count that moved makes the pages no snapshot: the read goes on to a
-      page past its first count (:func:`after_read` then reads it again
-      unless its rows add up to the count).
-    - Otherwise a forward ``next_page`` is followed, however short the page
-      or past ``total_results`` the rows, and so is a missing ``next_page``
-      while the rows are short of ``total_results`` (one page asked, which
-      must bring new rows); :data:`MAX_READ_ROWS` bounds the whole read.
+    A page with no new row ends it; an earlier answer again, rows missing and the count still, means
+    the API ignores ``page``. A moved count reads on to a page past its first count. Otherwise a
+    forward ``next_page`` is followed, and so is a missing one while rows are short of the count;
+    :data:`MAX_READ_ROWS` bounds the whole read.
     """
     short = facts.total is None or facts.rows < facts.total
     if facts.same:
@@ -124,28 +103,20 @@ def next_step(facts: ReadFacts) -> Step:
 class Outcome(Enum):
     """What a read of a window, over, makes of it."""
 
-    #: Every row the count promised, or more (the figures say which).
-    COMPLETE = "complete"
-    #: Read again: short of its count, or its count moved, with reads left.
-    AGAIN = "again"
-    #: Every page the API offers read, in every read, still short: the API's count is wrong.
-    COUNT_WRONG = "count wrong"
-    #: The count moved in every read: rows are handed over once each, the bookmark stays before.
-    UNSETTLED = "unsettled"
+    COMPLETE = "every row the count promised, or more"
+    AGAIN = "read again: short of its count, or its count moved, with reads left"
+    COUNT_WRONG = "every page the API offers read, in every read, still short: the count is wrong"
+    UNSETTLED = "the count moved in every read: rows handed over once each, the bookmark stays before"
 
 
 def after_read(result: Reconciled, reads: int, max_reads: int, *, moved: bool) -> Outcome:
-    """The outcome of a window's ``reads``-th read (of ``max_reads``), which ended as ``result``: a
-    read whose count ``moved`` (on any page, one dropped as a repeat too) is complete only when
-    its rows add up to the count."""
+    """The outcome of a window's ``reads``-th read, which ended as ``result``: a read whose count
+    ``moved`` (on any page) is complete only when its rows add up to the count."""
     if not result.short_by and not (moved and result.beyond):
         return Outcome.COMPLETE
     if reads < max_reads:
         return Outcome.AGAIN
     return Outcome.UNSETTLED if moved else Outcome.COUNT_WRONG
-
-
-# What the pager yields
 
 
 @dataclass(frozen=True)
@@ -168,14 +139,10 @@ class WindowEnd:
 
 @dataclass(frozen=True)
 class Failure:
-    """``window`` cannot be read (a request failed for good, or the answers make no sense): the
-    account's remaining windows are given up."""
+    """``window`` cannot be read (a request failed for good, or the answers make no sense)."""
 
     window: Window
     error: FatalAPIError
-
-
-Fetch = Callable[[Window, int], Page]
 
 
 @dataclass(eq=False)
@@ -190,7 +157,7 @@ class _Read:
     #: The next page to request, and the last that may be requested now.
     next_unrequested: int = FIRST_PAGE
     last_page: int = FIRST_PAGE
-    #: Rows handed; rows new to the read; the first total_results; whether it moved.
+    #: Rows handed, rows new to the read, total and moved as in :class:`ReadFacts`.
     handed: int = 0
     rows: int = 0
     total: int | None = None
@@ -201,7 +168,7 @@ class _Read:
     answers: dict[bytes, list[Page]] = field(default_factory=dict)
     #: Keys of the rows read, once the count moved.
     seen: set[bytes] | None = None
-    #: The read is over: its kept rows, a page at a time, to hand over, and the window's end.
+    #: Once the read is over: its kept rows, a page at a time, to hand over, and the window's end.
     parts: list[Sequence[Any]] = field(default_factory=list)
     end: WindowEnd | None = None
 
@@ -211,30 +178,25 @@ class _Read:
 
     @property
     def held(self) -> int:
-        """Rows this read holds in memory (what its pages cost, whatever their size)."""
-        if self.end:
-            return sum(map(len, self.parts))
-        return sum(len(page.results) for pages in (self.pages, self.early.values()) for page in pages)
+        """Rows this read holds in memory (its pages while it goes on, then its kept rows)."""
+        pages = [*self.pages, *self.early.values()]
+        return sum(map(len, self.parts)) + sum(len(page.results) for page in pages)
 
 
 @dataclass(eq=False)
 class _Schedule:
     """Which read may request its next page, and which window is handed over next: the pager's.
 
-    Windows start, and are handed over, in order; ``reads[reported]`` is
-    first in line. Memory holds one window and about ``room`` rows of the
-    next: the window first in line (read, or handed over) may always request,
-    and so may the first window still being read while it holds fewer rows;
-    the others, and a new window, only while the windows after the first in
-    line hold fewer rows. Rows, not pages: small pages are asked as far ahead.
+    Windows start, and are handed over, in order; ``reads[reported]`` is first in line and may always
+    request, and so may the first window still read while it holds under ``room`` rows; the others,
+    and a new window, only while the windows after the first in line hold under ``room`` rows.
     """
 
     reads: list[_Read]
     room: int
-    #: Windows started; windows handed over (or given up).
+    #: Windows started; windows handed over (or given up); accounts whose windows are given up.
     started: int = 0
     reported: int = 0
-    #: Accounts one of whose windows failed: their windows are given up.
     failed: set[str] = field(default_factory=set)
     #: Requests under way: the read each is for, and which read of its window it belongs to.
     in_flight: dict[Future[Page], tuple[_Read, int]] = field(default_factory=dict)
@@ -243,7 +205,7 @@ class _Schedule:
         return read.window.account.name not in self.failed
 
     def next_to_request(self) -> _Read | None:
-        """The first read with a page to request now (starting a new window if need be); None: none."""
+        """The first read with a page to request now (starting a new window if need be)."""
         held = sum(read.held for read in self.reads[self.reported + 1 : self.started])
         active = [read for read in self.reads[self.reported : self.started] if self.live(read)]
         reading = next((read for read in active if read.end is None), None)
@@ -262,7 +224,7 @@ class _Schedule:
         return None
 
     def first(self) -> _Read | None:
-        """The window to hand over next, the windows of failed accounts skipped; None: all are."""
+        """The window to hand over next, the windows of failed accounts skipped."""
         while self.reported < len(self.reads) and not self.live(self.reads[self.reported]):
             self.reported += 1
         return self.reads[self.reported] if self.reported < len(self.reads) else None
@@ -272,47 +234,33 @@ class _Schedule:
         self.started = max(self.started, self.reported)
 
 
+@dataclass
 class WindowPager:
-    """Reads windows page by page with up to ``max_concurrency`` requests in flight.
+    """Reads windows page by page with up to ``max_concurrency`` requests in flight; a window that
+    cannot be read fails its account only (a :class:`Failure`)."""
 
-    :meth:`read` yields each window's :class:`Rows` then its :class:`WindowEnd`
-    once it and every window before it are read. A request that fails for
-    good (``FatalAPIError``), or a window whose answers cannot be paged,
-    fails its account only: :meth:`read` yields a :class:`Failure`, gives up
-    the account's windows and reads the others. Requests go on while the
-    consumer takes the rows.
-    """
+    fetch: Callable[[Window, int], Page]
+    _: KW_ONLY
+    page_size: int
+    max_concurrency: int
+    max_reads: int
+    logger: logging.Logger
+    describe: Callable[[Window], str] = lambda window: f"window {window.start}..{window.end}"
+    #: Rows the windows after the first in line may hold (0: pages of the largest size).
+    room: int = 0
 
-    def __init__(
-        self,
-        fetch: Fetch,
-        *,
-        page_size: int,
-        max_concurrency: int,
-        max_reads: int,
-        logger: logging.Logger,
-        describe: Callable[[Window], str] = lambda window: f"window {window.start}..{window.end}",
-        room: int | None = None,
-    ) -> None:
-        self.fetch = fetch
-        #: Rows the windows after the first in line may hold: max_concurrency pages of the largest size.
-        self.room = room or max_concurrency * MAX_PAGE_SIZE
-        self.page_size = page_size
-        self.max_concurrency = max_concurrency
-        self.max_reads = max_reads
-        self.logger = logger
-        self.describe = describe
+    def __post_init__(self) -> None:
+        self.room = self.room or self.max_concurrency * MAX_PAGE_SIZE
         self._schedule = _Schedule([], self.room)
 
     def held(self, window: Window) -> int:
-        """Rows the pager holds in memory for ``window`` now (what its memory bound limits)."""
+        """Rows the pager holds in memory for ``window`` now."""
         return sum(read.held for read in self._schedule.reads if read.window.index == window.index)
 
     def read(self, windows: Sequence[Window]) -> Iterator[Rows | WindowEnd | Failure]:
         """The windows' rows and ends, in window order, and the failures as they come."""
-        first_reads = [_Read(window, 1, page_size=self.page_size) for window in windows]
-        schedule = _Schedule(first_reads, self.room)
-        self._schedule = schedule
+        reads = [_Read(window, 1, page_size=self.page_size) for window in windows]
+        schedule = self._schedule = _Schedule(reads, self.room)
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico")
         try:
             while (first := schedule.first()) is not None:
@@ -335,17 +283,17 @@ class WindowPager:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _keep_busy(self, schedule: _Schedule, pool: ThreadPoolExecutor) -> list[Failure]:
-        """Take the answers that arrived into their reads, in window order, then request what the
-        schedule allows; the windows that failed meanwhile."""
+        """Take the answers that arrived, in window order, then request what the schedule allows."""
         in_flight, failures = schedule.in_flight, list[Failure]()
         for future in sorted((f for f in in_flight if f.done()), key=lambda f: in_flight[f][0].window.index):
             read, nth = in_flight.pop(future)
             if read.end is not None or nth != read.reads or not schedule.live(read):
                 continue  # a page past the end of its read, or of an earlier read
             try:
-                page = future.result()
-                read.early[page.number] = page
-                self._take_pages(read)
+                answer = future.result()
+                read.early[answer.number] = answer
+                while read.end is None and (page := read.early.pop(FIRST_PAGE + len(read.pages), None)):
+                    self._take(read, page)  # in page order, while the read goes on
             except FatalAPIError as error:
                 schedule.failed.add(read.window.account.name)
                 failures.append(Failure(read.window, error))
@@ -355,31 +303,23 @@ class WindowPager:
             in_flight[pool.submit(self.fetch, asking.window, number)] = (asking, asking.reads)
         return failures
 
-    def _take_pages(self, read: _Read) -> None:
-        """Take the pages that arrived, in page order, while the read goes on."""
-        while read.end is None and (page := read.early.pop(FIRST_PAGE + len(read.pages), None)):
-            step = self._take(read, page)
-            if step is Step.END:
-                self._close(read)
-            elif step is not Step.MORE:
-                raise FatalAPIError(self._unreadable(read, page, step))
-
-    def _take(self, read: _Read, page: Page) -> Step:
-        """Judge one page of the read under way (the pages before it are taken)."""
+    def _take(self, read: _Read, page: Page) -> None:
+        """Judge one page of the read under way (the pages before it are taken): go on, or end it."""
         results = page.results
-        same = bool(results) and self._same_answer(read, page) is not None
+        earlier = self._same_answer(read, page) if results else None
+        probing = bool(read.pages) and read.pages[-1].next_page is None
         if page.total_results is not None:
             if read.total is None:
                 read.total = page.total_results
             read.moved = read.moved or page.total_results != read.total
         new = 0
-        if not same:
+        if earlier is None:
             read.pages.append(page)
             read.handed += len(results)
             if read.moved:
                 if read.seen is None:  # a row identical to one of an earlier page is a repeat
                     read.seen = set()
-                    read.rows = sum(len(unseen(earlier.results, read.seen)) for earlier in read.pages[:-1])
+                    read.rows = sum(len(unseen(before.results, read.seen)) for before in read.pages[:-1])
                 new = len(unseen(results, read.seen))
                 read.rows += new
             else:
@@ -392,21 +332,23 @@ class WindowPager:
             short = read.total is not None and read.handed < read.total
             if page.next_page is not None and 0 < len(results) < read.page_size and short:
                 read.page_size = len(results)
-        before = read.pages[-1 if same else -2] if len(read.pages) > (0 if same else 1) else None
         facts = ReadFacts(
             rows=read.rows,
             total=read.total,
             moved=read.moved,
             new=new,
-            same=same,
-            probing=before is not None and before.next_page is None,
+            same=earlier is not None,
+            probing=probing,
             next_page=page.next_page,
         )
         step = next_step(facts)
         if step is Step.MORE:
             justified = 0 if read.total is None else math.ceil(read.total / max(1, read.page_size))
             read.last_page = max(read.last_page, page.number + 1, justified)
-        return step
+        elif step is Step.END:
+            self._close(read)
+        else:
+            raise FatalAPIError(self._unreadable(read, page, earlier))
 
     def _same_answer(self, read: _Read, page: Page) -> Page | None:
         """The earlier page of the read with the very same rows, if any (else this one is noted)."""
@@ -417,9 +359,10 @@ class WindowPager:
             alike.append(page)
         return earlier
 
-    def _unreadable(self, read: _Read, page: Page, step: Step) -> str:
+    def _unreadable(self, read: _Read, page: Page, earlier: Page | None) -> str:
+        """Why the read cannot go on: it is too long, or the API gave ``earlier`` page's answer again."""
         where = f"{self.describe(read.window)} cannot be read"
-        if step is Step.TOO_LONG:
+        if earlier is None:
             bound = "no total_results bounds" if read.total is None else f"total_results {read.total} ends"
             return (
                 f"{where}: after {read.handed} rows next_page still says there is more, and {bound} "
@@ -430,8 +373,6 @@ class WindowPager:
             if read.total is not None
             else "and no total_results says whether rows are missing"
         )
-        earlier = self._same_answer(read, page)
-        assert earlier is not None  # the step says so
         same = f"page {page.number} is the same answer as page {earlier.number}"
         return f"{where}: {same} {missing} (the API ignores 'page')"
 

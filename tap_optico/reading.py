@@ -1,15 +1,9 @@
 """Reading: which windows to read, the records they hand over, and the stream that reads them.
 
-A run cuts each account's days into windows (:func:`plan`); the pager
-(``paging.py``) reads each window, page by page until every signal agrees
-the read is over, and yields its reconciled rows (``reconcile.py``) and its
-end; :class:`WindowReader` turns those rows into records; the stream says
-what a window's end calls for (:meth:`OpticoStream._say`); the bookmark rule (``bookmarks.py``) then
-decides, window by window, where the account's bookmark goes, and the stream
-writes STATE as :class:`~tap_optico.bookmarks.StateCadence` says. A record
-dated outside the days its window asked for is still emitted (once per run),
-but never moves a bookmark: one call dated years ahead must not make every
-later run skip the days in between.
+A run cuts each account's days into windows (:func:`plan`); the pager yields each window's rows and
+end; :class:`WindowReader` makes records of the rows; ``bookmarks.py`` moves the bookmarks. A record
+dated outside its window's days is emitted (once per run) but never moves a bookmark: one call dated
+years ahead must not make every later run skip the days in between.
 """
 
 from __future__ import annotations
@@ -19,7 +13,7 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Callable, Generator, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -29,7 +23,7 @@ from typing_extensions import override
 
 from tap_optico.bookmarks import Days, Mark, StateCadence, WindowRead, after_window
 from tap_optico.client import OpticoClient
-from tap_optico.normalize import ACCOUNT, Normalizer, Record
+from tap_optico.normalize import ACCOUNT, Record
 from tap_optico.paging import Failure, Outcome, Rows, Window, WindowEnd, WindowPager
 from tap_optico.sdk_seam import WindowedStream
 from tap_optico.secrets import shorten
@@ -53,7 +47,7 @@ def plan_windows(
     while start <= end:
         stop = min(end, start + dt.timedelta(days=days - 1))
         windows.append(Window(index=first_index + len(windows), start=start, end=stop, account=account))
-        start = stop + dt.timedelta(days=1)
+        start = stop + ONE_DAY
     return windows
 
 
@@ -65,10 +59,6 @@ class Plan:
     first: dt.date
     last: dt.date
     windows: list[Window]
-
-    @property
-    def day_count(self) -> int:
-        return max(0, (self.last - self.first).days + 1)
 
 
 def bookmark_problem(where: str, bookmark: Any, settings: Settings) -> str | None:
@@ -93,27 +83,25 @@ def plan(settings: Settings, account: Account, bookmark: Any, first_index: int =
     """The account's windows from its start date (or the bookmark minus ``lookback_days``) to the last day."""
     start = account.start_date
     if bookmark is not None:
-        lookback = dt.timedelta(days=settings.lookback_days)
-        start = max(start, read_day(bookmark, settings.timezone) - lookback)
+        start = max(start, read_day(bookmark, settings.timezone) - dt.timedelta(days=settings.lookback_days))
     last = settings.last_day
     return Plan(account, start, last, plan_windows(start, last, settings.window_days, account, first_index))
 
 
 class Progress:
-    """INFO lines a person can follow: what a run reads, then, after each window it hands over and
-    every ``every`` seconds, the records handed to the target; an ETA once it means something."""
+    """INFO lines a person can follow: what a run reads, then the records handed over after each window
+    and every ``every`` seconds, with an ETA once it means something."""
 
     def __init__(
         self, name: str, plans: list[Plan], logger: logging.Logger, every: float = PROGRESS_SECONDS
     ) -> None:
         self.name, self.logger, self.every = name, logger, every
-        self.day_count = sum(plan.day_count for plan in plans)
+        self.day_count = sum(max(0, (plan.last - plan.first).days + 1) for plan in plans)
         self.windows = sum(len(plan.windows) for plan in plans)
         self.several_accounts = len(plans) > 1
         self.started = self.last_line = time.monotonic()
         self.first_window: float | None = None
-        self.first_days = 0
-        self.records = self.days_done = self.windows_done = 0
+        self.records = self.days_done = self.windows_done = self.first_days = 0
         if self.windows:
             first, last = min(plan.first for plan in plans), max(plan.last for plan in plans)
             accounts = f" of {len(plans)} accounts" if self.several_accounts else ""
@@ -142,8 +130,8 @@ class Progress:
             self.first_window, self.first_days = self.last_line, self.days_done
 
     def _line(self, doing: str) -> None:
-        """A progress line; its ETA extrapolates the pace since the first window was handed over,
-        once a tenth of the days (and two windows) are, not the start-up and the first answer."""
+        """A progress line; once a tenth of the days are read, its ETA extrapolates the pace since the
+        first window was handed over (not the start-up and the first answer)."""
         now = self.last_line = time.monotonic()
         to_go = ""
         if self.first_window is not None and self.days_done >= max(self.day_count / 10, self.first_days + 1):
@@ -162,147 +150,122 @@ class Progress:
         )
 
 
-@dataclass(frozen=True)
-class Delivered:
-    """A window read to its end (``end``) whose records are handed over; ``newest`` is the newest
-    replication value among them dated inside the window (None: none)."""
-
-    end: WindowEnd
-    newest: Any
-
-
 class WindowReader:
     """Records from the values the pager yields: normalised, keyed, each call once.
 
-    Look-alike calls (sharing the normaliser's ``lookalike_key``) are numbered
-    by their rank in the read, which is the API's order, so each keeps its
-    key on every read. Streams without look-alikes drop a record whose
-    identity the window already gave. A non-object row is skipped with a
-    WARNING (it still counted as a row of the read). A record dated outside
-    its window's days (a stray) is emitted at once, once per run: no later
-    window emits it again, its home window included, and a record the window
-    before emitted is not emitted again. Every record gets its account's name.
+    Look-alike calls (sharing the normaliser's ``lookalike_key``) are numbered by their rank in the
+    API's order, so each keeps its key on every read; other streams drop a repeated identity. A
+    non-object row is skipped with a WARNING. A record dated outside its window's days (a stray) is
+    emitted once per run.
     """
 
-    def __init__(
-        self,
-        normalize: Normalizer,
-        *,
-        identity_fields: tuple[str, ...],
-        replication_key: str,
-        days: Days,
-        day_value: Callable[[dt.date], Any],
-        logger: logging.Logger,
-    ) -> None:
-        self.normalize = normalize
-        self.day_value = day_value
-        self.identity = operator.attrgetter(*identity_fields)
-        self.replication_value = operator.attrgetter(replication_key)
+    def __init__(self, stream: OpticoStream, days: Days) -> None:
+        self.normalize = normalize = stream.normalizer
+        self.day_value = stream.day_value
+        self.identity = operator.attrgetter(*stream.identity_fields)
+        self.replication_value = operator.attrgetter(str(stream.replication_key))
         self.lookalike = (
             None if normalize.lookalike_key is None else operator.attrgetter(normalize.lookalike_key)
         )
         self.days = days
-        self.logger = logger
-        self._plans: dict[str, Plan] = {}
+        self.logger = stream.logger
+        self._several = False
+        # Of the window handed over (its rows come together, then its end).
+        self._ranks: dict[Any, int] = {}
+        self._keys: set[Hashable] = set()
+        self._newest: Any = None
+        self._not_objects: list[Any] = []
         # The account of the last window handed over and its identities (where edge-of-day strays
-        # come from): an account's windows are handed over one after the other.
+        # come from); per account, the identities of the strays emitted in this run.
         self._previous: tuple[str, set[Hashable]] = ("", set())
-        # Per account, the identities of the strays emitted in this run.
         self._strays: dict[str, set[Hashable]] = {}
         self._stray_days: Counter[dt.date] = Counter()
 
-    def read(self, pager: WindowPager, plans: list[Plan]) -> Iterator[list[Record] | Delivered | Failure]:
-        """The records of the plans' windows, a page's at a time, a :class:`Delivered` after each
-        window, and the :class:`Failure` of an account whose windows cannot be read."""
-        name = self.normalize.stream_name
-        self._plans = {plan.account.name: plan for plan in plans}
-        windows = [window for plan in plans for window in plan.windows]
-        window: Window | None = None
-        records: Generator[list[Record] | Delivered, Rows | WindowEnd, None]
-        for item in pager.read(windows):
-            if isinstance(item, Failure):
+    def read(
+        self, pager: WindowPager, plans: list[Plan]
+    ) -> Iterator[list[Record] | tuple[WindowEnd, WindowRead] | Failure]:
+        """The records of the plans' windows, a page's at a time, each window's end with what the
+        bookmark rule needs of it, and failures."""
+        self._several = len(plans) > 1
+        for item in pager.read([window for plan in plans for window in plan.windows]):
+            if isinstance(item, Rows):
+                if records := self._records(item.window, item.rows):  # no empty list of records
+                    yield records
+            elif isinstance(item, WindowEnd):
+                yield self._delivered(item)
+            else:
                 yield item
-                continue
-            if window is not item.window:
-                window = item.window
-                records = self._records(window)
-                next(records)
-            if not isinstance(item, Rows):
-                window = None
-            if out := records.send(item):  # no empty list of records
-                yield out
         if self._stray_days:
             days = sorted(map(str, self._stray_days))
             self.logger.warning(
                 "%s: %d record(s) dated outside the days requested (%s%s): emitted once each; "
                 "no bookmark moves past the days read",
-                name,
+                self.normalize.stream_name,
                 sum(self._stray_days.values()),
                 ", ".join(days[:5]),
                 f" and {len(days) - 5} more day(s)" if len(days) > 5 else "",
             )
         self.normalize.log_summary()
 
-    def _records(self, window: Window) -> Generator[list[Record] | Delivered, Rows | WindowEnd, None]:
-        """The records of ``window``, sent its :class:`Rows` (each answered with the records to emit)
-        then its :class:`WindowEnd` (answered with the :class:`Delivered`)."""
+    def _records(self, window: Window, rows: Sequence[Any]) -> list[Record]:
+        """The records to emit of a page of ``window``."""
         normalize, identity, lookalike = self.normalize, self.identity, self.lookalike
-        value_of = self.replication_value
-        ranks: dict[Any, int] = {}
-        keys: set[Hashable] = set()
+        value_of, ranks, keys, newest = self.replication_value, self._ranks, self._keys, self._newest
         account = window.account.name
         strays = self._strays.setdefault(account, set())
-        newest: Any = None
-        not_objects: list[Any] = []
-        # The tap writes every replication value in one form (an instant in UTC, or a date), and
-        # day_value the window's bounds in it: a value between them as text is in the window's days
-        # (days() has the last word on any other).
+        # Replication values and day_value's bounds share one form (an instant in UTC, or a date): a
+        # value between them as text is in the window's days (days() has the last word on any other).
         first, after = self.day_value(window.start), self.day_value(window.end + ONE_DAY)
         form = len(first)
-        item = yield []
-        while isinstance(item, Rows):
-            typed, odd = normalize.records(item.rows, account)
-            not_objects += odd
-            records: list[Record] = []
-            for record in typed:
-                if lookalike is not None:
-                    look = lookalike(record)
-                    rank = ranks.get(look, 0)
-                    ranks[look] = rank + 1
-                    if rank:
-                        normalize.renumber(record, rank)
-                key = identity(record)
-                if key in keys:
-                    continue
-                keys.add(key)
-                value = value_of(record)
-                if value is not None:
-                    if not (first <= value < after and len(value) == form):
-                        day = self.days(value)
-                        if not window.start <= day <= window.end:
-                            last, last_keys = self._previous
-                            if key not in strays and not (last == account and key in last_keys):
-                                strays.add(key)
-                                self._stray_days[day] += 1
-                                records.append(record)
-                            continue
-                    if newest is None or value > newest:
-                        newest = value
-                if key not in strays:
-                    records.append(record)
-            item = yield records
-        self._previous = (account, keys)
-        if not_objects:
+        typed, odd = normalize.records(rows, account)
+        self._not_objects += odd
+        records: list[Record] = []
+        for record in typed:
+            if lookalike is not None:
+                look = lookalike(record)
+                rank = ranks.get(look, 0)
+                ranks[look] = rank + 1
+                if rank:
+                    normalize.renumber(record, rank)
+            key = identity(record)
+            if key in keys:
+                continue
+            keys.add(key)
+            value = value_of(record)
+            if value is not None:
+                if not (first <= value < after and len(value) == form):
+                    day = self.days(value)
+                    if not window.start <= day <= window.end:
+                        last, last_keys = self._previous
+                        if key not in strays and not (last == account and key in last_keys):
+                            strays.add(key)
+                            self._stray_days[day] += 1
+                            records.append(record)
+                        continue
+                if newest is None or value > newest:
+                    newest = value
+            if key not in strays:
+                records.append(record)
+        self._newest = newest
+        return records
+
+    def _delivered(self, end: WindowEnd) -> tuple[WindowEnd, WindowRead]:
+        """``end``'s window is handed over: what it says, and a clean slate for the next window."""
+        window, account = end.window, end.window.account.name
+        if self._not_objects:
             self.logger.warning(
                 "%s: skipped a result that is not a JSON object: %s (%d in %s..%s%s; counted as read)",
-                normalize.stream_name,
-                shorten(repr(not_objects[0]), 80),
-                len(not_objects),
+                self.normalize.stream_name,
+                shorten(repr(self._not_objects[0]), 80),
+                len(self._not_objects),
                 window.start,
                 window.end,
-                f" of account {account}" if len(self._plans) > 1 else "",
+                f" of account {account}" if self._several else "",
             )
-        yield Delivered(item, newest)
+        delivered = end, WindowRead(window.end, self._newest, unsettled=end.outcome is Outcome.UNSETTLED)
+        self._previous = (account, self._keys)
+        self._ranks, self._keys, self._newest, self._not_objects = {}, set(), None, []
+        return delivered
 
 
 class OpticoStream(WindowedStream, OpticoClient):
@@ -330,27 +293,15 @@ class OpticoStream(WindowedStream, OpticoClient):
     @property
     @override
     def partitions(self) -> list[dict[str, Any]] | None:
-        """None: the SDK would otherwise sync once per account partition found in the state,
-        while :meth:`get_records` reads every account in one go."""
+        """None: the SDK would sync once per account partition in the state; get_records reads all."""
         return None
 
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
-        """The records of every account, read together under one ``max_concurrency``.
-
-        The accounts are not declared as SDK partitions, which the SDK would
-        read one after the other; each still has its own bookmark in the
-        SDK's partition format (``{"context": {"account": name}, ...}``).
-        """
+        """The records of every account, read together under one ``max_concurrency`` (SDK partitions
+        are read one after the other); each still has its bookmark in the SDK's partition format."""
         days = Days(self.settings.timezone)
-        reader = WindowReader(
-            self.normalizer,
-            identity_fields=self.identity_fields,
-            replication_key=str(self.replication_key),
-            days=days,
-            day_value=self.day_value,
-            logger=self.logger,
-        )
+        reader = WindowReader(self, days)
         pager = WindowPager(
             self.fetch_page,
             page_size=self.settings.page_size,
@@ -362,7 +313,7 @@ class OpticoStream(WindowedStream, OpticoClient):
         plans: list[Plan] = []
         marks: dict[str, Mark] = {}
         for account in self.settings.accounts:
-            if account.name in self.failed_accounts:
+            if account.name in self.source.failed_accounts:
                 self.logger.error(
                     "%s: account %s is skipped: it failed earlier in this run", self.name, account.name
                 )
@@ -373,14 +324,12 @@ class OpticoStream(WindowedStream, OpticoClient):
         cadence = StateCadence(len(plans))
         # A dry run (`--test`) takes this many records: stop there rather than be aborted with an ERROR.
         limit = self.ABORT_AT_RECORD_COUNT
-        emitted = 0
         short: list[WindowEnd] = []
         tally = None if self.settings.reconcile == "off" else self.tally_type()
         progress = Progress(self.name, plans, self.logger)
         for item in reader.read(pager, plans):
             if isinstance(item, list):  # records: all of them before the STATE that covers them
-                records = item if limit is None else item[: limit - emitted]
-                emitted += len(records)
+                records = item if limit is None else item[: limit - progress.records]
                 progress.emitted(len(records))
                 if tally is not None:
                     tally.add(records)
@@ -389,35 +338,34 @@ class OpticoStream(WindowedStream, OpticoClient):
                         self.write_records(records[start : start + BATCH_RECORDS])
                 else:  # the ordinary path: record by record, through singer-sdk's loop
                     yield from map(self.normalizer.as_dict, records)
-                if emitted == limit:
+                if progress.records == limit:
                     break
-                continue
-            if isinstance(item, Failure):
+            elif isinstance(item, Failure):
                 if limit is not None:  # a connection test (`--test`) fails on any account
                     raise item.error
                 name = item.window.account.name
-                self.failed_accounts[name] = str(item.error)
+                self.source.failed_accounts[name] = str(item.error)
                 self.logger.error(
                     "%s: account %s failed, its bookmark stays: %s", self.name, name, item.error
                 )
-                continue
-            end, name = item.end, item.end.window.account.name
-            progress.window_done(end.window)
-            if warning := self._say(end):
-                self.logger.warning("%s", warning)
-            if end.outcome is Outcome.COUNT_WRONG:
-                short.append(end)
-            if tally is not None and end.outcome is not Outcome.UNSETTLED:
-                tally.read(name, end.window.start, end.window.end)
-            read = WindowRead(end.window.end, item.newest, unsettled=end.outcome is Outcome.UNSETTLED)
-            mark = after_window(marks[name], read, days=days, day_value=self.day_value)
-            if mark.value != marks[name].value:
-                self.set_bookmark({ACCOUNT: name}, mark.value)
-                if cadence.moved():
-                    self.write_state()
-            marks[name] = mark
+            else:
+                end, read = item
+                name = end.window.account.name
+                progress.window_done(end.window)
+                if warning := self._say(end):
+                    self.logger.warning("%s", warning)
+                if end.outcome is Outcome.COUNT_WRONG:
+                    short.append(end)
+                if tally is not None and end.outcome is not Outcome.UNSETTLED:
+                    tally.read(name, end.window.start, end.window.end)
+                mark = after_window(marks[name], read, days=days, day_value=self.day_value)
+                if mark.value != marks[name].value:
+                    self.set_bookmark({ACCOUNT: name}, mark.value)
+                    if cadence.moved():
+                        self.write_state()
+                marks[name] = mark
         if tally is not None:
-            self.tallies[self.name] = tally
+            self.source.tallies[self.name] = tally
         if short:
             self.logger.warning(
                 "%s: %d window(s) stayed short of total_results after every page the API offers was read "
@@ -450,17 +398,11 @@ class OpticoStream(WindowedStream, OpticoClient):
         return None
 
     def day_value(self, day: dt.date) -> Any:
-        """``day`` as a value of the replication key: the day, or its first instant in ``timezone``,
-        written in UTC as every instant the tap writes."""
+        """``day`` as a value of the replication key: the day, or its first instant written in UTC."""
         if self.schema["properties"][self.replication_key].get("format") == "date":
             return day.isoformat()
         midnight = dt.datetime.combine(day, dt.time(), self.settings.timezone)
         return midnight.astimezone(dt.timezone.utc).isoformat()
-
-    @override
-    def get_batch_config(self, config: Mapping[str, Any]) -> None:
-        """Never batch files: the tap does not advertise batch mode (see TapOptico.capabilities)."""
-        return None
 
     @override
     def generate_child_contexts(

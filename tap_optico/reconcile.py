@@ -1,22 +1,12 @@
 """Reconciling one read of a window: its pages, the rows they hand and the count the API gives.
 
-A pure function of the pages, so that each rule is checked in one place:
-
-- rows are compared as decoded (:func:`row_key`): a result is typed, or
-  not, by its own values, whatever page and formatting it comes in
-  (``normalize.decode_plain_page``), so the same call is the same row;
-- rows at the top of a page identical, in every field and in order, to the
-  rows at the bottom of the page before are *edge repeats*: the same rows
-  handed twice when the API's offset slipped (an off-by-one);
-- when ``total_results`` stayed the same, edge repeats are dropped only as
-  far as the rows exceed it (one per page in turn): rows that add up to
-  ``total_results`` are all calls, identical ones included, wherever the
-  page breaks fall; without ``total_results`` every edge repeat is dropped;
-- when ``total_results`` moved during the read, the pages are no snapshot
-  (rows shift from page to page as calls arrive or leave): a row identical
-  to a row of an earlier page is a repeat, wherever it is;
-- what is left is compared with ``total_results``: fewer rows make the read
-  *short*, more are reported by the reader.
+- Rows are compared as decoded (:func:`row_key`), whatever page and formatting they come in.
+- Rows at the top of a page identical, in order, to the bottom of the page before are *edge
+  repeats*: the API's offset slipped. While ``total_results`` stays the same, they are dropped only
+  as far as the rows exceed it (rows that add up to it are all calls, identical ones included);
+  without ``total_results``, all are dropped.
+- When ``total_results`` moved during the read, the pages are no snapshot: a row identical to a row
+  of an earlier page is a repeat, wherever it is.
 """
 
 from __future__ import annotations
@@ -24,19 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-
-class PageRows(Protocol):
-    """What reconciliation needs of a page: its rows and the count the API gave with them."""
-
-    @property
-    def results(self) -> Sequence[Any]: ...
-
-    @property
-    def total_results(self) -> int | None: ...
+if TYPE_CHECKING:
+    from tap_optico.paging import Page
 
 
 def row_key(row: Any) -> bytes:
@@ -87,7 +70,7 @@ class Reconciled:
         return 0 if self.total is None else max(0, self.kept - self.total)
 
 
-def reconcile(pages: Sequence[PageRows]) -> Reconciled:
+def reconcile(pages: Sequence[Page]) -> Reconciled:
     """The rows of a read's ``pages`` (in page order), as the rules of this module say."""
     handed = sum(len(page.results) for page in pages)
     totals = {page.total_results for page in pages if page.total_results is not None}
@@ -105,9 +88,8 @@ def reconcile(pages: Sequence[PageRows]) -> Reconciled:
 
 
 def _spread(count: int, runs: list[int]) -> list[int]:
-    """``count`` rows to drop from the tops of pages whose edge repeats are ``runs``: one per page
-    in turn, as an offset that slipped repeats a row per page (a longer run may hold real
-    identical calls)."""
+    """``count`` rows to drop from the tops of pages whose edge repeats are ``runs``: one per page in
+    turn, as a slipped offset repeats a row per page (a longer run may hold real identical calls)."""
     dropped = [0] * len(runs)
     while count:
         for index, run in enumerate(runs):

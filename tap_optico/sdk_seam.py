@@ -1,17 +1,9 @@
 """Every private singer-sdk name the tap relies on, and nothing else.
 
-singer-sdk offers no public hook for six things this tap must do: move a
-bookmark per complete window instead of per record (and write STATE when
-the tap says), write records without the SDK's per-record message objects,
-write a batch of records past the SDK's per-record loop when nothing of it
-applies (the fast path, with its records flushed at every STATE the SDK
-would write), word setting errors itself, stop on a signal without writing
-into the output, and not announce start_date as where an incremental run
-starts. The
-overrides that do it live here, together; ``tests/test_sdk_contract.py``
-checks on the installed singer-sdk that each name still exists with the
-signature used, so an SDK upgrade that changes one fails CI instead of
-silently switching the behaviour off.
+singer-sdk has no public hook to move a bookmark per complete window, write records a batch at a
+time or without per-record message objects, word setting errors, stop on a signal without writing
+into the output, or not announce start_date as where a run starts. ``tests/test_sdk_contract.py``
+checks each name on the installed SDK, so an upgrade that changes one fails CI.
 """
 
 from __future__ import annotations
@@ -29,39 +21,42 @@ from singer_sdk.mapper import SameRecordTransform
 from typing_extensions import Self, override
 
 from tap_optico import stopping
-from tap_optico.errors import AccountsFailedError, SettingsError
+from tap_optico.errors import SettingsError
 from tap_optico.totals import Reconciliation, Tally
 from tap_optico.writer import OpticoWriter
 
 
-class WindowedStream(Stream):
+class DerivedStream(Stream):
+    """A stream of the tap that announces no starting value. As it is, it asks the API nothing: its
+    records are computed from what the other streams read (:class:`WindowedStream` reads the API)."""
+
+    @property
+    def source(self) -> TapSeam:
+        """The tap this stream belongs to (singer-sdk keeps it in a private attribute)."""
+        tap = self._tap
+        assert isinstance(tap, TapSeam)
+        return tap
+
+    @override
+    def _write_starting_replication_value(self, context: Context | None) -> None:
+        """Not the SDK's, which logs (and puts in the state) start_date as where the stream starts:
+        each account reads from its own bookmark, which the stream's first line says."""
+
+
+class WindowedStream(DerivedStream):
     """A stream whose bookmark moves only by :meth:`set_bookmark`, and whose STATE messages are
-    written when :meth:`write_state` says so (and at the end of the stream, as the SDK does)."""
+    written by :meth:`write_state` (and at the end of the stream, as the SDK does)."""
 
     # Not every 10,000 records: a STATE holds every account's bookmark (see bookmarks.StateCadence).
     STATE_MSG_FREQUENCY = sys.maxsize
     _record_counter: metrics.Counter | None = None
     _syncing = False
 
-    @property
-    def failed_accounts(self) -> dict[str, str]:
-        """The accounts that failed in this run, shared by the tap's streams: name -> what failed."""
-        tap = self._tap
-        return tap.failed_accounts if isinstance(tap, TapSeam) else {}
-
-    @property
-    def tallies(self) -> dict[str, Tally]:
-        """What each stream delivered in this run, for the reconciliation: stream name -> its tally,
-        set by each stream once it has written its records."""
-        tap = self._tap
-        return tap.tallies if isinstance(tap, TapSeam) else {}
-
     @override
     def _increment_stream_state(
         self, latest_record: dict[str, Any], *, context: Context | None = None
     ) -> None:
-        """A bookmark moves once a window and every window before it are read
-        (bookmarks.py), never per record: it stays put here."""
+        """Never per record: a bookmark moves once a window and all before it are read (bookmarks.py)."""
 
     def set_bookmark(self, context: Context | None, bookmark: Any) -> None:
         """Set the partition's bookmark (bookmarks.py decides where), for the next STATE message."""
@@ -76,9 +71,8 @@ class WindowedStream(Stream):
 
     @override
     def _write_state_message(self) -> None:
-        """The SDK's, then the records written so far are flushed even when the SDK's state writer
-        left out a STATE equal to the last one (the end of a ``--test`` run, for one): no record
-        waits in the writer's buffer for a STATE that does not come."""
+        """The SDK's, then the records written so far flushed, even when the SDK left out a STATE
+        equal to the last one (the end of a ``--test`` run): no record waits for a STATE."""
         super()._write_state_message()
         if self._block_writer is not None:
             self._block_writer.flush()
@@ -103,13 +97,8 @@ class WindowedStream(Stream):
     @cached_property
     def fast_path(self) -> bool:
         """Whether records may skip the SDK's per-record loop and be written a batch at a time
-        (:meth:`write_records`): only when that loop would do nothing but write them as they are.
-
-        Anything else takes the ordinary path, record by record: a stream map or
-        flattening (``stream_maps``, ``flattening_enabled``), deselected fields,
-        a stream that is not selected, the SDK's own writer, child streams, a
-        ``post_process`` override.
-        """
+        (:meth:`write_records`): only when that loop would do nothing but write them as they are
+        (no stream map or flattening, deselected field, child stream or ``post_process``)."""
         maps = self.stream_maps
         return (
             self._block_writer is not None
@@ -125,31 +114,24 @@ class WindowedStream(Stream):
 
     @property
     def writes_batches(self) -> bool:
-        """Whether :meth:`get_records` writes its records itself, by :meth:`write_records`, instead
-        of yielding them: within the SDK's sync loop (while its sync timer runs), on the fast
-        path. Called from elsewhere (a test, a parent stream), it always yields them."""
+        """Whether :meth:`get_records` writes its records itself (:meth:`write_records`): on the
+        fast path, within the SDK's sync loop; called from elsewhere, it yields them."""
         return self._syncing and self.fast_path
 
     def write_records(self, records: list[Any]) -> None:
-        """Write ``records`` and count them, as the SDK's loop would one by one (only when
-        :attr:`writes_batches` says so)."""
+        """Write ``records`` and count them, as the SDK's loop would one by one."""
         writer = self._block_writer
         assert writer is not None
         assert self.writes_batches
         writer.write_records(self.name, records, self._stream_version)
         if self._record_counter is not None:
             self._record_counter.increment(len(records))
-        # As the SDK's own path: the stream's last STATE then follows (and flushes) these records.
-        self.state_manager.is_flushed = False
+        self.state_manager.is_flushed = False  # the stream's last STATE follows (and flushes) them
 
     @override
     def _write_record_message(self, record: dict[str, Any]) -> None:
-        """Write a record with the least per-record work (the SDK's path costs more than the API).
-
-        Records are already typed against the schema, so they are not conformed
-        again, and they are walked for deselected fields only when the catalog
-        deselects some. Stream maps apply as usual.
-        """
+        """Write a record with the least per-record work: records are already typed, so not
+        conformed again, and walked for deselected fields only when the catalog deselects some."""
         writer = self._block_writer
         if writer is None:
             super()._write_record_message(record)
@@ -160,24 +142,17 @@ class WindowedStream(Stream):
             mapped = stream_map.transform(record)
             if mapped is not None:
                 writer.write_record(stream_map.stream_alias, mapped, self._stream_version)
-        # As the SDK's own path: the stream's last STATE then follows (and flushes) these records.
-        self.state_manager.is_flushed = False
+        self.state_manager.is_flushed = False  # as in write_records
 
     @override
     def get_sync_timer(self) -> metrics.Timer:
         """singer-sdk's sync_duration timer, whose status says failed when an account was not read."""
         return _AccountsTimer(self)
 
-    @override
-    def _write_starting_replication_value(self, context: Context | None) -> None:
-        """Not the SDK's: it logs (and puts in the state) start_date as where the run starts, while
-        each account reads from its own bookmark, which the stream's first line says."""
-
 
 class _AccountsTimer(metrics.Timer):
-    """A stream's sync_duration: failed when an account failed, in this stream or one before it
-    (this stream then skipped it), although no exception ended the stream. While it runs, the
-    SDK's sync loop runs: the stream may write its records by the batch."""
+    """A stream's sync_duration: failed when an account failed, though no exception ended the
+    stream. While it runs, the SDK's sync loop runs: records may be written by the batch."""
 
     def __init__(self, stream: WindowedStream) -> None:
         super().__init__(metrics.Metric.SYNC_DURATION, {metrics.Tag.STREAM: stream.name})
@@ -196,31 +171,14 @@ class _AccountsTimer(metrics.Timer):
         exc_tb: TracebackType | None,
     ) -> None:
         self.stream._syncing = False
-        if self.stream.failed_accounts:
+        if self.stream.source.failed_accounts:
             self.tags[metrics.Tag.STATUS] = metrics.Status.FAILED
         super().__exit__(exc_type, exc_val, exc_tb)
 
 
-class DerivedStream(Stream):
-    """A stream whose records the tap computes from what its other streams read: it asks the API
-    nothing, and announces no starting value (as :class:`WindowedStream`)."""
-
-    @property
-    def source(self) -> TapSeam:
-        """The tap this stream belongs to (singer-sdk keeps it in a private attribute)."""
-        tap = self._tap
-        assert isinstance(tap, TapSeam)
-        return tap
-
-    @override
-    def _write_starting_replication_value(self, context: Context | None) -> None:
-        """Not the SDK's, which logs start_date as where the stream starts: it reads no days."""
-
-
 class TapSeam(Tap):
-    """A tap whose settings are checked by :meth:`setting_problems`, one line each, which
-    stops on SIGTERM or SIGINT without writing anything more, and whose run fails at its end
-    when an account failed (after every stream has read the other accounts)."""
+    """A tap whose settings are checked by :meth:`setting_problems`, one line each, which stops on
+    SIGTERM or SIGINT without writing more, and whose run ends by :meth:`finish`."""
 
     @cached_property
     def failed_accounts(self) -> dict[str, str]:
@@ -229,7 +187,7 @@ class TapSeam(Tap):
 
     @cached_property
     def tallies(self) -> dict[str, Tally]:
-        """What each stream delivered in this run (see WindowedStream.tallies)."""
+        """What each stream delivered in this run: stream name -> its tally."""
         return {}
 
     @cached_property
@@ -238,15 +196,13 @@ class TapSeam(Tap):
         return None
 
     def finish(self) -> None:
-        """After every stream: fail the run if an account failed."""
-        if self.failed_accounts:
-            raise AccountsFailedError(self.failed_accounts, self.account_count())
+        """After every stream: fail the run if an account failed (or what else the tap says)."""
+        raise NotImplementedError
 
     @classmethod
     def read_state_file(cls, state: IO[str]) -> dict[str, Any] | None:
         """The state in ``state``; None for no state."""
-        parsed: dict[str, Any] = json.loads(state.read())
-        return parsed
+        raise NotImplementedError
 
     @classmethod
     @override
@@ -259,8 +215,7 @@ class TapSeam(Tap):
         state: IO[str] | None = None,
         catalog: IO[str] | None = None,
     ) -> None:
-        """As singer-sdk's Tap.invoke, with the state file read by :meth:`read_state_file`,
-        then :meth:`finish`."""
+        """As singer-sdk's, with the state file read by :meth:`read_state_file`, then :meth:`finish`."""
         super(Tap, cls).invoke(about=about, about_format=about_format)  # --about
         cls.print_version(print_fn=cls.logger.info)
         tap = cls(
@@ -275,10 +230,6 @@ class TapSeam(Tap):
 
     def setting_problems(self) -> list[str]:
         """One line per invalid setting of the tap itself."""
-        raise NotImplementedError
-
-    def account_count(self) -> int:
-        """How many accounts the run reads."""
         raise NotImplementedError
 
     @override

@@ -1,22 +1,11 @@
 """Keep the API key out of every log line, message and traceback, and text from outside raw out of all.
 
-The key travels in the query string, so any URL that requests, urllib3 or
-backoff prints carries it. Rather than chase every place a URL can surface,
-redaction happens where text leaves the process: every log record (message,
-arguments and formatted traceback) and uncaught exceptions.
-
-An answer may echo the key in another form than it was sent: JSON-escaped
-(``\\/``, ``\\u00e9``), percent-encoded (either hex case, ``+`` for a space),
-as HTML entities, in another case. Text is therefore read as a sequence of
-characters with every such escape decoded, compared with the key without
-regard to case, and each run of it that holds a piece of a key is masked in
-the original text, escapes included.
-
-Text from the API (messages, reason phrases, headers, field names, values)
-may hold control characters: escape sequences that erase lines, forge log
-lines or retitle a terminal. Every log message therefore shows each control
-character (C0 but tab, DEL, C1) as ``\\xNN``, after the key is masked, so that
-a log line is one line and shows only what it says.
+The key travels in the query string, so any URL requests, urllib3 or backoff print carries it:
+every log record (message, arguments, traceback) and uncaught exception is redacted. An answer may
+echo the key JSON-escaped, percent-encoded, as HTML entities or in another case: text is read with
+every escape decoded, without case, and each run holding a piece of a key is masked in the original
+text. Text from the API may hold control characters that erase or forge log lines: each one is shown
+as ``\\xNN`` (after masking), so that a log line is one line.
 """
 
 from __future__ import annotations
@@ -68,8 +57,6 @@ def redact(text: str) -> str:
         for start in range(len(chars) - length + 1):
             if chars[start : start + length] in _pieces:
                 covered[start : start + length] = [True] * length
-    if not any(covered):
-        return text
     out: list[str] = []
     done = 0  # text[:done] is written
     for hidden, run in itertools.groupby(range(len(chars)), covered.__getitem__):
@@ -122,33 +109,22 @@ def _fold(text: str) -> str:
 
 def _decode(text: str) -> tuple[str, list[tuple[int, int]]]:
     """``text`` with its escapes decoded, folded (:func:`_fold`), and where each character came from."""
-    chars: list[str] = []
-    spans: list[tuple[int, int]] = []
-
-    def plain(start: int, end: int) -> None:
-        chars.extend(text[start:end])
-        spans.extend((i, i + 1) for i in range(start, end))
-
-    position = 0
+    decoded: list[tuple[str, tuple[int, int]]] = []
+    position = 0  # text[:position] is decoded
     for match in _ESCAPE.finditer(text):
-        plain(position, match.start())
-        position = match.end()
-        decoded = _unescape(match)
-        if decoded is None:  # an unknown entity name: plain text
-            plain(match.start(), match.end())
-        else:
-            chars.extend(char for char, _ in decoded)
-            spans.extend(span for _, span in decoded)
-    plain(position, len(text))
-    return _fold("".join(chars)), spans
+        unescaped = _unescape(match)
+        if unescaped is not None:  # else an unknown entity name: plain text
+            decoded += [(text[i], (i, i + 1)) for i in range(position, match.start())] + unescaped
+            position = match.end()
+    decoded += [(text[i], (i, i + 1)) for i in range(position, len(text))]
+    return _fold("".join(char for char, _ in decoded)), [span for _, span in decoded]
 
 
 def _unescape(match: re.Match[str]) -> list[tuple[str, tuple[int, int]]] | None:
     """The characters one escape stands for, each with its span in the text."""
     span = match.span()
     if match["high"]:
-        pair = int(match["high"], 16), int(match["low"], 16)
-        return [(chr(0x10000 + ((pair[0] - 0xD800) << 10) + (pair[1] - 0xDC00)), span)]
+        return [(bytes.fromhex(match["high"] + match["low"]).decode("utf-16-be"), span)]
     if match["percent"]:
         return _percent_decoded(match["percent"], span[0])
     if match["name"]:
@@ -163,18 +139,13 @@ def _unescape(match: re.Match[str]) -> list[tuple[str, tuple[int, int]]] | None:
 
 def _percent_decoded(run: str, offset: int) -> list[tuple[str, tuple[int, int]]]:
     """A run of ``%XX`` bytes as UTF-8 characters (a byte that is not UTF-8 as itself)."""
-    data = bytes(int(run[i + 1 : i + 3], 16) for i in range(0, len(run), 3))
     decoded: list[tuple[str, tuple[int, int]]] = []
-    index = 0
-    while index < len(data):
-        lead = data[index]
-        size = 1 if lead < 0xC0 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
-        try:
-            char = data[index : index + size].decode("utf-8")
-        except UnicodeDecodeError:
-            char, size = chr(lead), 1
-        decoded.append((char, (offset + 3 * index, offset + 3 * (index + size))))
-        index += size
+    start = offset
+    for char in bytes.fromhex(run.replace("%", "")).decode("utf-8", "surrogateescape"):
+        end = start + 3 * len(char.encode("utf-8", "surrogateescape"))
+        byte = "\udc80" <= char <= "\udcff"  # a byte that is not UTF-8, escaped by the decoder
+        decoded.append((chr(ord(char) - 0xDC00) if byte else char, (start, end)))
+        start = end
     return decoded
 
 

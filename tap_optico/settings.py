@@ -1,9 +1,5 @@
-"""The tap's settings, checked once and read into a typed object.
-
-Types and numeric bounds come from the tap's ``config_jsonschema``; this
-module adds what a JSON schema cannot say (a real time zone, dates in order,
-an http(s) URL) and words every problem as one line naming the setting.
-"""
+"""The tap's settings, checked against its ``config_jsonschema`` and what a JSON schema cannot say
+(a real time zone, dates in order, an http(s) URL), each problem one line naming the setting."""
 
 from __future__ import annotations
 
@@ -11,24 +7,22 @@ import datetime as dt
 import difflib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tap_optico.api import FILTERS
-from tap_optico.totals import MODES, Mode
+from tap_optico.totals import Mode
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 DATE_FORMS = "a date as YYYY-MM-DD or an ISO 8601 date-time"
 
 
 def read_day(value: Any, zone: dt.tzinfo) -> dt.date:
-    """``2026-04-08``, or the day in ``zone`` of a date-time such as ``2026-04-08T22:00:00Z``.
-
-    Meltano turns relative dates (``30 days ago``) into date-times with an offset.
-    """
+    """``2026-04-08``, or the day in ``zone`` of a date-time such as ``2026-04-08T22:00:00Z`` (Meltano
+    turns relative dates such as ``30 days ago`` into date-times with an offset)."""
     if not isinstance(value, str):
         raise TypeError(value)
     try:
@@ -61,8 +55,7 @@ class Settings:
     """The settings a run uses, typed."""
 
     accounts: tuple[Account, ...]
-    #: Whether the accounts come from ``accounts`` (rather than ``api_key`` alone).
-    several_accounts: bool
+    several_accounts: bool  # from the setting ``accounts``, not ``api_key``
     api_url: str
     end_date: dt.date | None
     page_size: int
@@ -73,7 +66,6 @@ class Settings:
     max_tries: int
     max_wait_seconds: int
     request_timeout: int
-    #: What a day whose calls do not add up to Optico's daily totals does to the run (totals.py).
     reconcile: Mode
 
     @classmethod
@@ -83,7 +75,7 @@ class Settings:
         end = config.get("end_date")
 
         def account(entry: Mapping[str, Any]) -> Account:
-            """An account from its entry in ``accounts``; what it leaves out comes from the settings."""
+            """An account from its entry; what it leaves out comes from the settings."""
             return Account(
                 name=entry["name"],
                 api_key=str(entry["api_key"]),  # a key given as a number is its digits
@@ -91,35 +83,22 @@ class Settings:
                 filters={name: value for name in FILTERS if (value := entry.get(name, config.get(name)))},
             )
 
-        several = config.get("accounts") is not None
-        entries = (
-            config["accounts"]
-            if several
-            else [{"name": config["account_name"], "api_key": config["api_key"]}]
-        )
-        return cls(
-            accounts=tuple(map(account, entries)),
-            several_accounts=several,
-            api_url=config["api_url"],
-            end_date=None if end is None else read_day(end, zone),
-            page_size=config["page_size"],
-            timezone=zone,
-            window_days=config["window_days"],
-            lookback_days=config["lookback_days"],
-            max_concurrency=config["max_concurrency"],
-            max_tries=config["max_tries"],
-            max_wait_seconds=config["max_wait_seconds"],
-            request_timeout=config["request_timeout"],
-            reconcile=config["reconcile"],
-        )
-
-    def today(self) -> dt.date:
-        return dt.datetime.now(self.timezone).date()
+        entries = config.get("accounts")
+        if entries is None:  # api_key's account
+            entries = [{"name": config["account_name"], "api_key": config["api_key"]}]
+        read: dict[str, Any] = {
+            "accounts": tuple(map(account, entries)),
+            "several_accounts": config.get("accounts") is not None,
+            "end_date": None if end is None else read_day(end, zone),
+            "timezone": zone,
+        }
+        # Every other field is the setting of its name, as given.
+        return cls(**read, **{item.name: config[item.name] for item in fields(cls) if item.name not in read})
 
     @property
     def last_day(self) -> dt.date:
         """The last day to read: ``end_date``, or today in ``timezone``."""
-        return self.end_date or self.today()
+        return self.end_date or dt.datetime.now(self.timezone).date()
 
 
 def clear_text_host(api_url: object) -> str | None:
@@ -158,13 +137,14 @@ def environment_problems(environ: Mapping[str, str], schema: Mapping[str, Any], 
         text = environ.get(variable)
         if text is None:
             continue
-        kinds = spec["type"] if isinstance(spec.get("type"), list) else [spec.get("type")]
+        kinds = _kinds(spec)
         if "integer" in kinds:
             try:
                 int(text)
             except ValueError:
                 errors.append(f"{_integer_problem(name, text, spec)} (from {variable})")
-        elif {"array", "object"} & set(kinds) and not _is_string_list(spec):
+        # Not a list of strings, which singer-sdk also reads as ``a,b,c``.
+        elif {"array", "object"} & set(kinds) and "string" not in _kinds(spec.get("items") or {}):
             try:
                 json.loads(text)
             except json.JSONDecodeError as error:  # the text may hold keys: never echoed
@@ -210,21 +190,17 @@ def config_file_problem(path: str) -> str | None:
     return None
 
 
-def _is_string_list(spec: Mapping[str, Any]) -> bool:
-    """A list of strings, which singer-sdk also reads as ``a,b,c``."""
-    items = spec.get("items")
-    kinds = items.get("type") if isinstance(items, Mapping) else None
-    return kinds == "string" or (isinstance(kinds, list) and "string" in kinds)
+def _kinds(spec: Mapping[str, Any]) -> list[Any]:
+    kinds = spec.get("type")
+    return kinds if isinstance(kinds, list) else [kinds]
 
 
 def _account_problems(config: Mapping[str, Any], item: Mapping[str, Any]) -> list[str]:
     """``api_key`` or ``accounts``, and each account named once, with a key."""
     accounts = config.get("accounts")
+    if accounts is None and config.get("api_key") is None:
+        return ["Setting 'api_key' is required: set it to your API key (or list your accounts in 'accounts')"]
     if accounts is None:
-        if config.get("api_key") is None:
-            return [
-                "Setting 'api_key' is required: set it to your API key (or list your accounts in 'accounts')"
-            ]
         return []
     if config.get("api_key"):  # an empty api_key (from an environment variable) is no key
         return [
@@ -236,7 +212,7 @@ def _account_problems(config: Mapping[str, Any], item: Mapping[str, Any]) -> lis
         ]
     errors: list[str] = []
     names: set[str] = set()
-    fields = item["properties"]
+    known = item["properties"]
     for number, entry in enumerate(accounts, 1):
         if not isinstance(entry, dict):
             errors.append(f"Setting 'accounts': entry {number} must be an object with a name and an api_key")
@@ -249,8 +225,8 @@ def _account_problems(config: Mapping[str, Any], item: Mapping[str, Any]) -> lis
         if name in names:
             errors.append(f"{where} is listed twice: each name must be unique")
         names.add(name)
-        errors += [f"{where} has an unknown field {key!r}" for key in entry if key not in fields]
-        for key, spec in fields.items():
+        errors += [f"{where} has an unknown field {key!r}" for key in entry if key not in known]
+        for key, spec in known.items():
             if key != "name" and (
                 problem := _problem(key, entry.get(key), spec, key in item.get("required", ()))
             ):
@@ -265,44 +241,31 @@ def _problem(name: str, value: Any, spec: Mapping[str, Any], required: bool) -> 
         what = f": {DATE_FORMS}" if spec.get("format") in _BY_FORMAT else ""
         return f"Setting '{name}' is required{what}"
     if spec.get("secret"):
-        if (isinstance(value, str) and value.strip()) or _is_number_key(value):
+        # The API reference types the key as an integer: a key given as a JSON number is its digits.
+        if (isinstance(value, str) and value.strip()) or (_is_whole(value) and value >= 0):
             return None
         return f"Setting '{name}' is required: set it to your {spec.get('title', name)}"
-    kinds = spec.get("type")
-    if kinds == "integer" or (isinstance(kinds, list) and "integer" in kinds):
+    kinds = _kinds(spec)
+    if "integer" in kinds:
         return _integer_problem(name, value, spec)
-    check = _BY_FORMAT.get(spec.get("format", "")) or _BY_NAME.get(name)
-    if check:
+    if check := _BY_FORMAT.get(spec.get("format", "")) or _BY_NAME.get(name):
         return check(name, value)
-    if value is None:
-        return f"Setting '{name}' is required"
-    if "string" in (kinds if isinstance(kinds, list) else [kinds]) and (
-        not isinstance(value, str) or len(value.strip()) < spec.get("minLength", 0)
-    ):
+    if "enum" in spec and value not in spec["enum"]:
+        return f"Setting '{name}' must be one of {', '.join(spec['enum'])}, got {value!r}"
+    if "string" in kinds and (not isinstance(value, str) or len(value.strip()) < spec.get("minLength", 0)):
         return f"Setting '{name}' must be non-empty text, got {value!r}"
     return None
 
 
-def _is_number_key(value: Any) -> bool:
-    """The API reference types the key as an integer: a key given as a JSON number is its digits."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _integer_problem(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
     low, high = spec.get("minimum"), spec.get("maximum")
-    if (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and (low is None or value >= low)
-        and (high is None or value <= high)
-    ):
+    if _is_whole(value) and (low is None or value >= low) and (high is None or value <= high):
         return None
-    if low is not None and high is not None:
-        bound = f" from {low} to {high}"
-    elif low is not None:
-        bound = f" at least {low}"
-    else:
-        bound = ""
+    bound = "" if low is None else f" at least {low}" if high is None else f" from {low} to {high}"
     return f"Setting '{name}' must be a whole number{bound}, got {value!r}"
 
 
@@ -330,12 +293,4 @@ def _url_problem(name: str, value: Any) -> str | None:
 
 
 _BY_FORMAT = {"date": _date_problem, "date-time": _date_problem, "uri": _url_problem}
-
-
-def _reconcile_problem(name: str, value: Any) -> str | None:
-    if value in MODES:
-        return None
-    return f"Setting '{name}' must be one of {', '.join(MODES)}, got {value!r}"
-
-
-_BY_NAME = {"timezone": _zone_problem, "reconcile": _reconcile_problem}
+_BY_NAME = {"timezone": _zone_problem}

@@ -21,7 +21,7 @@ from typing_extensions import override
 
 from tap_optico import secrets, stopping, totals
 from tap_optico.api import DEFAULT_URL, FILTERS, MAX_PAGE_SIZE, MIN_PAGE_SIZE
-from tap_optico.errors import OpticoError, ReconciliationError, SettingsError, StateError
+from tap_optico.errors import AccountsFailedError, OpticoError, ReconciliationError, SettingsError, StateError
 from tap_optico.reading import OpticoStream, bookmark_problem
 from tap_optico.sdk_seam import TapSeam
 from tap_optico.settings import (
@@ -199,24 +199,22 @@ class TapOptico(TapSeam):
     def finish(self) -> None:
         """Say the reconciliation (a line, a WARNING per differing day, METRIC points), then fail
         the run if an account failed or, with ``reconcile: fail``, if a day does not add up."""
+        settings = Settings.from_config(self.config)
         result = self.reconciliation
         if result is None:
             self.logger.info("Reconciliation with Optico's daily totals is off (setting 'reconcile')")
-            super().finish()
-            return
-        for warning in totals.warnings(result):
-            self.logger.warning("%s", warning)
-        self.logger.info("%s", totals.summary(result))
-        for point in totals.metric_points(result):
-            metrics.get_metrics_logger().info("METRIC: %s", json.dumps(point, separators=(",", ":")))
-        if not (result.differing and Settings.from_config(self.config).reconcile == "fail"):
-            super().finish()
-            return
-        error = ReconciliationError(totals.failure(result))
+        else:
+            for warning in totals.warnings(result):
+                self.logger.warning("%s", warning)
+            self.logger.info("%s", totals.summary(result))
+            for point in totals.metric_points(result):
+                metrics.get_metrics_logger().info("METRIC: %s", json.dumps(point, separators=(",", ":")))
+            if result.differing and settings.reconcile == "fail":
+                if not self.failed_accounts:
+                    raise ReconciliationError(totals.failure(result))
+                self.logger.error("%s", totals.failure(result))  # the failed accounts end the run
         if self.failed_accounts:
-            self.logger.error("%s", error)
-            super().finish()
-        raise error
+            raise AccountsFailedError(self.failed_accounts, len(settings.accounts))
 
     @classmethod
     @override
@@ -239,17 +237,11 @@ class TapOptico(TapSeam):
 
     @override
     def load_state(self, state: dict[str, Any]) -> None:
-        """Take the state, refusing a bookmark that is not a date or lies past the last day to read."""
+        """Take the state, refusing one whose form the SDK would fail on, or a bookmark that is not a
+        date or lies past the last day to read."""
         bookmarks = state.get("bookmarks", {})
-        if not isinstance(bookmarks, dict) or not all(map(_is_stream_state, bookmarks.values())):
-            msg = "State: 'bookmarks' is not as in a Singer state (objects, with lists of partitions)"
-            raise StateError(f"{msg}: fix it or clear it {state_hint()}")
-        for name, entry in bookmarks.items():
-            if twice := _partition_twice(entry):
-                msg = (
-                    f"State: stream '{name}' lists the partition {twice} twice: keep one, the later bookmark"
-                )
-                raise StateError(f"{msg} {state_hint()}")
+        if problem := _form_problem(bookmarks):
+            raise StateError(f"{problem} {state_hint()}")
         super().load_state(state)
         if not bookmarks or problems(self.config, self.config_jsonschema):
             return  # nothing to check, or settings that are wrong (discovery runs them unchecked)
@@ -259,10 +251,6 @@ class TapOptico(TapSeam):
                     where = f"'{stream.name}' for account {account.name!r}"
                     if problem := bookmark_problem(where, stream.bookmark(account), stream.settings):
                         raise StateError(f"{problem} {state_hint()}")
-
-    @override
-    def account_count(self) -> int:
-        return len(Settings.from_config(self.config).accounts)
 
     @override
     def setting_problems(self) -> list[str]:
@@ -292,32 +280,34 @@ def start_after_last_day(settings: Settings, config: Mapping[str, Any]) -> list[
         last = f"today ({settings.last_day} in {settings.timezone}; 'end_date' is not set)"
     else:
         last = f"'end_date' ({settings.end_date})"
+    own = {entry.get("name") for entry in config.get("accounts") or () if entry.get("start_date")}
     warnings: dict[str, None] = {}
     for account in settings.accounts:
         if account.start_date > settings.last_day:
-            own: Mapping[str, Any] = next(
-                (e for e in config.get("accounts") or () if e.get("name") == account.name), {}
-            )
             setting = (
                 f"Setting 'accounts': the start_date of account {account.name!r}"
-                if own.get("start_date")
+                if account.name in own
                 else "Setting 'start_date'"
             )
             warnings[f"{setting} ({account.start_date}) is after {last}: nothing is read"] = None
     return list(warnings)
 
 
-def _is_stream_state(entry: object) -> bool:
-    partitions = entry.get("partitions", []) if isinstance(entry, dict) else None
-    return isinstance(partitions, list) and all(isinstance(partition, dict) for partition in partitions)
-
-
-def _partition_twice(entry: dict[str, Any]) -> str | None:
-    """The context of a partition a stream's state lists twice (the SDK fails at its first STATE)."""
-    contexts = [
-        json.dumps(partition.get("context"), sort_keys=True) for partition in entry.get("partitions", [])
-    ]
-    return next((context for context in contexts if contexts.count(context) > 1), None)
+def _form_problem(bookmarks: object) -> str | None:
+    """What in a state's ``bookmarks`` is not as in a Singer state, or lists a partition twice (the
+    SDK fails at its first STATE), in one line; None if nothing."""
+    # Bookmarks that are not an object read as one stream whose state is not an object.
+    for name, entry in bookmarks.items() if isinstance(bookmarks, dict) else [("", None)]:
+        parts = entry.get("partitions", []) if isinstance(entry, dict) else None
+        if not isinstance(parts, list) or not all(isinstance(part, dict) for part in parts):
+            return (
+                "State: 'bookmarks' is not as in a Singer state (objects, with lists of partitions): "
+                "fix it or clear it"
+            )
+        contexts = [json.dumps(part.get("context"), sort_keys=True) for part in parts]
+        if twice := next((context for context in contexts if contexts.count(context) > 1), None):
+            return f"State: stream '{name}' lists the partition {twice} twice: keep one, the later bookmark"
+    return None
 
 
 def state_hint() -> str:
@@ -340,40 +330,33 @@ def state_hint() -> str:
     )
 
 
-#: singer-sdk's line when settings come from a file: nothing to act on, and in a Meltano run it
-#: shows twice (discovery's and the run's).
-SDK_SKIPS_ENV = "Skipping parse of env var settings..."
-#: The SDK's note on a stream whose records do not come in bookmark order: true of the reconciliation
-#: stream, and nothing to act on (it asks the API nothing; a run that stops computes it again).
-SDK_UNSORTED = "Stream is assumed to be unsorted, progress is not resumable if interrupted"
-#: singer-sdk's summary before the tap's own line per setting (a run), or alone (discovery, which
-#: needs no settings): the lines say what to fix, the summary nothing.
-SDK_INVALID = "Config validation failed"
+#: singer-sdk's lines with nothing to act on, shown at DEBUG only: settings come from a file
+#: (twice in a Meltano run); the summary before the tap's own line per invalid setting; a stream
+#: whose records are not in bookmark order (the reconciliation, computed again by any run).
+SDK_NOISE = (
+    "Skipping parse of env var settings...",
+    "Config validation failed",
+    "Stream is assumed to be unsorted, progress is not resumable if interrupted",
+)
 
 
-def _debug_only(message: str) -> logging.Filter:
-    """A filter that lets ``message`` through only when its logger shows DEBUG."""
+class _DebugOnly(logging.Filter):
+    """Lets :data:`SDK_NOISE` through only when its logger shows DEBUG."""
 
-    class DebugOnly(logging.Filter):
-        @override
-        def filter(self, record: logging.LogRecord) -> bool:
-            return record.msg != message or logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
-
-    return DebugOnly()
+    @override
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in SDK_NOISE or logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
 def main() -> None:
     """Run the tap; a failure the tap understands ends with one line, not a traceback."""
     secrets.install()
     logger = logging.getLogger("tap-optico")
-    logger.addFilter(_debug_only(SDK_SKIPS_ENV))
-    logger.addFilter(_debug_only(SDK_INVALID))
-    logging.getLogger("singer_sdk").addFilter(_debug_only(SDK_UNSORTED))
+    logger.addFilter(_DebugOnly())
+    logging.getLogger("singer_sdk").addFilter(_DebugOnly())
     command = TapOptico.cli  # singer-sdk's command; getting it sets the log's format up
     # A --config file singer-sdk cannot read ends in a message that names no file.
-    if unreadable := [
-        problem for path in config_files(sys.argv[1:]) if (problem := config_file_problem(path))
-    ]:
+    if unreadable := list(filter(None, map(config_file_problem, config_files(sys.argv[1:])))):
         for line in unreadable:
             logger.error("%s", line)
         _exit(1)

@@ -1,15 +1,9 @@
 """Each day's delivered calls checked against Optico's own daily totals (the setting ``reconcile``).
 
-The API gives two views of the same calls: the calls, and per day its own
-totals (``group_by_day``). While a run writes records, each stream keeps a
-:class:`Tally`: per account and local day, what it delivered (de-duplicated
-records, as handed to the target), and which days it read completely.
-singer-sdk syncs one stream after the other, so the two tallies are compared
-once both are complete (:func:`compare`, a pure function): a day read
-completely by both streams is judged, a day read by one only (a failed
-account, a deselected stream, a window not read to its end, or whose
-``total_results`` moved while it was paged) is counted as not checked.
-Memory grows with account-days, never with calls.
+Each stream keeps a :class:`Tally` of what it handed to the target per account and local day, and
+of the days it read completely; :func:`compare` judges each day both read completely and counts the
+others (a failed account, a deselected stream, a window not read to its end) as not checked. Memory
+grows with account-days, never with calls.
 """
 
 from __future__ import annotations
@@ -43,8 +37,7 @@ class Tally:
 
     def __init__(self) -> None:
         self.figures: dict[AccountDay, Any] = {}
-        #: Per account, the windows (first and last day) read to their end.
-        self.windows: dict[str, list[tuple[dt.date, dt.date]]] = {}
+        self.days_read: set[AccountDay] = set()
 
     def add(self, records: list[Any]) -> None:
         """Count ``records``, the typed records just handed to the target."""
@@ -52,20 +45,11 @@ class Tally:
 
     def read(self, account: str, first: dt.date, last: dt.date) -> None:
         """The days ``first..last`` of ``account`` were read to their end (their records all added)."""
-        self.windows.setdefault(account, []).append((first, last))
-
-    def days_read(self) -> set[AccountDay]:
-        """Every account-day read completely."""
-        return {
-            (account, (first + dt.timedelta(days=n)).isoformat())
-            for account, windows in self.windows.items()
-            for first, last in windows
-            for n in range((last - first).days + 1)
-        }
+        days = range((last - first).days + 1)
+        self.days_read.update((account, (first + dt.timedelta(days=n)).isoformat()) for n in days)
 
     def figures_of(self, key: AccountDay) -> Figures:
-        found = self.figures.get(key)
-        return NOTHING if found is None else tuple(found)
+        return tuple(self.figures.get(key, NOTHING))
 
 
 class CallTally(Tally):
@@ -143,51 +127,58 @@ class Reconciliation:
     def differing(self) -> list[DayCheck]:
         return [check for check in self.checks if check.differs]
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """Account-days per result: match, differ, not_checked."""
+        differ = len(self.differing)
+        return {"match": len(self.checks) - differ, "differ": differ, "not_checked": self.not_checked}
+
 
 def compare(calls: Tally | None, totals: Tally | None, checked_at: dt.datetime) -> Reconciliation:
     """The account-days both tallies read completely, each judged; the others counted as not checked.
     A day read completely with no record in it had none: its figures are zeros."""
     calls, totals = calls or CallTally(), totals or TotalsTally()
-    read_calls, read_totals = calls.days_read(), totals.days_read()
-    both = read_calls & read_totals
-    seen = read_calls | read_totals | calls.figures.keys() | totals.figures.keys()
+    both = calls.days_read & totals.days_read
+    seen = calls.days_read | totals.days_read | calls.figures.keys() | totals.figures.keys()
     checks = [DayCheck(*key, calls.figures_of(key), totals.figures_of(key)) for key in sorted(both)]
     return Reconciliation(checks, len(seen) - len(both), checked_at.isoformat())
 
 
 def summary(result: Reconciliation) -> str:
     """The run's one line."""
-    differ = len(result.differing)
+    counts = result.counts
     return (
         f"reconciled {len(result.checks):,} account-days against Optico's daily totals: "
-        f"{len(result.checks) - differ:,} match, {differ:,} differ, {result.not_checked:,} not checked "
+        f"{counts['match']:,} match, {counts['differ']:,} differ, {counts['not_checked']:,} not checked "
         "(read completely by one stream only)"
     )
+
+
+def _value(measure: str, value: int | None) -> float | None:
+    """A figure as given to users: revenue in currency units, to the cent."""
+    return cents(value) / 100 if measure == "revenue" and value is not None else value
 
 
 def _figure(measure: str, value: int | None) -> str:
     if value is None:
         return "none"
     if measure == "revenue":
-        return f"{cents(value) / 100:,.2f}"
+        return f"{_value(measure, value):,.2f}"
     return f"{value:,} s" if measure == "duration" else f"{value:,}"
 
 
-def describe(check: DayCheck) -> str:
-    """One differing account-day, with both figures for each measure."""
-    figures = ", ".join(
-        f"{measure} {_figure(measure, mine)} vs {_figure(measure, theirs)}"
-        + (" (differs)" if measure in check.differs else "")
-        for measure, mine, theirs in zip(MEASURES, check.delivered, check.optico, strict=True)
-    )
-    return f"account {check.account}, {check.day} (delivered vs Optico's daily totals): {figures}"
-
-
 def warnings(result: Reconciliation) -> Iterator[str]:
-    """A line per differing account-day, the first :data:`SHOWN`, then how many more."""
+    """A line per differing account-day, both figures of each measure, the first :data:`SHOWN`;
+    then how many more."""
     differing = result.differing
     for check in differing[:SHOWN]:
-        yield f"reconciliation: {describe(check)}"
+        figures = ", ".join(
+            f"{measure} {_figure(measure, mine)} vs {_figure(measure, theirs)}"
+            + (" (differs)" if measure in check.differs else "")
+            for measure, mine, theirs in zip(MEASURES, check.delivered, check.optico, strict=True)
+        )
+        where = f"account {check.account}, {check.day}"
+        yield f"reconciliation: {where} (delivered vs Optico's daily totals): {figures}"
     if len(differing) > SHOWN:
         yield (
             f"reconciliation: {len(differing) - SHOWN:,} more account-day(s) differ "
@@ -208,11 +199,9 @@ def failure(result: Reconciliation) -> str:
 
 def metric_points(result: Reconciliation) -> list[dict[str, Any]]:
     """The figures as singer-sdk METRIC points (a counter per result)."""
-    differ = len(result.differing)
-    counts = {"match": len(result.checks) - differ, "differ": differ, "not_checked": result.not_checked}
     return [
         {"type": "counter", "metric": "reconciled_account_days", "value": value, "tags": {"result": name}}
-        for name, value in counts.items()
+        for name, value in result.counts.items()
     ]
 
 
@@ -228,8 +217,6 @@ def records(result: Reconciliation) -> Iterable[dict[str, Any]]:
             "checked_at": result.checked_at,
         }
         for measure, mine, theirs in zip(MEASURES, check.delivered, check.optico, strict=True):
-            if measure == "revenue":
-                mine = None if mine is None else cents(mine) / 100  # type: ignore[assignment]
-                theirs = None if theirs is None else cents(theirs) / 100  # type: ignore[assignment]
-            record[f"{measure}_delivered"], record[f"{measure}_optico"] = mine, theirs
+            record[f"{measure}_delivered"] = _value(measure, mine)
+            record[f"{measure}_optico"] = _value(measure, theirs)
         yield record

@@ -167,25 +167,23 @@ def test_a_count_never_met_is_read_again_then_handed_over_short() -> None:
     assert api.asked == {1: 3, 2: 3, 3: 3, 4: 3}
 
 
-@dataclass(frozen=True)
-class Answer:
-    results: list[Any]
-    total_results: int | None
+def answer(results: list[Any], total_results: int | None) -> Page:
+    return Page(1, results, total_results, None)
 
 
 def test_identical_rows_that_add_up_to_total_results_are_all_calls_wherever_the_break_falls() -> None:
     twin = {"caller": "anonymous", "start_date": "2026-01-01 10:00:00"}
     rows = [{"n": n} for n in range(8)] + [twin, twin, twin] + [{"n": n} for n in range(8, 17)]
     for cut in range(1, len(rows)):
-        pages = [Answer(rows[:cut], len(rows)), Answer(rows[cut:], len(rows))]
+        pages = [answer(rows[:cut], len(rows)), answer(rows[cut:], len(rows))]
         assert [row for part in reconcile(pages).parts for row in part] == rows
 
 
 def test_edge_repeats_are_dropped_when_total_results_moved_or_is_missing() -> None:
     rows = [{"n": n} for n in range(12)]
-    shifted = [Answer(rows[:6], 11), Answer(rows[4:12], 12)]  # two rows moved onto the next page
+    shifted = [answer(rows[:6], 11), answer(rows[4:12], 12)]  # two rows moved onto the next page
     assert [row for part in reconcile(shifted).parts for row in part] == rows
-    unknown = [Answer(rows[:6], None), Answer(rows[5:12], None)]
+    unknown = [answer(rows[:6], None), answer(rows[5:12], None)]
     assert [row for part in reconcile(unknown).parts for row in part] == rows
     assert reconcile(unknown).short_by == 0
 
