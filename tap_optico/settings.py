@@ -18,17 +18,13 @@ from tap_optico.totals import Mode
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 DATE_FORMS = "a date as YYYY-MM-DD or an ISO 8601 date-time"
+DATE_FORMATS = ("date", "date-time")
 
 
 def read_day(value: Any, zone: dt.tzinfo) -> dt.date:
     """``2026-04-08``, or the day in ``zone`` of a date-time such as ``2026-04-08T22:00:00Z`` (Meltano
     turns relative dates such as ``30 days ago`` into date-times with an offset)."""
-    if not isinstance(value, str):
-        raise TypeError(value)
-    try:
-        return dt.date.fromisoformat(value.strip())
-    except ValueError:
-        moment = read_instant(value)
+    moment = read_instant(value)  # a date reads as its naive midnight
     return moment.astimezone(zone).date() if moment.tzinfo else moment.date()
 
 
@@ -119,12 +115,10 @@ def problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
         and (error := _problem(name, config.get(name), spec, name in schema.get("required", ())))
     ]
     errors += _account_problems(config, properties["accounts"]["items"])
-    if errors:
-        return errors
-    zone = ZoneInfo(config["timezone"])
-    end = config.get("end_date")
-    if end is not None and read_day(end, zone) < read_day(config["start_date"], zone):
-        errors.append("Setting 'end_date' must not be before 'start_date'")
+    if not errors and (end := config.get("end_date")) is not None:
+        zone = ZoneInfo(config["timezone"])
+        if read_day(end, zone) < read_day(config["start_date"], zone):
+            errors.append("Setting 'end_date' must not be before 'start_date'")
     return errors
 
 
@@ -238,7 +232,7 @@ def _problem(name: str, value: Any, spec: Mapping[str, Any], required: bool) -> 
     if value is None and not required:
         return None
     if value is None and not spec.get("secret"):
-        what = f": {DATE_FORMS}" if spec.get("format") in _BY_FORMAT else ""
+        what = f": {DATE_FORMS}" if spec.get("format") in DATE_FORMATS else ""
         return f"Setting '{name}' is required{what}"
     if spec.get("secret"):
         # The API reference types the key as an integer: a key given as a JSON number is its digits.
@@ -248,8 +242,8 @@ def _problem(name: str, value: Any, spec: Mapping[str, Any], required: bool) -> 
     kinds = _kinds(spec)
     if "integer" in kinds:
         return _integer_problem(name, value, spec)
-    if check := _BY_FORMAT.get(spec.get("format", "")) or _BY_NAME.get(name):
-        return check(name, value)
+    if problem := _form_problem(name, value, spec):
+        return problem
     if "enum" in spec and value not in spec["enum"]:
         return f"Setting '{name}' must be one of {', '.join(spec['enum'])}, got {value!r}"
     if "string" in kinds and (not isinstance(value, str) or len(value.strip()) < spec.get("minLength", 0)):
@@ -269,28 +263,22 @@ def _integer_problem(name: str, value: Any, spec: Mapping[str, Any]) -> str | No
     return f"Setting '{name}' must be a whole number{bound}, got {value!r}"
 
 
-def _date_problem(name: str, value: Any) -> str | None:
-    try:
-        read_day(value, dt.timezone.utc)
-    except (TypeError, ValueError):
-        return f"Setting '{name}' must be a date as YYYY-MM-DD, got {value!r} (ISO 8601 date-times work too)"
+def _form_problem(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
+    """What a JSON schema cannot check: a real date, time zone or http(s) URL."""
+    if spec.get("format") in DATE_FORMATS:
+        try:
+            read_day(value, dt.timezone.utc)
+        except (TypeError, ValueError):
+            return (
+                f"Setting '{name}' must be a date as YYYY-MM-DD, got {value!r} (ISO 8601 date-times work too)"
+            )
+    elif spec.get("format") == "uri":
+        url = urlsplit(str(value))
+        if url.scheme not in ("http", "https") or not url.hostname:
+            return f"Setting '{name}' must be an http(s) URL, got {value!r}"
+    elif name == "timezone":
+        try:
+            ZoneInfo(str(value))
+        except (ZoneInfoNotFoundError, ValueError):
+            return f"Setting '{name}' must be an IANA time zone such as Europe/Paris, got {value!r}"
     return None
-
-
-def _zone_problem(name: str, value: Any) -> str | None:
-    try:
-        ZoneInfo(str(value))
-    except (ZoneInfoNotFoundError, ValueError):
-        return f"Setting '{name}' must be an IANA time zone such as Europe/Paris, got {value!r}"
-    return None
-
-
-def _url_problem(name: str, value: Any) -> str | None:
-    url = urlsplit(str(value))
-    if url.scheme in ("http", "https") and url.hostname:
-        return None
-    return f"Setting '{name}' must be an http(s) URL, got {value!r}"
-
-
-_BY_FORMAT = {"date": _date_problem, "date-time": _date_problem, "uri": _url_problem}
-_BY_NAME = {"timezone": _zone_problem}
