@@ -8,11 +8,10 @@ checks each name on the installed SDK, so an upgrade that changes one fails CI.
 
 from __future__ import annotations
 
-import json
 import sys
 from functools import cached_property
 from types import FrameType, TracebackType
-from typing import IO, Any
+from typing import Any
 
 from singer_sdk import Stream, Tap, metrics
 from singer_sdk.helpers._catalog import pop_deselected_record_properties
@@ -27,8 +26,7 @@ from tap_optico.writer import OpticoWriter
 
 
 class DerivedStream(Stream):
-    """A stream of the tap that announces no starting value. As it is, it asks the API nothing: its
-    records are computed from what the other streams read (:class:`WindowedStream` reads the API)."""
+    """A stream that announces no starting value; as it is, computed from what other streams read."""
 
     @property
     def source(self) -> TapSeam:
@@ -39,13 +37,11 @@ class DerivedStream(Stream):
 
     @override
     def _write_starting_replication_value(self, context: Context | None) -> None:
-        """Not the SDK's, which logs (and puts in the state) start_date as where the stream starts:
-        each account reads from its own bookmark, which the stream's first line says."""
+        """Not the SDK's, which logs and stores start_date as the start: each account has its bookmark."""
 
 
 class WindowedStream(DerivedStream):
-    """A stream whose bookmark moves only by :meth:`set_bookmark`, and whose STATE messages are
-    written by :meth:`write_state` (and at the end of the stream, as the SDK does)."""
+    """A stream whose bookmarks move by :meth:`set_bookmark` only, STATE also by :meth:`write_state`."""
 
     # Not every 10,000 records: a STATE holds every account's bookmark (see bookmarks.StateCadence).
     STATE_MSG_FREQUENCY = sys.maxsize
@@ -96,9 +92,8 @@ class WindowedStream(DerivedStream):
 
     @cached_property
     def fast_path(self) -> bool:
-        """Whether records may skip the SDK's per-record loop and be written a batch at a time
-        (:meth:`write_records`): only when that loop would do nothing but write them as they are
-        (no stream map or flattening, deselected field, child stream or ``post_process``)."""
+        """Whether records may skip the SDK's per-record loop (:meth:`write_records`): only when it would
+        just write them (no stream map or flattening, deselected field, child stream, ``post_process``)."""
         maps = self.stream_maps
         return (
             self._block_writer is not None
@@ -114,8 +109,7 @@ class WindowedStream(DerivedStream):
 
     @property
     def writes_batches(self) -> bool:
-        """Whether :meth:`get_records` writes its records itself (:meth:`write_records`): on the
-        fast path, within the SDK's sync loop; called from elsewhere, it yields them."""
+        """Whether :meth:`get_records` writes its records itself: on the fast path, in the SDK's sync loop."""
         return self._syncing and self.fast_path
 
     def write_records(self, records: list[Any]) -> None:
@@ -177,8 +171,8 @@ class _AccountsTimer(metrics.Timer):
 
 
 class TapSeam(Tap):
-    """A tap whose settings are checked by :meth:`setting_problems`, one line each, which stops on
-    SIGTERM or SIGINT without writing more, and whose run ends by :meth:`finish`."""
+    """A tap whose settings are checked by :meth:`setting_problems`, one line each, and which stops on
+    SIGTERM or SIGINT without writing more."""
 
     @cached_property
     def failed_accounts(self) -> dict[str, str]:
@@ -194,39 +188,6 @@ class TapSeam(Tap):
     def reconciliation(self) -> Reconciliation | None:
         """The run's tallies compared, once every stream has been synced (None: not compared)."""
         return None
-
-    def finish(self) -> None:
-        """After every stream: fail the run if an account failed (or what else the tap says)."""
-        raise NotImplementedError
-
-    @classmethod
-    def read_state_file(cls, state: IO[str]) -> dict[str, Any] | None:
-        """The state in ``state``; None for no state."""
-        raise NotImplementedError
-
-    @classmethod
-    @override
-    def invoke(  # type: ignore[override]  # the signature of singer-sdk's own Tap.invoke
-        cls,
-        *,
-        about: bool = False,
-        about_format: str | None = None,
-        config: Any = None,
-        state: IO[str] | None = None,
-        catalog: IO[str] | None = None,
-    ) -> None:
-        """As singer-sdk's, with the state file read by :meth:`read_state_file`, then :meth:`finish`."""
-        super(Tap, cls).invoke(about=about, about_format=about_format)  # --about
-        cls.print_version(print_fn=cls.logger.info)
-        tap = cls(
-            config=config.config if config else {},
-            state=None if state is None else cls.read_state_file(state),
-            catalog=None if catalog is None else json.load(catalog),
-            parse_env_config=config.parse_env if config else False,
-            validate_config=True,
-        )
-        tap.sync_all()
-        tap.finish()
 
     def setting_problems(self) -> list[str]:
         """One line per invalid setting of the tap itself."""

@@ -163,8 +163,7 @@ class TapOptico(TapSeam):
 
     @override
     def __init__(self, *args: Any, parse_env_config: bool = False, **kwargs: Any) -> None:
-        """As singer-sdk's, with settings from environment variables (``--config ENV``) checked
-        first: the SDK ends on a traceback for a number or a JSON value it cannot read."""
+        """As singer-sdk's, with ``--config ENV`` values checked first (the SDK fails on a traceback)."""
         if parse_env_config:
             prefix = self.name.upper().replace("-", "_") + "_"  # singer-sdk's TAP_OPTICO_<SETTING>
             if errors := environment_problems(os.environ, self.every_setting(), prefix):
@@ -195,10 +194,32 @@ class TapOptico(TapSeam):
             dt.datetime.now(dt.timezone.utc),
         )
 
+    @classmethod
     @override
+    def invoke(  # type: ignore[override]  # the signature of singer-sdk's own Tap.invoke
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: Any = None,
+        state: IO[str] | None = None,
+        catalog: IO[str] | None = None,
+    ) -> None:
+        """As singer-sdk's, with the state file read by :meth:`read_state_file`, then :meth:`finish`."""
+        super(Tap, cls).invoke(about=about, about_format=about_format)  # --about
+        cls.print_version(print_fn=cls.logger.info)
+        tap = cls(
+            config=config.config if config else {},
+            state=None if state is None else cls.read_state_file(state),
+            catalog=None if catalog is None else json.load(catalog),
+            parse_env_config=config.parse_env if config else False,
+            validate_config=True,
+        )
+        tap.sync_all()
+        tap.finish()
+
     def finish(self) -> None:
-        """Say the reconciliation (a line, a WARNING per differing day, METRIC points), then fail
-        the run if an account failed or, with ``reconcile: fail``, if a day does not add up."""
+        """Log the reconciliation, then fail if an account failed or (``reconcile: fail``) a day is off."""
         settings = Settings.from_config(self.config)
         result = self.reconciliation
         if result is None:
@@ -217,7 +238,6 @@ class TapOptico(TapSeam):
             raise AccountsFailedError(self.failed_accounts, len(settings.accounts))
 
     @classmethod
-    @override
     def read_state_file(cls, state: IO[str]) -> dict[str, Any] | None:
         """The state, checked: an empty file is no state; one that is not a JSON object stops the run."""
         name = getattr(state, "name", "the state file")
@@ -237,8 +257,7 @@ class TapOptico(TapSeam):
 
     @override
     def load_state(self, state: dict[str, Any]) -> None:
-        """Take the state, refusing one whose form the SDK would fail on, or a bookmark that is not a
-        date or lies past the last day to read."""
+        """Take the state, refusing a form the SDK fails on, or a bookmark not a date or past the last day."""
         bookmarks = state.get("bookmarks", {})
         if problem := _form_problem(bookmarks):
             raise StateError(f"{problem} {state_hint()}")
@@ -294,8 +313,7 @@ def start_after_last_day(settings: Settings, config: Mapping[str, Any]) -> list[
 
 
 def _form_problem(bookmarks: object) -> str | None:
-    """What in a state's ``bookmarks`` is not as in a Singer state, or lists a partition twice (the
-    SDK fails at its first STATE), in one line; None if nothing."""
+    """What in ``bookmarks`` the SDK would fail on (at its first STATE), in one line; None if nothing."""
     # Bookmarks that are not an object read as one stream whose state is not an object.
     for name, entry in bookmarks.items() if isinstance(bookmarks, dict) else [("", None)]:
         parts = entry.get("partitions", []) if isinstance(entry, dict) else None
@@ -340,20 +358,17 @@ SDK_NOISE = (
 )
 
 
-class _DebugOnly(logging.Filter):
+def _debug_only(record: logging.LogRecord) -> bool:
     """Lets :data:`SDK_NOISE` through only when its logger shows DEBUG."""
-
-    @override
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg not in SDK_NOISE or logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+    return record.msg not in SDK_NOISE or logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
 
 def main() -> None:
     """Run the tap; a failure the tap understands ends with one line, not a traceback."""
     secrets.install()
     logger = logging.getLogger("tap-optico")
-    logger.addFilter(_DebugOnly())
-    logging.getLogger("singer_sdk").addFilter(_DebugOnly())
+    logger.addFilter(_debug_only)
+    logging.getLogger("singer_sdk").addFilter(_debug_only)
     command = TapOptico.cli  # singer-sdk's command; getting it sets the log's format up
     # A --config file singer-sdk cannot read ends in a message that names no file.
     if unreadable := list(filter(None, map(config_file_problem, config_files(sys.argv[1:])))):

@@ -134,7 +134,7 @@ def test_the_tap_retries_exactly_what_the_sdk_retries() -> None:
 
 
 def test_the_cli_run_the_seam_repeats_is_still_the_sdks() -> None:
-    """TapSeam.invoke repeats singer-sdk's Tap.invoke (to fail after every stream ran when an account
+    """TapOptico.invoke repeats singer-sdk's Tap.invoke (to fail after every stream ran when an account
     failed): the SDK's must still build the tap from the same inputs and run sync_all."""
     source = inspect.getsource(Tap.invoke)
     for piece in (
