@@ -89,9 +89,8 @@ def after_window(mark: Mark, window: WindowRead, *, days: Days, day_value: Calla
 
 
 class StateCadence:
-    """When a moved bookmark is worth a STATE message: every STATE holds every account's bookmark,
-    so a STATE per window would grow with the square of the accounts; an interrupted run loses at
-    most a quarter of the accounts' progress or half a minute."""
+    """When a moved bookmark is worth a STATE: each holds every account's bookmark, so one per window
+    grows with the square of the accounts; a stopped run loses a quarter of them or half a minute at most."""
 
     def __init__(self, accounts: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.every = max(1, accounts // STATE_SHARE)

@@ -89,8 +89,7 @@ def plan(settings: Settings, account: Account, bookmark: Any, first_index: int =
 
 
 class Progress:
-    """INFO lines a person can follow: what a run reads, then the records handed over after each window
-    and every ``every`` seconds, with an ETA once it means something."""
+    """INFO lines: what a run reads, then its progress after each window and every ``every`` s, and ETA."""
 
     def __init__(
         self, name: str, plans: list[Plan], logger: logging.Logger, every: float = PROGRESS_SECONDS
@@ -155,8 +154,7 @@ class WindowReader:
 
     Look-alike calls (sharing the normaliser's ``lookalike_key``) are numbered by their rank in the
     API's order, so each keeps its key on every read; other streams drop a repeated identity. A
-    non-object row is skipped with a WARNING. A record dated outside its window's days (a stray) is
-    emitted once per run.
+    non-object row is skipped with a WARNING.
     """
 
     def __init__(self, stream: OpticoStream, days: Days) -> None:
@@ -184,8 +182,7 @@ class WindowReader:
     def read(
         self, pager: WindowPager, plans: list[Plan]
     ) -> Iterator[list[Record] | tuple[WindowEnd, WindowRead] | Failure]:
-        """The records of the plans' windows, a page's at a time, each window's end with what the
-        bookmark rule needs of it, and failures."""
+        """Records (a page's at a time), each window's end with its :class:`WindowRead`, and failures."""
         self._several = len(plans) > 1
         for item in pager.read([window for plan in plans for window in plan.windows]):
             if isinstance(item, Rows):
@@ -283,8 +280,7 @@ class OpticoStream(WindowedStream, OpticoClient):
         accounts existed (so that upgrading reads no history again)."""
         state = self.tap_state.get("bookmarks", {}).get(self.name, {})
         context = {ACCOUNT: account.name}
-        partitions = state.get("partitions", ())
-        partition: dict[str, Any] = next((p for p in partitions if p.get("context") == context), {})
+        partition = next((p for p in state.get("partitions", ()) if p.get("context") == context), {})
         value = partition.get("replication_key_value")
         if value is None and not self.settings.several_accounts:
             return state.get("replication_key_value")
