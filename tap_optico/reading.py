@@ -280,7 +280,8 @@ class OpticoStream(WindowedStream, OpticoClient):
         accounts existed (so that upgrading reads no history again)."""
         state = self.tap_state.get("bookmarks", {}).get(self.name, {})
         context = {ACCOUNT: account.name}
-        partition = next((p for p in state.get("partitions", ()) if p.get("context") == context), {})
+        partitions = state.get("partitions", ())
+        partition: dict[str, Any] = next((p for p in partitions if p.get("context") == context), {})
         value = partition.get("replication_key_value")
         if value is None and not self.settings.several_accounts:
             return state.get("replication_key_value")
