@@ -114,10 +114,9 @@ class WindowedStream(DerivedStream):
 
     def write_records(self, records: list[Any]) -> None:
         """Write ``records`` and count them, as the SDK's loop would one by one."""
-        writer = self._block_writer
-        assert writer is not None
         assert self.writes_batches
-        writer.write_records(self.name, records, self._stream_version)
+        assert self._block_writer is not None
+        self._block_writer.write_records(self.name, records, self._stream_version)
         if self._record_counter is not None:
             self._record_counter.increment(len(records))
         self.state_manager.is_flushed = False  # the stream's last STATE follows (and flushes) them
