@@ -89,7 +89,7 @@ def plan(settings: Settings, account: Account, bookmark: Any, first_index: int =
 
 
 class Progress:
-    """INFO lines: what a run reads, then its progress after each window and every ``every`` s, and ETA."""
+    """INFO lines: what a run reads, then progress (with an ETA) after each window and every ``every`` s."""
 
     def __init__(
         self, name: str, plans: list[Plan], logger: logging.Logger, every: float = PROGRESS_SECONDS

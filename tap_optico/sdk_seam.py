@@ -26,7 +26,7 @@ from tap_optico.writer import OpticoWriter
 
 
 class DerivedStream(Stream):
-    """A stream that announces no starting value; as it is, computed from what other streams read."""
+    """A stream that announces no starting value; as it is, its records come from other streams'."""
 
     @property
     def source(self) -> TapSeam:

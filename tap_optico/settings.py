@@ -242,7 +242,7 @@ def _problem(name: str, value: Any, spec: Mapping[str, Any], required: bool) -> 
     kinds = _kinds(spec)
     if "integer" in kinds:
         return _integer_problem(name, value, spec)
-    if problem := _form_problem(name, value, spec):
+    if problem := _format_problem(name, value, spec):
         return problem
     if "enum" in spec and value not in spec["enum"]:
         return f"Setting '{name}' must be one of {', '.join(spec['enum'])}, got {value!r}"
@@ -263,7 +263,7 @@ def _integer_problem(name: str, value: Any, spec: Mapping[str, Any]) -> str | No
     return f"Setting '{name}' must be a whole number{bound}, got {value!r}"
 
 
-def _form_problem(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
+def _format_problem(name: str, value: Any, spec: Mapping[str, Any]) -> str | None:
     """What a JSON schema cannot check: a real date, time zone or http(s) URL."""
     if spec.get("format") in DATE_FORMATS:
         try:
