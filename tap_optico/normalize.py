@@ -68,23 +68,9 @@ def keep(value: Any) -> Any:
 def to_text(value: Any) -> str:
     if isinstance(value, str):
         return value
-    if isinstance(value, (dict, list)):
+    if isinstance(value, (dict, list, bool)):  # JSON's text: "true", not Python's "True"
         return msgspec.json.encode(value).decode()
-    if isinstance(value, bool):
-        return "true" if value else "false"
     return str(value)
-
-
-def _number_text(value: str) -> str:
-    text = _SPACES.sub("", value)
-    if "," in text:
-        # "12,50" is French for 12.50; in "1.234,50" the dot groups thousands.
-        text = (
-            text.replace(".", "").replace(",", ".")
-            if text.rfind(",") > text.rfind(".")
-            else text.replace(",", "")
-        )
-    return text
 
 
 def to_number(value: Any) -> int | float:
@@ -96,7 +82,15 @@ def to_number(value: Any) -> int | float:
         try:
             return int(value)
         except ValueError:
-            number = float(_number_text(value))
+            text = _SPACES.sub("", value)
+            if "," in text:
+                # "12,50" is French for 12.50; in "1.234,50" the dot groups thousands.
+                text = (
+                    text.replace(".", "").replace(",", ".")
+                    if text.rfind(",") > text.rfind(".")
+                    else text.replace(",", "")
+                )
+            number = float(text)
     else:
         number = float(value)
     if not math.isfinite(number):
@@ -167,20 +161,13 @@ class LocalTime:
 
     def __init__(self, zone: ZoneInfo) -> None:
         self.zone = zone
-        # "YYYY-MM-DDTHH" and "YYYY-MM-DD HH" local -> that hour as the identity, the wall time and
-        # the UTC instant begin (None where the text read is that form itself), for local hours
-        # with one offset only, a whole number of hours (minutes and seconds then carry over).
+        # Local "YYYY-MM-DDTHH" and "YYYY-MM-DD HH" -> how that hour's identity, wall time and UTC
+        # instant begin (None: the text itself), for hours of one offset of whole hours only.
         self._hours: dict[str, tuple[str | None, str | None, str]] = {}
 
     def read(self, value: Any) -> tuple[str, str, str]:
-        """What identifies the call's time, its local wall time and its instant in UTC.
-
-        The identity (the input of ``call_id``, unchanged since the first
-        release) is the naive local ISO text; a time in the repeated hour's
-        second occurrence also holds its offset, so that it differs from the
-        first one's. The wall time is ``YYYY-MM-DD HH:MM:SS``, the instant
-        RFC 3339 in UTC (``+00:00``).
-        """
+        """The time's identity (``call_id``'s input: the naive local ISO text, with the offset in the
+        repeated hour's second occurrence), its wall time ``YYYY-MM-DD HH:MM:SS`` and its UTC instant."""
         if value.__class__ is str:
             # The API's plain form, "YYYY-MM-DD HH:MM:SS" (or with a T), in an hour read before: sliced.
             hour = self._hours.get(value[:13])
@@ -479,14 +466,10 @@ COMPUTED = object()
 
 @functools.cache
 def record_struct(fields: tuple[tuple[str, Any], ...], *, extra: bool) -> type[msgspec.Struct]:
-    """The type of a stream's records: ``fields`` are all their fields, in order, with the type of
-    each one's plain form (``"437"``, ``"0"``, ``"12.50"``, text), ``COMPUTED``, or None.
-
-    A record is typed once and encoded as it is, with no dict in between; a plain result decodes
-    straight into it (``decode_plain_page``), in C, and gives the record the converters give
-    (``tests/test_normalize.py`` checks it). ``COMPUTED`` fields and ``extra_fields`` take no value
-    from an answer; ``extra_fields`` is left out of the record unless set.
-    """
+    """The type of a stream's records, encoded with no dict in between: ``fields`` are all their
+    fields, in order, with the type of each one's plain form (``"437"``, ``"0"``, text), ``COMPUTED``
+    or None. A plain result decodes straight into it (``decode_plain_page``), in C. ``COMPUTED`` fields
+    and ``extra_fields`` take no value from an answer; ``extra_fields`` is left out unless set."""
     return msgspec.defstruct(
         "Record",
         [
