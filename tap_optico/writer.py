@@ -40,9 +40,8 @@ class OpticoWriter(MsgSpecWriter):
             self.flush()
 
     def write_records(self, stream: str, records: list[Any], version: int | None) -> None:
-        """The RECORD messages of ``records``, byte for byte as :meth:`write_record` writes each,
-        but encoded in one call and put in their envelopes by one ``replace``; they share one
-        ``time_extracted`` (they were extracted together)."""
+        """The RECORD messages of ``records``, byte for byte as :meth:`write_record` writes each, but
+        encoded in one call and put in their envelopes by one ``replace``, with one ``time_extracted``."""
         if not records:
             return
         # What comes before and after a record in its message: the message's other keys, in order.
@@ -72,18 +71,9 @@ class OpticoWriter(MsgSpecWriter):
                     end = data.rfind(b"\n", start, start + PIECE_BYTES) + 1
                     if end <= start:  # one line longer than a piece: up to its end
                         end = data.find(b"\n", start + PIECE_BYTES) + 1 or size
-                    _write_all(view[start:end])
-                    start = end
+                    while start < end:  # an unbuffered stdout (PYTHONUNBUFFERED) may take part of it only
+                        start += sys.stdout.buffer.write(view[start:end]) or 0
+                    sys.stdout.buffer.flush()
                     stopping.check()
-        except BrokenPipeError:
-            # The reader is gone (`tap-optico ... | head`): stop as a shell does on SIGPIPE.
+        except BrokenPipeError:  # the reader is gone (`tap-optico ... | head`): stop as a shell does
             raise stopping.Stopped(signal.SIGPIPE) from None
-
-
-def _write_all(data: memoryview) -> None:
-    """All of ``data`` to stdout: an unbuffered stdout (PYTHONUNBUFFERED) may take part of it only."""
-    out = sys.stdout.buffer
-    while data:
-        written = out.write(data)
-        data = data[written or 0 :]
-    out.flush()
