@@ -22,13 +22,10 @@ DEFERRED: Mapping[str, tuple[str, ...]] = {
 
 
 def main() -> None:
-    """Run the tap (``tap.main``), imported with the cyclic collector paused and with stand-ins for
-    the names singer-sdk takes from :data:`DEFERRED`.
-
-    Importing singer-sdk makes many objects and no garbage: collecting then costs a tenth of start-up.
-    What start-up built lives as long as the process (``gc.freeze``), and a run's records and pages
-    hold no cycles, so the collector runs less often. Together, about 5% of the CPU of a run.
-    """
+    """Run the tap (``tap.main``), imported with stand-ins for :data:`DEFERRED` and the cyclic collector
+    paused: singer-sdk's import makes many objects and no garbage (collecting costs a tenth of start-up).
+    Start-up's objects live as long as the process (``gc.freeze``), and a run's records and pages hold
+    no cycles, so the collector runs less often. Together, about 5% of the CPU of a run."""
     gc.disable()
     with deferred(DEFERRED):
         from tap_optico.tap import main as run
