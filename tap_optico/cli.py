@@ -12,10 +12,9 @@ from typing import Any
 
 #: New container objects between two runs of the cyclic collector (Python's default: 700).
 COLLECT_EVERY = 20_000
-#: What singer-sdk takes from packages it imports on every start but calls only for BATCH messages
-#: (``universal_pathlib``, which brings ``fsspec``) and in targets (``joblib``, which brings numpy
-#: and starts its BLAS threads): a third of a tap's start-up CPU. The names are those of its
-#: ``from ... import`` lines (``singer_sdk/helpers/_batch.py``, ``singer_sdk/target_base.py``).
+#: The names of singer-sdk's ``from ... import`` lines (``helpers/_batch.py``, ``target_base.py``) of
+#: packages it imports on every start but calls only for BATCH messages (``universal_pathlib``, with
+#: fsspec) and in targets (``joblib``, with numpy and its BLAS threads): a third of start-up's CPU.
 DEFERRED: Mapping[str, tuple[str, ...]] = {
     "joblib": ("Parallel", "delayed", "parallel_config"),
     "upath": ("UPath",),
@@ -23,17 +22,11 @@ DEFERRED: Mapping[str, tuple[str, ...]] = {
 
 
 def main() -> None:
-    """Run the tap (``tap.main``), imported with the cyclic collector paused and with
-    stand-ins for the names singer-sdk takes from :data:`DEFERRED`.
-
-    Importing singer-sdk creates many objects and no garbage: collecting during
-    it costs about a tenth of the start-up. What start-up built (modules,
-    classes, schemas) lives as long as the process, so the collector leaves it
-    be (``gc.freeze``); a run's records and pages hold no cycles, so it runs
-    less often. Together, about 5% of the CPU of a run.
-    """
+    """Run the tap (``tap.main``), imported with stand-ins for :data:`DEFERRED` and the cyclic collector
+    paused: singer-sdk's import makes many objects and no garbage (collecting costs a tenth of start-up).
+    Start-up's objects live as long as the process (``gc.freeze``), and a run's records and pages hold
+    no cycles, so the collector runs less often. Together, about 5% of the CPU of a run."""
     gc.disable()
-    # Imported here, with the collector paused.
     with deferred(DEFERRED):
         from tap_optico.tap import main as run
 
@@ -49,14 +42,9 @@ def deferred(names: Mapping[str, tuple[str, ...]]) -> Iterator[None]:
     imports MODULE when it is first called, and calls its NAME. Afterwards MODULE imports as usual
     (what imported a stand-in keeps it). A module already imported is itself; any other name of a
     stand-in module is an ImportError, at once: a singer-sdk that takes more fails to start."""
-    stand_ins = {
-        module: types.ModuleType(module, f"{module}, imported when first called")
-        for module in names
-        if module not in sys.modules
-    }
+    stand_ins = {module: types.ModuleType(module) for module in names if module not in sys.modules}
     for module, stand_in in stand_ins.items():
-        for name in names[module]:
-            setattr(stand_in, name, _when_called(module, name))
+        vars(stand_in).update({name: _when_called(module, name) for name in names[module]})
     sys.modules.update(stand_ins)
     try:
         yield

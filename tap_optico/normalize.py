@@ -1,10 +1,9 @@
 """Turn the API's loosely typed values into typed records.
 
-The API reference gives no formats, so every converter accepts each form it
-lists (numbers as strings, French decimal commas, ``"0"``/``"1"`` booleans,
-``HH:MM:SS`` durations, naive local times) and raises ``ValueError`` on
-anything else; the :class:`Normalizer` turns that into a null and a warning,
-so that a record is never lost over one odd value.
+The API reference gives no formats, so every converter accepts each form it lists (numbers as strings,
+French decimal commas, ``"0"``/``"1"`` booleans, ``HH:MM:SS`` durations, naive local times) and raises
+``ValueError`` on anything else; the :class:`Normalizer` turns that into a null and a warning, so that a
+record is never lost over one odd value.
 """
 
 from __future__ import annotations
@@ -19,8 +18,7 @@ import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -32,19 +30,15 @@ Converter = Callable[[Any], Any]
 #: A record: an instance of its stream's ``record_struct`` (fields read by name).
 Record = Any
 
-BOOLEAN_WORDS = dict.fromkeys(("1", "true", "t", "yes", "y", "oui", "vrai"), True) | dict.fromkeys(
-    ("0", "false", "f", "no", "n", "non", "faux"), False
-)
+BOOLEAN_WORDS = dict.fromkeys(("1", "true", "t", "yes", "y", "oui", "vrai"), True)
+BOOLEAN_WORDS |= dict.fromkeys(("0", "false", "f", "no", "n", "non", "faux"), False)
 _CLOCK = re.compile(r"^(\d+):([0-5]?\d)(?::([0-5]?\d))?$")
 _SPACES = re.compile(r"[\s\u00a0\u202f']")
 EXTRA_FIELDS = "extra_fields"
-#: The call's start as local wall time, next to ``start_date`` (the instant, in UTC).
-LOCAL_START = "start_date_local"
 #: The field that names a record's account: set by the reader, never read from the API.
 ACCOUNT = "account"
 UNREADABLE = (ValueError, TypeError, OverflowError, OSError, AttributeError)
-# Raw values repeat (flags, types, durations): each field remembers the
-# conversion of up to MEMO_SIZE distinct strings whose result is immutable.
+#: Raw values repeat (flags, types, durations): a field remembers the immutable conversions of this many.
 MEMO_SIZE = 4096
 MEMOIZABLE = frozenset({int, float, bool, str})
 _UNSEEN = object()
@@ -75,18 +69,6 @@ def to_text(value: Any) -> str:
     return str(value)
 
 
-def _number_text(value: str) -> str:
-    text = _SPACES.sub("", value)
-    if "," in text:
-        # "12,50" is French for 12.50; in "1.234,50" the dot groups thousands.
-        text = (
-            text.replace(".", "").replace(",", ".")
-            if text.rfind(",") > text.rfind(".")
-            else text.replace(",", "")
-        )
-    return text
-
-
 def to_number(value: Any) -> int | float:
     if isinstance(value, bool):
         raise TypeError("a boolean is not a number")
@@ -96,7 +78,11 @@ def to_number(value: Any) -> int | float:
         try:
             return int(value)
         except ValueError:
-            number = float(_number_text(value))
+            text = _SPACES.sub("", value)
+            if "," in text:  # "12,50" is 12.50; in "1.234,50" and "1,234.50" the first mark groups digits
+                decimal_comma = text.rfind(",") > text.rfind(".")
+                text = text.replace(".", "").replace(",", ".") if decimal_comma else text.replace(",", "")
+            number = float(text)
     else:
         number = float(value)
     if not math.isfinite(number):
@@ -152,35 +138,25 @@ def _pages(text: str) -> tuple[str, ...]:
 
 
 def to_date(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError("not a date")
     return dt.date.fromisoformat(value.strip()[:10]).isoformat()
 
 
 class LocalTime:
     """Reads the API's times, naive ones as wall-clock time in ``timezone``.
 
-    A time that carries its instant (an offset, ``Z``, epoch seconds) keeps
-    that instant. A naive time in the hour the autumn clock change repeats is
-    read as its first occurrence (summer time), as ``zoneinfo`` does.
+    A time that carries its instant (an offset, ``Z``, epoch seconds) keeps that instant. A naive time
+    in the hour the autumn clock change repeats is its first occurrence (summer time), as in ``zoneinfo``.
     """
 
     def __init__(self, zone: ZoneInfo) -> None:
         self.zone = zone
-        # "YYYY-MM-DDTHH" and "YYYY-MM-DD HH" local -> that hour as the identity, the wall time and
-        # the UTC instant begin (None where the text read is that form itself), for local hours
-        # with one offset only, a whole number of hours (minutes and seconds then carry over).
+        # Local "YYYY-MM-DDTHH" and "YYYY-MM-DD HH" -> how that hour's identity, wall time and UTC
+        # instant begin (None: the text itself), for hours of one offset of whole hours only.
         self._hours: dict[str, tuple[str | None, str | None, str]] = {}
 
     def read(self, value: Any) -> tuple[str, str, str]:
-        """What identifies the call's time, its local wall time and its instant in UTC.
-
-        The identity (the input of ``call_id``, unchanged since the first
-        release) is the naive local ISO text; a time in the repeated hour's
-        second occurrence also holds its offset, so that it differs from the
-        first one's. The wall time is ``YYYY-MM-DD HH:MM:SS``, the instant
-        RFC 3339 in UTC (``+00:00``).
-        """
+        """The time's identity (``call_id``'s input: the naive local ISO text, with the offset in the
+        repeated hour's second occurrence), its wall time ``YYYY-MM-DD HH:MM:SS`` and its UTC instant."""
         if value.__class__ is str:
             # The API's plain form, "YYYY-MM-DD HH:MM:SS" (or with a T), in an hour read before: sliced.
             hour = self._hours.get(value[:13])
@@ -200,8 +176,6 @@ class LocalTime:
                     return self._naive(moment)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return self._aware(dt.datetime.fromtimestamp(value, dt.timezone.utc))
-        if not isinstance(value, str):
-            raise TypeError("not a date-time")
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
@@ -240,8 +214,7 @@ class LocalTime:
         return len(offsets) == 1
 
 
-@dataclass(frozen=True)
-class Conversion:
+class Conversion(NamedTuple):
     """How the raw values of one field become the field's schema type."""
 
     #: Raises one of UNREADABLE on a value it cannot read; None keeps text as it is.
@@ -252,9 +225,7 @@ class Conversion:
     after_plain: bool = False
 
 
-_Count = Annotated[int, msgspec.Meta(ge=0)]
 _Finite = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
-
 #: Text of one character or more: an empty text is a missing value (``empty_values_to_null``).
 NON_EMPTY = Annotated[str, msgspec.Meta(min_length=1)]
 TEXT = Conversion(None, NON_EMPTY)
@@ -262,7 +233,7 @@ INTEGER = Conversion(to_integer, int)
 NUMBER = Conversion(to_number, int | _Finite)
 BOOLEAN = Conversion(to_boolean, bool)
 DAY = Conversion(to_date)
-DURATION = Conversion(to_duration, _Count)
+DURATION = Conversion(to_duration, Annotated[int, msgspec.Meta(ge=0)])
 PAGE_LIST = Conversion(to_call_path, NON_EMPTY, after_plain=True)
 #: Kept as received here; the normaliser's ``finish`` reads it.
 RAW = Conversion(keep, NON_EMPTY)
@@ -284,10 +255,9 @@ def schema_conversion(stream: str, name: str, spec: Mapping[str, Any]) -> Conver
 class Normalizer:
     """Typed records from raw results: the stream's schema is the list of fields.
 
-    Each field's conversion is the one its schema type implies unless the
-    stream declares another. Unknown fields are kept under ``extra_fields``
-    and named once in a warning; unreadable values become null, warned once
-    per field and counted for :meth:`log_summary`.
+    Each field's conversion is the one its schema type implies unless the stream declares another.
+    Unknown fields are kept under ``extra_fields`` and named once in a warning; unreadable values
+    become null, warned once per field and counted for :meth:`log_summary`.
     """
 
     #: Fields this normaliser computes in :meth:`finish` instead of reading them.
@@ -462,13 +432,12 @@ class Normalizer:
             )
 
 
-# In JSON a quote inside a string is escaped, so '""' after a colon (and JSON's whitespace) is an
-# empty value, whatever the writer's spacing: ':""', ': ""', ':\n  ""'.
 _EMPTY_VALUE = re.compile(rb':[ \t\n\r]*""')
 
 
 def empty_values_to_null(content: bytes) -> bytes:
-    """``content`` with every empty string value a null (no plain field takes an empty text)."""
+    """``content`` with every empty string value a null (no plain field takes an empty text). In JSON a
+    quote in a string is escaped: ``""`` after a colon (and JSON's whitespace) is an empty value."""
     return _EMPTY_VALUE.sub(b":null", content)
 
 
@@ -479,14 +448,10 @@ COMPUTED = object()
 
 @functools.cache
 def record_struct(fields: tuple[tuple[str, Any], ...], *, extra: bool) -> type[msgspec.Struct]:
-    """The type of a stream's records: ``fields`` are all their fields, in order, with the type of
-    each one's plain form (``"437"``, ``"0"``, ``"12.50"``, text), ``COMPUTED``, or None.
-
-    A record is typed once and encoded as it is, with no dict in between; a plain result decodes
-    straight into it (``decode_plain_page``), in C, and gives the record the converters give
-    (``tests/test_normalize.py`` checks it). ``COMPUTED`` fields and ``extra_fields`` take no value
-    from an answer; ``extra_fields`` is left out of the record unless set.
-    """
+    """The type of a stream's records, encoded with no dict in between: ``fields`` are all their
+    fields, in order, with the type of each one's plain form (``"437"``, ``"0"``, text), ``COMPUTED``
+    or None. A plain result decodes straight into it (``decode_plain_page``), in C. ``COMPUTED`` fields
+    and ``extra_fields`` take no value from an answer; ``extra_fields`` is left out unless set."""
     return msgspec.defstruct(
         "Record",
         [
@@ -544,7 +509,7 @@ class CallNormalizer(Normalizer):
     """Calls: ``start_date`` as an instant in UTC and as local wall time, and the ``call_id``
     that keys a call (from the local time, as it always was: keys never change)."""
 
-    derived = ("call_id", LOCAL_START)
+    derived = ("call_id", "start_date_local")
     lookalike_key = "call_id"
 
     @override

@@ -20,15 +20,9 @@ PIECE_BYTES = 64 << 10
 
 
 class OpticoWriter(MsgSpecWriter):
-    """Writes messages to stdout in blocks of about 1 MiB.
-
-    The SDK's writer builds a message object per record and flushes stdout
-    after each: a system call per record and, while pages are fetched
-    concurrently, a hand-over of the GIL each time. Here records are encoded
-    into one buffer that is written when it is full or when any other message
-    (STATE above all) is written, so every STATE still follows the records it
-    covers. Each stream ends with a STATE message, which writes what is left.
-    """
+    """Writes messages to stdout in blocks of about 1 MiB, not a system call (and a hand-over of the GIL)
+    per record as the SDK's writer does. A block is written when full or with any other message (STATE
+    above all): every STATE follows the records it covers, and a stream's last STATE writes the rest."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,22 +33,21 @@ class OpticoWriter(MsgSpecWriter):
         message: dict[str, Any] = {"type": "RECORD", "stream": stream, "record": record}
         if version is not None:
             message["version"] = version
-        message["time_extracted"] = _now()
+        message["time_extracted"] = dt.datetime.now(dt.timezone.utc)
         encoder.encode_into(message, self._pending, -1)
         self._pending += b"\n"
         if len(self._pending) >= BLOCK_BYTES:
             self.flush()
 
     def write_records(self, stream: str, records: list[Any], version: int | None) -> None:
-        """The RECORD messages of ``records``, byte for byte as :meth:`write_record` writes each,
-        but encoded in one call and put in their envelopes by one ``replace``; they share one
-        ``time_extracted`` (they were extracted together)."""
+        """The RECORD messages of ``records``, byte for byte as :meth:`write_record` writes each, but
+        encoded in one call and put in their envelopes by one ``replace``, with one ``time_extracted``."""
         if not records:
             return
         # What comes before and after a record in its message: the message's other keys, in order.
         start = b'{"type":"RECORD","stream":' + encoder.encode(stream) + b',"record":'
         end = b"" if version is None else b',"version":' + encoder.encode(version)
-        end += b',"time_extracted":' + encoder.encode(_now()) + b"}\n"
+        end += b',"time_extracted":' + encoder.encode(dt.datetime.now(dt.timezone.utc)) + b"}\n"
         # A JSON text holds no raw newline: each one ends a record.
         lines = encoder.encode_lines(records).replace(b"\n", end + start)
         self._pending += start
@@ -78,22 +71,9 @@ class OpticoWriter(MsgSpecWriter):
                     end = data.rfind(b"\n", start, start + PIECE_BYTES) + 1
                     if end <= start:  # one line longer than a piece: up to its end
                         end = data.find(b"\n", start + PIECE_BYTES) + 1 or size
-                    _write_all(view[start:end])
-                    start = end
+                    while start < end:  # an unbuffered stdout (PYTHONUNBUFFERED) may take part of it only
+                        start += sys.stdout.buffer.write(view[start:end]) or 0
+                    sys.stdout.buffer.flush()
                     stopping.check()
-        except BrokenPipeError:
-            # The reader is gone (`tap-optico ... | head`): stop as a shell does on SIGPIPE.
+        except BrokenPipeError:  # the reader is gone (`tap-optico ... | head`): stop as a shell does
             raise stopping.Stopped(signal.SIGPIPE) from None
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _write_all(data: memoryview) -> None:
-    """All of ``data`` to stdout: an unbuffered stdout (PYTHONUNBUFFERED) may take part of it only."""
-    out = sys.stdout.buffer
-    while data:
-        written = out.write(data)
-        data = data[written or 0 :]
-    out.flush()

@@ -25,6 +25,7 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from singer_sdk.singerlib import RecordMessage
 from typing_extensions import override
 
 from tap_optico.normalize import BOOLEAN, DURATION, INTEGER, NUMBER, PAGE_LIST, TEXT
@@ -32,6 +33,7 @@ from tap_optico.paging import Window
 from tap_optico.reading import OpticoStream
 from tap_optico.sdk_seam import WindowedStream
 from tap_optico.tap import TapOptico
+from tap_optico.writer import OpticoWriter
 
 FIRST = dt.date(2026, 3, 20)
 DAYS = 4
@@ -335,3 +337,26 @@ def test_only_a_run_the_sdk_loop_would_only_write_takes_the_fast_path(
     assert isinstance(calls, OpticoStream)
     assert calls.fast_path == (not config and not catalog_deselects)
     assert not calls.writes_batches  # outside the SDK's sync loop, records are always yielded
+
+
+@pytest.mark.parametrize("version", [None, 3])
+def test_record_messages_are_written_as_the_sdk_writes_them(version: int | None) -> None:
+    """The fast path's and the ordinary path's envelopes against singer-sdk's own."""
+    records: list[dict[str, Any]] = [
+        {"call_id": "a", "path": ["/é", "/b\n"], "duration": None},
+        {},
+        {"caller": "\u2028"},
+    ]
+    now = dt.datetime.now(dt.timezone.utc)
+    writer = OpticoWriter()
+    out = io.BytesIO()
+    with mock.patch.object(sys, "stdout", mock.Mock(buffer=out)):
+        writer.write_records("calls", records, version)
+        for record in records:
+            writer.write_record("calls", record, version)
+        writer.flush()
+    expected = b"".join(  # bytes(): format_message returns the one buffer it writes each message into
+        bytes(writer.format_message(RecordMessage("calls", record, version=version, time_extracted=now)))
+        for record in records * 2
+    )
+    assert TIME_EXTRACTED.sub(b"", out.getvalue()) == TIME_EXTRACTED.sub(b"", expected)
