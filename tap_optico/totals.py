@@ -1,6 +1,6 @@
 """Each day's delivered calls checked against Optico's own daily totals (the setting ``reconcile``):
-a day both streams read completely is judged, the others are counted as not checked. Memory grows
-with account-days, never with calls.
+a day both streams read completely is judged, the others (a failed account, a deselected stream, a
+window cut short) are counted as not checked. Memory grows with account-days, never with calls.
 """
 
 from __future__ import annotations
