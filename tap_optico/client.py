@@ -1,9 +1,6 @@
-"""The Optico Data API client: the REST side of the stream both streams build on.
-
-All HTTP lives here (the URL, the key in the query string, retries, the shared pause after a 429),
-and so does every judgement on an answer: retriable, fatal, the API's ``status: "ERROR"``, a
-malformed body, a ``next_page`` that goes nowhere.
-"""
+"""The Optico Data API client: all HTTP (the key in the query string, retries, the pause after a 429)
+and every judgement of an answer (retriable, fatal, ``status: "ERROR"``, malformed, a ``next_page``
+that goes nowhere)."""
 
 from __future__ import annotations
 
@@ -84,9 +81,7 @@ class SharedPause:
             self._until = max(self._until, time.monotonic() + seconds)
 
     def wait(self) -> None:
-        delay = self._until - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+        time.sleep(max(0.0, self._until - time.monotonic()))
 
 
 class OpticoClient(RESTStream[int]):
@@ -252,8 +247,7 @@ class OpticoClient(RESTStream[int]):
 
     @override
     def request_decorator(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        """The SDK's retries on the SDK's retriable errors, each retry logged once (by
-        :meth:`backoff_handler`, not by backoff too)."""
+        """The SDK's retries on its retriable errors, each logged once (by :meth:`backoff_handler`)."""
         return backoff.on_exception(
             self.backoff_wait_generator,
             RETRIABLE_ERRORS,
@@ -290,9 +284,7 @@ class OpticoClient(RESTStream[int]):
     def fetch_page(self, window: Window, number: int) -> Page:
         """Page ``number`` of ``window``, retried; a lasting failure fails its account (FatalAPIError)."""
         try:
-            prepared = self.build_prepared_request(
-                method="GET", url=self.url_base, params=self.query(window, number)
-            )
+            prepared = self.build_prepared_request("GET", self.url_base, params=self.query(window, number))
             body = self._send_with_retries(prepared, number, window)
         except RefusedKeyError as error:
             setting = (
@@ -311,12 +303,8 @@ class OpticoClient(RESTStream[int]):
             next_page = read_next_page(body.get("next_page"), number)
         except FatalAPIError as error:
             raise FatalAPIError(f"{self.describe(window)} cannot be read: {error}") from None
-        return Page(
-            number=number,
-            results=body["results"],
-            total_results=_count(body.get("total_results")),
-            next_page=next_page,
-        )
+        total = _count(body.get("total_results"))
+        return Page(number=number, results=body["results"], total_results=total, next_page=next_page)
 
     @cached_property
     def normalizer(self) -> Normalizer:

@@ -1,9 +1,7 @@
-"""A deadline for one whole HTTP try: the status line, the headers and the body.
-
-``requests`` bounds only the silence between two bytes, so an answer that trickles a byte at a
-time never times out. Within :func:`bounded`, a connection of :class:`DeadlineAdapter` that has
-not answered in full by the deadline has its socket shut by one watchdog thread shared by every
-request; the blocked read ends at once and the caller reports the try as too slow.
+"""A deadline for one whole HTTP try (status line, headers, body): ``requests`` bounds only the
+silence between two bytes, so an answer that trickles never times out. Within :func:`bounded`, one
+watchdog thread shuts the socket of a :class:`DeadlineAdapter` connection not answered in full by
+the deadline: the blocked read ends at once.
 """
 
 from __future__ import annotations
@@ -77,10 +75,9 @@ def bounded(deadline: float) -> Iterator[None]:
 
 
 class _Bounded:
-    """An HTTP connection whose answer is watched from the request sent until the connection goes
-    back to its pool or the try ends. Closing it does not stop the watch: over HTTP/1.0 or with
-    ``Connection: close``, ``http.client`` closes it once the headers are in, and the body is
-    read from the same socket."""
+    """An HTTP connection whose answer is watched from the request sent until it goes back to its
+    pool or the try ends; closing it does not stop the watch (over HTTP/1.0 or ``Connection: close``,
+    ``http.client`` closes it once the headers are in, and the body is read from the same socket)."""
 
     sock: socket.socket | None
     _watched: int | None = None

@@ -1,11 +1,9 @@
-"""Keep the API key out of every log line, message and traceback, and text from outside raw out of all.
+"""Keep the API key, in any encoding, out of every log record and uncaught exception.
 
-The key travels in the query string, so any URL requests, urllib3 or backoff print carries it:
-every log record (message, arguments, traceback) and uncaught exception is redacted. An answer may
-echo the key JSON-escaped, percent-encoded, as HTML entities or in another case: text is read with
-every escape decoded, without case, and each run holding a piece of a key is masked in the original
-text. Text from the API may hold control characters that erase or forge log lines: each one is shown
-as ``\\xNN`` (after masking), so that a log line is one line.
+The key travels in the query string, so any URL printed carries it; an answer may echo it escaped
+(JSON, percent, HTML) or in another case: text is read with its escapes decoded, without case, and
+each run holding a piece of a key is masked in the original text. Control characters (which could
+erase or forge log lines) are then shown as ``\\xNN``.
 """
 
 from __future__ import annotations
@@ -69,8 +67,7 @@ def redact(text: str) -> str:
 
 
 def escape_controls(text: str, *, lines: bool = False) -> str:
-    """``text`` with each control character written ``\\xNN``; newlines kept only when ``lines`` (a
-    traceback keeps its lines)."""
+    """``text`` with each control character written ``\\xNN``; newlines kept when ``lines`` (a traceback)."""
     if lines:
         return "\n".join(escape_controls(line) for line in text.split("\n"))
     return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
@@ -166,8 +163,7 @@ def install() -> None:
             message = str(record.msg)
         message = escape_controls(redact(message))
         if record.exc_info and record.exc_info[1] is not None:
-            # Formatters may render exc_info themselves: fold the redacted
-            # traceback into the message instead (DEBUG shows one).
+            # Formatters may render exc_info raw: the traceback goes redacted into the message.
             trace = "".join(traceback.format_exception(*record.exc_info)).rstrip()
             message += "\n" + escape_controls(redact(trace), lines=True)
             record.exc_info = record.exc_text = None

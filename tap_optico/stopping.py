@@ -1,9 +1,6 @@
-"""Stopping on SIGTERM or SIGINT: promptly, and never in the middle of a line.
-
-Orchestrators kill a job a few seconds after SIGTERM. The signal handler raises :class:`Stopped` at
-once, which unwinds whatever the tap waits on, except while output is being written: then the
-writer finishes its line and raises it itself. Nothing is flushed on the way out: the next run
-resumes from the last STATE message.
+"""Stopping on SIGTERM or SIGINT: promptly (orchestrators kill a job seconds later), never mid-line:
+the signal handler raises :class:`Stopped` at once, unless a line is being written, which the writer
+finishes first. Nothing is flushed on the way out: the next run resumes from the last STATE message.
 """
 
 from __future__ import annotations
@@ -25,34 +22,32 @@ class Stopped(BaseException):
         return 128 + self.signum
 
 
-class _Stop:
-    requested: int | None = None
-    writing = False
-
-
-_stop = _Stop()
+_requested: int | None = None
+_writing = False
 
 
 def request(signum: int) -> None:
     """Called by the signal handler: stop now, or once the line being written is complete."""
-    if _stop.requested is not None:
+    global _requested
+    if _requested is not None:
         return  # already stopping: a second signal must not interrupt the way out
-    _stop.requested = signum
-    if not _stop.writing:
+    _requested = signum
+    if not _writing:
         raise Stopped(signum)
 
 
 def check() -> None:
     """Raise :class:`Stopped` if a stop was requested."""
-    if _stop.requested is not None:
-        raise Stopped(_stop.requested)
+    if _requested is not None:
+        raise Stopped(_requested)
 
 
 @contextmanager
 def writing() -> Iterator[None]:
     """A stretch of output during which a stop waits for :func:`check`."""
-    _stop.writing = True
+    global _writing
+    _writing = True
     try:
         yield
     finally:
-        _stop.writing = False
+        _writing = False

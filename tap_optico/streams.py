@@ -16,14 +16,7 @@ from singer_sdk import SchemaDirectory, StreamSchema
 from singer_sdk.helpers.types import Context
 from typing_extensions import override
 
-from tap_optico.normalize import (
-    DURATION,
-    PAGE_LIST,
-    RAW,
-    CallNormalizer,
-    Conversion,
-    Normalizer,
-)
+from tap_optico.normalize import DURATION, PAGE_LIST, RAW, CallNormalizer, Conversion, Normalizer
 from tap_optico.reading import OpticoStream
 from tap_optico.sdk_seam import DerivedStream
 from tap_optico.totals import CallTally, Tally, TotalsTally, records
@@ -73,10 +66,9 @@ class DailyCallsStream(OpticoStream):
 
 
 class ReconciliationStream(DerivedStream):
-    """One record per account-day read completely by both other streams: the calls delivered
-    against Optico's own totals (totals.py). It asks the API nothing: singer-sdk syncs streams in
-    the order of their names, so it runs after ``calls`` and ``daily_calls``. Each run's verdict
-    replaces the one before; its bookmark is the last day checked (a date, as the others')."""
+    """One record per account-day both other streams read completely: the calls delivered against
+    Optico's totals (totals.py). It asks the API nothing and runs after them (singer-sdk syncs streams
+    in name order); each run's verdict replaces the last; its bookmark is the last day checked."""
 
     name = "reconciliation"
     primary_keys = ("account", "date")

@@ -1,9 +1,6 @@
-"""Each day's delivered calls checked against Optico's own daily totals (the setting ``reconcile``).
-
-Each stream keeps a :class:`Tally` of what it handed to the target per account and local day, and
-of the days it read completely; :func:`compare` judges each day both read completely and counts the
-others (a failed account, a deselected stream, a window not read to its end) as not checked. Memory
-grows with account-days, never with calls.
+"""Each day's delivered calls checked against Optico's own daily totals (the setting ``reconcile``):
+a day both streams read completely is judged, the others (a failed account, a deselected stream, a
+window cut short) are counted as not checked. Memory grows with account-days, never with calls.
 """
 
 from __future__ import annotations
@@ -23,7 +20,8 @@ MICROS = 1_000_000
 CENT = MICROS // 100
 #: Differing account-days given a WARNING each; the rest are counted.
 SHOWN = 20
-MEASURES = ("calls", "duration", "revenue")
+#: The measures compared, in the order of :data:`Figures`, each with how a figure of it is written.
+MEASURES = {"calls": "{:,}", "duration": "{:,} s", "revenue": "{:,.2f}"}
 
 #: An account and a local day (``YYYY-MM-DD``).
 AccountDay = tuple[str, str]
@@ -53,8 +51,7 @@ class Tally:
 
 
 class CallTally(Tally):
-    """Calls: per local day (``start_date_local``), how many, their duration and revenue summed.
-    A call without a start time has no day: it is not counted."""
+    """Per local day (``start_date_local``): calls, duration, revenue; a call with no start is not counted."""
 
     @override
     def add(self, records: list[Any]) -> None:
@@ -79,14 +76,9 @@ class TotalsTally(Tally):
 
     @override
     def add(self, records: list[Any]) -> None:
-        figures = self.figures
         for record in records:
-            revenue = record.revenue
-            figures[record.account, record.date] = (
-                record.calls,
-                record.duration,
-                None if revenue is None else round(revenue * MICROS),
-            )
+            revenue = None if record.revenue is None else round(record.revenue * MICROS)
+            self.figures[record.account, record.date] = (record.calls, record.duration, revenue)
 
 
 def cents(micros: int) -> int:
@@ -160,16 +152,11 @@ def _value(measure: str, value: int | None) -> float | None:
 
 
 def _figure(measure: str, value: int | None) -> str:
-    if value is None:
-        return "none"
-    if measure == "revenue":
-        return f"{_value(measure, value):,.2f}"
-    return f"{value:,} s" if measure == "duration" else f"{value:,}"
+    return "none" if value is None else MEASURES[measure].format(_value(measure, value))
 
 
 def warnings(result: Reconciliation) -> Iterator[str]:
-    """A line per differing account-day, both figures of each measure, the first :data:`SHOWN`;
-    then how many more."""
+    """A line per differing account-day (the first :data:`SHOWN`), both figures of each measure."""
     differing = result.differing
     for check in differing[:SHOWN]:
         figures = ", ".join(
