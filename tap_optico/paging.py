@@ -194,15 +194,17 @@ class _Schedule:
 
     reads: list[_Read]
     room: int
-    #: Windows started; windows handed over (or given up); accounts whose windows are given up.
+    #: Windows started; windows handed over (or given up); each failed account's first failure.
     started: int = 0
     reported: int = 0
-    failed: set[str] = field(default_factory=set)
+    failed: dict[str, Failure] = field(default_factory=dict)
     #: Requests under way: the read each is for, and which read of its window it belongs to.
     in_flight: dict[Future[Page], tuple[_Read, int]] = field(default_factory=dict)
 
     def live(self, read: _Read) -> bool:
-        return read.window.account.name not in self.failed
+        """Whether the read comes before its account's first failed window (if any)."""
+        failure = self.failed.get(read.window.account.name)
+        return failure is None or read.window.index < failure.window.index
 
     def next_to_request(self) -> _Read | None:
         """The first read with a page to request now (starting a new window if need be)."""
@@ -224,10 +226,15 @@ class _Schedule:
         return None
 
     def first(self) -> _Read | None:
-        """The window to hand over next, the windows of failed accounts skipped."""
-        while self.reported < len(self.reads) and not self.live(self.reads[self.reported]):
+        """The window to hand over next (or whose failure to report), the windows after an
+        account's failure skipped."""
+        while self.reported < len(self.reads) and self.after_failure(self.reads[self.reported]):
             self.reported += 1
         return self.reads[self.reported] if self.reported < len(self.reads) else None
+
+    def after_failure(self, read: _Read) -> bool:
+        failure = self.failed.get(read.window.account.name)
+        return failure is not None and read.window.index > failure.window.index
 
     def handed(self) -> None:
         self.reported += 1
@@ -258,14 +265,17 @@ class WindowPager:
         return sum(read.held for read in self._schedule.reads if read.window.index == window.index)
 
     def read(self, windows: Sequence[Window]) -> Iterator[Rows | WindowEnd | Failure]:
-        """The windows' rows and ends, in window order, and the failures as they come."""
+        """The windows' rows and ends, and an account's failure in place of its failed window: in
+        window order, whichever answer comes first."""
         reads = [_Read(window, 1, page_size=self.page_size) for window in windows]
         schedule = self._schedule = _Schedule(reads, self.room)
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="optico")
         try:
             while (first := schedule.first()) is not None:
-                yield from self._keep_busy(schedule, pool)
-                if not schedule.live(first):
+                self._keep_busy(schedule, pool)
+                if not schedule.live(first):  # the window where its account failed
+                    yield schedule.failed[first.window.account.name]
+                    schedule.handed()
                     continue
                 if first.end is None:  # wait for an answer only while the window first in line is read
                     if not schedule.in_flight:
@@ -275,16 +285,16 @@ class WindowPager:
                     continue
                 while first.parts:  # each page let go as it is handed over; requests go on meanwhile
                     yield Rows(first.window, first.parts.pop(0))
-                    yield from self._keep_busy(schedule, pool)
+                    self._keep_busy(schedule, pool)
                 yield first.end
                 schedule.handed()
         finally:
             # Never wait here for a request that hangs: a failed or stopped run ends promptly.
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _keep_busy(self, schedule: _Schedule, pool: ThreadPoolExecutor) -> list[Failure]:
+    def _keep_busy(self, schedule: _Schedule, pool: ThreadPoolExecutor) -> None:
         """Take the answers that arrived, in window order, then request what the schedule allows."""
-        in_flight, failures = schedule.in_flight, list[Failure]()
+        in_flight = schedule.in_flight
         for future in sorted((f for f in in_flight if f.done()), key=lambda f: in_flight[f][0].window.index):
             read, nth = in_flight.pop(future)
             if read.end is not None or nth != read.reads or not schedule.live(read):
@@ -294,14 +304,12 @@ class WindowPager:
                 read.early[answer.number] = answer
                 while read.end is None and (page := read.early.pop(FIRST_PAGE + len(read.pages), None)):
                     self._take(read, page)  # in page order, while the read goes on
-            except FatalAPIError as error:
-                schedule.failed.add(read.window.account.name)
-                failures.append(Failure(read.window, error))
+            except FatalAPIError as error:  # the account's first failure: live() says it is before any
+                schedule.failed[read.window.account.name] = Failure(read.window, error)
         while len(in_flight) < self.max_concurrency and (asking := schedule.next_to_request()):
             number = asking.next_unrequested
             asking.next_unrequested += 1
             in_flight[pool.submit(self.fetch, asking.window, number)] = (asking, asking.reads)
-        return failures
 
     def _take(self, read: _Read, page: Page) -> None:
         """Judge one page of the read under way (the pages before it are taken): go on, or end it."""

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from singer_sdk.exceptions import FatalAPIError
 
 from tap_optico import secrets
 from tap_optico.api import MAX_PAGE_SIZE
@@ -479,3 +480,35 @@ def test_a_window_already_read_is_handed_over_without_waiting_for_another_answer
     assert ended == [0, 1]
     assert waited < 5, f"window 1 was held back {waited:.1f} s, until window 2's answer came"
     assert [item.window.index for item in items if isinstance(item, WindowEnd)] == [2]
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_an_account_fails_at_its_failed_window_whatever_answers_first(concurrency: int) -> None:
+    """A window that cannot be read fails its account there: the windows before it, read in full,
+    are handed over whole even when the failure's answer came first, and nothing after it is; the
+    same values at any concurrency, whichever answer arrives first."""
+    api = FakeApi([{"call": n} for n in range(15)], 10, "exact")  # two pages a window
+    windows = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 4), 1, ACCOUNT)
+
+    def fetch(window: Window, number: int) -> Page:
+        if window.index == 0:
+            time.sleep(0.3)  # the first window's answers come after the failure
+        if window.index == 2:
+            raise FatalAPIError("the API's answer makes no sense")
+        return api.fetch(window, number)
+
+    pager = WindowPager(fetch, page_size=10, max_concurrency=concurrency, max_reads=1, logger=LOGGER)
+    items = list(pager.read(windows))
+    assert [(type(item).__name__, item.window.index) for item in items] == [
+        ("Rows", 0),
+        ("Rows", 0),
+        ("WindowEnd", 0),
+        ("Rows", 1),
+        ("Rows", 1),
+        ("WindowEnd", 1),
+        ("Failure", 2),
+    ]
+    got = collect(items)
+    assert got[0].rows == got[1].rows == api.rows
+    assert got[2].failure is not None
+    assert "makes no sense" in str(got[2].failure.error)
