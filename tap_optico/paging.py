@@ -170,7 +170,7 @@ class _Read:
     answers: dict[bytes, list[Page]] = field(default_factory=dict)
     #: Keys of the rows read, once the count moved.
     seen: set[bytes] | None = None
-    #: Once the read is over: its kept rows, a page at a time, to hand over, and the window's end.
+    #: Once the read is over: its kept rows, HANDED_ROWS at a time, to hand over, and the window's end.
     parts: list[Sequence[Any]] = field(default_factory=list)
     end: WindowEnd | None = None
 
@@ -272,7 +272,7 @@ class WindowPager:
                         raise RuntimeError(msg)
                     wait(schedule.in_flight, return_when=FIRST_COMPLETED)
                     continue
-                while first.parts:  # each page let go as it is handed over; requests go on meanwhile
+                while first.parts:  # each piece let go as it is handed over; requests go on meanwhile
                     yield Rows(first.window, first.parts.pop(0))
                     yield from self._keep_busy(schedule, pool)
                 yield first.end
