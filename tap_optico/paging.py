@@ -29,6 +29,8 @@ from tap_optico.settings import Account
 SLACK_PAGES = 1
 #: Rows one read of a window may hand (far above any real window): a read past it fails the window.
 MAX_READ_ROWS = 500_000
+#: Rows handed over at a time: between two hand-overs the pager takes answers and fills free slots.
+HANDED_ROWS = 1000
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ def after_read(result: Reconciled, reads: int, max_reads: int, *, moved: bool) -
 
 @dataclass(frozen=True)
 class Rows:
-    """Kept rows of a page of ``window``, whose read is over, in the API's order."""
+    """Kept rows of a page of ``window`` (at most :data:`HANDED_ROWS`), whose read is over, in order."""
 
     window: Window
     rows: Sequence[Any]
@@ -168,7 +170,7 @@ class _Read:
     answers: dict[bytes, list[Page]] = field(default_factory=dict)
     #: Keys of the rows read, once the count moved.
     seen: set[bytes] | None = None
-    #: Once the read is over: its kept rows, a page at a time, to hand over, and the window's end.
+    #: Once the read is over: its kept rows, HANDED_ROWS at a time, to hand over, and the window's end.
     parts: list[Sequence[Any]] = field(default_factory=list)
     end: WindowEnd | None = None
 
@@ -216,12 +218,9 @@ class _Schedule:
                 continue
             first = read is self.reads[self.reported] or (read is reading and read.held < self.room)
             return read if first or held < self.room else None
-        while self.started < len(self.reads):
-            if self.started > self.reported and held >= self.room:
-                return None
+        while self.started < len(self.reads) and (self.started <= self.reported or held < self.room):
             self.started += 1
-            read = self.reads[self.started - 1]
-            if self.live(read):
+            if self.live(read := self.reads[self.started - 1]):
                 return read
         return None
 
@@ -283,7 +282,7 @@ class WindowPager:
                         raise RuntimeError(msg)
                     wait(schedule.in_flight, return_when=FIRST_COMPLETED)
                     continue
-                while first.parts:  # each page let go as it is handed over; requests go on meanwhile
+                while first.parts:  # each piece let go as it is handed over; requests go on meanwhile
                     yield Rows(first.window, first.parts.pop(0))
                     self._keep_busy(schedule, pool)
                 yield first.end
@@ -397,6 +396,6 @@ class WindowPager:
             self.logger.warning("%s: %s; reading it again (%d/%d)", where, why, again, self.max_reads)
             read.start(self.page_size)
             return
-        read.parts = [rows for rows in result.parts if rows]
+        read.parts = [p[at : at + HANDED_ROWS] for p in result.parts for at in range(0, len(p), HANDED_ROWS)]
         read.end = WindowEnd(read.window, replace(result, parts=()), read.reads, outcome)
         read.pages, read.early, read.answers, read.seen = [], {}, {}, None
