@@ -92,10 +92,6 @@ def asset_key(group: str, stream: str) -> dg.AssetKey:
     return dg.AssetKey(["optico", group, stream])
 
 
-def pool(group: str) -> str:
-    return f"optico-{group}"
-
-
 def loading_assets(table: str) -> list[dg.AssetKey]:
     """The assets of every group that load one of the tap's tables."""
     return [asset_key(group, stream) for group in GROUPS for stream in TABLES.get(table, ())]
@@ -223,7 +219,7 @@ def group_assets(group: str) -> dg.AssetsDefinition:
         specs=specs,
         partitions_def=days,
         backfill_policy=dg.BackfillPolicy.multi_run(DAYS_PER_RUN),
-        pool=pool(group),
+        pool=groups.pool(group),
     )
     def load(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult[None]]:
         yield from extract_load(context, group)

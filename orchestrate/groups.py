@@ -28,6 +28,13 @@ SOURCE = "OPTICO_GROUP_SECRET"
 #: Where a Kubernetes secret is looked for when the pod's own namespace is not known.
 NAMESPACE = "OPTICO_GROUP_SECRET_NAMESPACE"
 POD_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def pool(group: str) -> str:
+    """The Dagster pool of the group's assets: one run of a group at a time."""
+    return f"optico-{group}"
+
+
 #: The variables of an earlier release, one per group, that held the keys in every process.
 OLD_VARIABLE = "OPTICO_GROUP_"
 #: A group name: a DNS label, so that it names a Kubernetes secret, a file and a folder as it is.

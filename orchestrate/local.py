@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 from types import FrameType
 
+import dagster as dg
+
+from orchestrate import groups
 from orchestrate.meltano import PROJECT
 from tap_optico.sandbox import build_server
 
@@ -69,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     # The instance's storage made once, before two processes would both create it (SQLite then
     # may end with two schema versions, and neither process can use it).
     subprocess.run([str(BIN / "dagster"), "instance", "migrate"], cwd=PROJECT, env=env, check=True)
+    # Each group's pool limit set before any run is queued: Dagster gives a pool the instance's
+    # default limit only as it queues the pool's first runs, and launches the runs queued with them
+    # all at once (a first backfill of a group then ran its ranges side by side).
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for group in env[groups.NAMES].split(","):
+            instance.event_log_storage.set_concurrency_slots(groups.pool(group), 1)
     location = ["-m", "orchestrate.definitions"]
     commands = [
         [str(BIN / "dagster-daemon"), "run", *location],

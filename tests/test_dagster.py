@@ -33,6 +33,7 @@ import pytest
 from dagster_k8s import K8sRunLauncher
 from ruamel.yaml import YAML
 
+from orchestrate.groups import pool
 from tap_optico.sandbox import Faults, SandboxServer, account_key
 from tests.helpers import SandboxFactory, run_command
 from tests.helpers_readme import (
@@ -697,6 +698,10 @@ def wait_for_runs(port: int, backfill: str, count: int, timeout: float) -> list[
     raise AssertionError(f"the backfill's runs after {timeout} s: {runs}")
 
 
+#: The account groups of `make dagster` (orchestrate/local.py).
+GROUPS = ["agency-group-1", "agency-group-2"]
+
+
 @pytest.mark.parametrize("block", SERVED, ids=lambda block: block.id)
 def test_readme_make_dagster_serves_the_ui(block: Block, tmp_path: Path) -> None:
     work = dagster_copy(tmp_path / "project", free_port())
@@ -706,6 +711,12 @@ def test_readme_make_dagster_serves_the_ui(block: Block, tmp_path: Path) -> None
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=30) as answer:
             assert json.load(answer)["dagster_version"] == dg.__version__
         nodes = asset_nodes(port)
+        # Each group's pool has its limit before any run is queued: Dagster would give it the
+        # default only as its first runs are queued, and launch those runs together.
+        with dg.DagsterInstance.from_config(str(work / ".dagster")) as instance:
+            storage = instance.event_log_storage
+            limits = {name: storage.get_concurrency_info(pool(name)).slot_count for name in GROUPS}
+        assert limits == dict.fromkeys(GROUPS, 1)
         # A backfill from the UI, of January to March of one group: runs of at most 31 days,
         # one at a time (the group's pool), each loading both tables.
         backfill = launch_backfill(port, "agency-group-1", dt.date(2026, 1, 1), dt.date(2026, 3, 31))
