@@ -5,11 +5,11 @@ in-process files, `make bench` writes RESULTS.md only when asked."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from tests.conftest import QUICK
+from tests.helpers import run_command
 from tests.helpers_readme import ROOT
 
 
@@ -20,15 +20,8 @@ def dry_run(*arguments: str) -> list[str]:
     env = {
         name: value for name, value in os.environ.items() if name not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")
     }
-    run = subprocess.run(
-        ["make", "-n", "-B", *arguments],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    run = run_command(["make", "-n", "-B", *arguments], cwd=ROOT, env=env, timeout=60)
+    assert run.returncode == 0, run.stderr
     return run.stdout.splitlines()
 
 
@@ -51,15 +44,13 @@ def test_make_test_installs_everything_and_runs_every_test() -> None:
 def test_make_test_quick_runs_the_in_process_files() -> None:
     assert dry_run("test-quick")[-1] == ".venv/bin/python -m pytest -m quick -q"
     assert all((ROOT / "tests" / name).is_file() for name in QUICK)
-    listing = subprocess.run(
+    listing = run_command(
         [sys.executable, "-m", "pytest", "-m", "quick", "--collect-only", "-q", "-p", "no:cacheprovider"],
         cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=True,
-    ).stdout
-    files = {Path(line.split("::")[0]).name for line in listing.splitlines() if "::" in line}
+    )
+    assert listing.returncode == 0, listing.stdout[-3000:] + listing.stderr[-3000:]
+    files = {Path(line.split("::")[0]).name for line in listing.stdout.splitlines() if "::" in line}
     assert files == QUICK
 
 
