@@ -161,6 +161,12 @@ def most_in_flight(requests: list[RecordedRequest]) -> int:
     return most
 
 
+def daily_asked_ahead(requests: list[RecordedRequest]) -> bool:
+    """Whether daily_calls' first request reached the server before calls' last answer left it."""
+    calls = [r.received_at for r in requests if "group_by_day" not in r.params]
+    return min(r.received_at for r in requests if "group_by_day" in r.params) < max(calls) + LATENCY
+
+
 def test_the_next_streams_first_pages_fill_the_slots_left_idle(
     make_sandbox: SandboxFactory, tmp_path: Path
 ) -> None:
@@ -180,10 +186,8 @@ def test_the_next_streams_first_pages_fill_the_slots_left_idle(
     daily_asked = {}
     for concurrency, (run, requests) in runs.items():
         assert run.returncode == 0, run.stderr
-        calls = [r for r in requests if "group_by_day" not in r.params]
+        assert daily_asked_ahead(requests) == (concurrency > 1)
         daily = [r for r in requests if "group_by_day" in r.params]
-        asked_ahead = min(r.received_at for r in daily) < max(r.received_at for r in calls) + LATENCY
-        assert asked_ahead == (concurrency > 1)
         assert most_in_flight(requests) <= concurrency
         daily_asked[concurrency] = Counter((r.params["start_date"], r.params["page"]) for r in daily)
     assert daily_asked[4] == daily_asked[1]
@@ -207,7 +211,9 @@ def test_a_page_asked_ahead_that_fails_fails_its_account_as_any_other(
     config = tap_config(server, window_days=7, page_size=100, max_tries=1)
     lines = {}
     for concurrency in (1, 4):
+        server.requests.clear()
         run = run_tap({**config, "max_concurrency": concurrency}, tmp_path)
+        assert daily_asked_ahead(server.requests) == (concurrency > 1)
         assert run.returncode == 1
         assert run.bookmark("calls").startswith("2026-04-08T")
         assert run.bookmark("daily_calls") is None
