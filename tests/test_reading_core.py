@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -651,3 +651,34 @@ def test_a_page_made_ahead_is_taken_over_while_the_slots_are_full() -> None:
     answered.join()
     assert [got[window.index].rows for window in windows] == [api.rows] * len(windows)
     assert asked == [(3, True)]
+
+
+def test_no_page_is_asked_ahead_for_an_account_once_it_failed() -> None:
+    """The next stream skips an account that failed: once its failure is known, none of its pages is
+    asked ahead (one asked before is only waited for); the other accounts' still are."""
+    other = replace(ACCOUNT, name="other")
+    day = dt.date(2026, 1, 1)
+    windows = [Window(0, day, day, ACCOUNT), Window(1, day, day, other)]
+    next_windows = [
+        Window(n, day + dt.timedelta(days=n), day + dt.timedelta(days=n), account)
+        for n, account in enumerate([ACCOUNT, ACCOUNT, other])
+    ]
+    api = FakeApi([{"call": n} for n in range(5)], 10, "exact")
+
+    def fetch(window: Window, number: int) -> Page:
+        if window.account is ACCOUNT:
+            raise FatalAPIError("the API's answer makes no sense")
+        time.sleep(0.3)
+        return api.fetch(window, number)
+
+    def slow(window: Window) -> Page:
+        time.sleep(0.3)
+        return api.fetch(window, FIRST_PAGE)
+
+    spare = [(ask(window), functools.partial(slow, window)) for window in next_windows]
+    pager = WindowPager(fetch, page_size=10, max_concurrency=3, max_reads=1, logger=LOGGER, spare=spare)
+    got = collect(pager.read(windows))
+    assert got[0].failure is not None
+    assert got[1].rows == api.rows
+    # The first asked with the failing page, before its failure was known; the second not asked.
+    assert list(pager.made) == [ask(next_windows[0]), ask(next_windows[2])]
