@@ -25,6 +25,9 @@ from tap_optico.api import FIRST_PAGE, MAX_PAGE_SIZE
 from tap_optico.reconcile import Reconciled, edge_repeat, reconcile, row_key, unseen
 from tap_optico.settings import Account
 
+#: What a request asks: the account, a window's first and last day, and the page.
+Ask = tuple[str, dt.date, dt.date, int]
+
 #: Pages read past the point where a read whose total_results moved reaches its first count.
 SLACK_PAGES = 1
 #: Rows one read of a window may hand (far above any real window): a read past it fails the window.
@@ -41,6 +44,12 @@ class Window:
     start: dt.date
     end: dt.date
     account: Account
+
+
+def ask(window: Window, number: int = FIRST_PAGE) -> Ask:
+    """What asking page ``number`` of ``window`` asks: one key for the pager that makes a request
+    ahead and the pager that takes it over."""
+    return (window.account.name, window.start, window.end, number)
 
 
 @dataclass(frozen=True)
@@ -243,7 +252,14 @@ class _Schedule:
 @dataclass
 class WindowPager:
     """Reads windows page by page with up to ``max_concurrency`` requests in flight; a window that
-    cannot be read fails its account only (a :class:`Failure`)."""
+    cannot be read fails its account only (a :class:`Failure`).
+
+    Slots it cannot fill with requests of its own (at the end of its windows, or while later windows
+    hold their room) are filled with ``spare`` requests: the next stream's first pages, made ahead
+    and never judged here; after :meth:`read` they are in ``made``, for the next stream's pager to
+    take over as its ``ahead`` (a cancelled one is asked again). Until they end, requests made ahead
+    count as in flight in both pagers: never more than ``max_concurrency`` at once.
+    """
 
     fetch: Callable[[Window, int], Page]
     _: KW_ONLY
@@ -254,10 +270,18 @@ class WindowPager:
     describe: Callable[[Window], str] = lambda window: f"window {window.start}..{window.end}"
     #: Rows the windows after the first in line may hold (0: pages of the largest size).
     room: int = 0
+    #: Requests of the stream synced next, in its order, to make in slots left idle.
+    spare: Sequence[tuple[Ask, Callable[[], Page]]] = ()
+    #: Requests made ahead for these windows by the pager before, by what they ask.
+    ahead: dict[Ask, Future[Page]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.room = self.room or self.max_concurrency * MAX_PAGE_SIZE
         self._schedule = _Schedule([], self.room)
+        self._spare = iter(self.spare)
+        #: The spare requests made, by what they ask; made ahead either way and not known to be over.
+        self.made: dict[Ask, Future[Page]] = {}
+        self._pending: set[Future[Page]] = set(self.ahead.values())
 
     def held(self, window: Window) -> int:
         """Rows the pager holds in memory for ``window`` now."""
@@ -277,10 +301,11 @@ class WindowPager:
                     schedule.handed()
                     continue
                 if first.end is None:  # wait for an answer only while the window first in line is read
-                    if not schedule.in_flight:
+                    if not schedule.in_flight and not self._pending:
                         msg = f"nothing to request for {self.describe(first.window)}, which is not read"
                         raise RuntimeError(msg)
-                    wait(schedule.in_flight, return_when=FIRST_COMPLETED)
+                    # A request made ahead that ends frees a slot too.
+                    wait({*schedule.in_flight, *self._pending}, return_when=FIRST_COMPLETED)
                     continue
                 while first.parts:  # each piece let go as it is handed over; requests go on meanwhile
                     yield Rows(first.window, first.parts.pop(0))
@@ -305,10 +330,36 @@ class WindowPager:
                     self._take(read, page)  # in page order, while the read goes on
             except FatalAPIError as error:  # the account's first failure: live() says it is before any
                 schedule.failed[read.window.account.name] = Failure(read.window, error)
-        while len(in_flight) < self.max_concurrency and (asking := schedule.next_to_request()):
+        while (asking := self._next_to_request(schedule)) is not None:
             number = asking.next_unrequested
             asking.next_unrequested += 1
-            in_flight[pool.submit(self.fetch, asking.window, number)] = (asking, asking.reads)
+            request = self.ahead.pop(ask(asking.window, number), None)
+            if request is None or request.cancelled():  # cancelled: it never started
+                request = pool.submit(self.fetch, asking.window, number)
+            self._pending.discard(request)
+            in_flight[request] = (asking, asking.reads)
+        # Nothing of its own to request now: the next stream's, but none of an account that failed.
+        while self._busy(in_flight) < self.max_concurrency and (spare := next(self._spare, None)):
+            key, fetch = spare
+            if key[0] not in schedule.failed:
+                self.made[key] = pool.submit(fetch)
+                self._pending.add(self.made[key])
+
+    def _next_to_request(self, schedule: _Schedule) -> _Read | None:
+        """The read whose next page to request now: while a slot is free, or, slots full, when that
+        page was made ahead (taking it over asks nothing more)."""
+        if self._busy(schedule.in_flight) < self.max_concurrency:
+            return schedule.next_to_request()
+        # Asking the schedule starts no window it would not start anyway: one with no request yet
+        # is asked for as soon as a slot is free.
+        asking = schedule.next_to_request() if self.ahead else None
+        made = asking and self.ahead.get(ask(asking.window, asking.next_unrequested))
+        return asking if made and not made.cancelled() else None
+
+    def _busy(self, in_flight: dict[Future[Page], tuple[_Read, int]]) -> int:
+        """Requests in flight: this pager's own, and those made ahead (by it or for it) not over."""
+        self._pending = {future for future in self._pending if not future.done()}
+        return len(in_flight) + len(self._pending)
 
     def _take(self, read: _Read, page: Page) -> None:
         """Judge one page of the read under way (the pages before it are taken): go on, or end it."""

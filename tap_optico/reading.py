@@ -13,18 +13,20 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property, partial
 from typing import Any, ClassVar
 
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.helpers.types import Context
 from typing_extensions import override
 
+from tap_optico.api import FIRST_PAGE
 from tap_optico.bookmarks import Days, Mark, StateCadence, WindowRead, after_window
-from tap_optico.client import OpticoClient
+from tap_optico.client import OpticoClient, SharedPause
 from tap_optico.normalize import ACCOUNT, Record
-from tap_optico.paging import Failure, Outcome, Rows, Window, WindowEnd, WindowPager
+from tap_optico.paging import Ask, Failure, Outcome, Page, Rows, Window, WindowEnd, WindowPager, ask
 from tap_optico.sdk_seam import WindowedStream
 from tap_optico.secrets import shorten
 from tap_optico.settings import Account, Settings, read_day
@@ -287,18 +289,61 @@ class OpticoStream(WindowedStream, OpticoClient):
             return state.get("replication_key_value")
         return value
 
+    @cached_property
+    @override
+    def rate_limit_pauses(self) -> dict[str, SharedPause]:
+        """The tap's, one per account for every stream: a stream's first pages may be asked while the
+        stream before is read, and a 429 is the limit of the key, whichever stream's request saw it."""
+        pauses = self.source.rate_limit_pauses
+        for account in self.settings.accounts:
+            pauses.setdefault(account.name, SharedPause())
+        return pauses
+
     @property
     @override
     def partitions(self) -> list[dict[str, Any]] | None:
         """None: the SDK would sync once per account partition in the state; get_records reads all."""
         return None
 
+    def plans(self) -> list[Plan]:
+        """The windows this stream reads of each account that did not fail earlier in the run."""
+        plans: list[Plan] = []
+        first = 0
+        for account in self.settings.accounts:
+            if account.name not in self.source.failed_accounts:
+                plans.append(plan(self.settings, account, self.bookmark(account), first))
+                first += len(plans[-1].windows)
+        return plans
+
+    def following(self) -> OpticoStream | None:
+        """The stream singer-sdk syncs next (it syncs the tap's streams in order, skipping those not
+        selected), if it reads the API."""
+        streams = list(self.source.streams.values())
+        later = (s for s in streams[streams.index(self) + 1 :] if s.selected or s.has_selected_descendents)
+        stream = next((s for s in later if not s.parent_stream_type), None)
+        return stream if isinstance(stream, OpticoStream) else None
+
+    def spare(self, following: OpticoStream | None) -> list[tuple[Ask, Callable[[], Page]]]:
+        """The first page of each window ``following`` will read, to request in the slots this
+        stream's pager leaves idle; none in a connection test, nor at max_concurrency 1 (which reads
+        strictly in order)."""
+        if following is None or self.ABORT_AT_RECORD_COUNT is not None or self.settings.max_concurrency == 1:
+            return []
+        return [
+            (ask(window), partial(following.fetch_page, window, FIRST_PAGE))
+            for next_plan in following.plans()
+            for window in next_plan.windows
+        ]
+
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
         """The records of every account, read together under one ``max_concurrency`` (SDK partitions
-        are read one after the other); each still has its bookmark in the SDK's partition format."""
+        are read one after the other); each still has its bookmark in the SDK's partition format.
+        The next stream's first pages fill the slots left idle, and this stream takes over those made
+        ahead for it."""
         days = Days(self.settings.timezone)
         reader = WindowReader(self, days)
+        following = self.following()
         pager = WindowPager(
             self.fetch_page,
             page_size=self.settings.page_size,
@@ -306,18 +351,16 @@ class OpticoStream(WindowedStream, OpticoClient):
             max_reads=MAX_WINDOW_READS,
             logger=self.logger,
             describe=self.describe,
+            spare=self.spare(following),
+            ahead=self.source.made_ahead.pop(self.name, {}),
         )
-        plans: list[Plan] = []
-        marks: dict[str, Mark] = {}
         for account in self.settings.accounts:
             if account.name in self.source.failed_accounts:
                 self.logger.error(
                     "%s: account %s is skipped: it failed earlier in this run", self.name, account.name
                 )
-                continue
-            first = sum(len(plan.windows) for plan in plans)
-            plans.append(plan(self.settings, account, self.bookmark(account), first))
-            marks[account.name] = Mark(self.bookmark(account))
+        plans = self.plans()
+        marks = {each.account.name: Mark(self.bookmark(each.account)) for each in plans}
         cadence = StateCadence(len(plans))
         # A dry run (`--test`) takes this many records: stop there rather than be aborted with an ERROR.
         limit = self.ABORT_AT_RECORD_COUNT
@@ -361,6 +404,8 @@ class OpticoStream(WindowedStream, OpticoClient):
                     if cadence.moved():
                         self.write_state()
                 marks[name] = mark
+        if pager.made and following is not None:
+            self.source.made_ahead[following.name] = pager.made
         if tally is not None:
             self.source.tallies[self.name] = tally
         if short:

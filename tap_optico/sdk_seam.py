@@ -9,6 +9,7 @@ checks each name on the installed SDK, so an upgrade that changes one fails CI.
 from __future__ import annotations
 
 import sys
+from concurrent.futures import Future
 from functools import cached_property
 from types import FrameType, TracebackType
 from typing import Any
@@ -20,7 +21,9 @@ from singer_sdk.mapper import SameRecordTransform
 from typing_extensions import Self, override
 
 from tap_optico import stopping
+from tap_optico.client import SharedPause
 from tap_optico.errors import SettingsError
+from tap_optico.paging import Ask, Page
 from tap_optico.totals import Reconciliation, Tally
 from tap_optico.writer import OpticoWriter
 
@@ -181,6 +184,17 @@ class TapSeam(Tap):
     @cached_property
     def tallies(self) -> dict[str, Tally]:
         """What each stream delivered in this run: stream name -> its tally."""
+        return {}
+
+    @cached_property
+    def rate_limit_pauses(self) -> dict[str, SharedPause]:
+        """The pause a 429 starts, shared by every stream: account name -> its pause."""
+        return {}
+
+    @cached_property
+    def made_ahead(self) -> dict[str, dict[Ask, Future[Page]]]:
+        """Requests made for a stream in the slots the stream before left idle: its name -> its
+        requests by what they ask (paging.WindowPager's ``made``, then the next pager's ``ahead``)."""
         return {}
 
     @cached_property

@@ -4,13 +4,15 @@ fake API that misbehaves (no HTTP here; tests/test_misbehaving_api.py runs the s
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -20,7 +22,7 @@ from hypothesis import strategies as st
 from singer_sdk.exceptions import FatalAPIError
 
 from tap_optico import secrets
-from tap_optico.api import MAX_PAGE_SIZE
+from tap_optico.api import FIRST_PAGE, MAX_PAGE_SIZE
 from tap_optico.bookmarks import Days, Mark, StateCadence, WindowRead, after_window
 from tap_optico.paging import (
     MAX_READ_ROWS,
@@ -32,9 +34,12 @@ from tap_optico.paging import (
     Window,
     WindowEnd,
     WindowPager,
+    ask,
 )
-from tap_optico.reading import plan_windows
+from tap_optico.reading import OpticoStream, plan_windows
 from tap_optico.reconcile import Reconciled, edge_repeat, reconcile
+from tap_optico.sandbox import SANDBOX_API_KEY
+from tap_optico.tap import TapOptico
 from tests.helpers import ACCOUNT
 
 Mode = Literal["exact", "off-by-one", "endless", "ignore-page", "phantom"]
@@ -512,3 +517,168 @@ def test_an_account_fails_at_its_failed_window_whatever_answers_first(concurrenc
     assert got[0].rows == got[1].rows == api.rows
     assert got[2].failure is not None
     assert "makes no sense" in str(got[2].failure.error)
+
+
+def test_idle_slots_ask_the_next_streams_first_pages_which_its_pager_takes_over() -> None:
+    """Three one-page windows leave a slot of four idle: the next stream's first pages are asked
+    there, never more than max_concurrency requests at once across both pagers; the next pager takes
+    them over (asking none twice), and asks again one that was cancelled before it started."""
+    api = FakeApi([{"call": n} for n in range(5)], 10, "exact")  # one page a window
+    windows = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 3), 1, ACCOUNT)
+    next_windows = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 10), 1, ACCOUNT)
+    lock = threading.Lock()
+    asked: Counter[tuple[str, int, int]] = Counter()
+    running = most = 0
+
+    def fetch_of(stream: str) -> Callable[[Window, int], Page]:
+        def fetch(window: Window, number: int) -> Page:
+            nonlocal running, most
+            with lock:
+                asked[stream, window.index, number] += 1
+                running += 1
+                most = max(most, running)
+            time.sleep(0.05)
+            with lock:
+                running -= 1
+            return api.fetch(window, number)
+
+        return fetch
+
+    spare = [(ask(w), functools.partial(fetch_of("next"), w, FIRST_PAGE)) for w in next_windows]
+    first = WindowPager(
+        fetch_of("first"), page_size=10, max_concurrency=4, max_reads=1, logger=LOGGER, spare=spare
+    )
+    assert all(got.rows == api.rows for got in collect(first.read(windows)).values())
+    assert ask(next_windows[0]) in first.made  # asked with the first windows' first pages
+    last = ask(next_windows[-1])
+    assert last not in first.made
+    cancelled: Future[Page] = Future()
+    cancelled.cancel()
+    ahead = {**first.made, last: cancelled}
+    second = WindowPager(
+        fetch_of("next"), page_size=10, max_concurrency=4, max_reads=1, logger=LOGGER, ahead=ahead
+    )
+    got = collect(second.read(next_windows))
+    assert [got[w.index].rows for w in next_windows] == [api.rows] * len(next_windows)
+    assert asked == {
+        **{("first", w.index, 1): 1 for w in windows},
+        **{("next", w.index, 1): 1 for w in next_windows},
+    }
+    assert most <= 4
+
+
+def tap_with(**settings: Any) -> TapOptico:
+    """A tap as the CLI builds it (no request is made)."""
+    config = {"api_key": SANDBOX_API_KEY, "start_date": "2026-03-20", "end_date": "2026-04-08", **settings}
+    return TapOptico(config=config, validate_config=False)
+
+
+def opticos(tap: TapOptico) -> tuple[OpticoStream, OpticoStream]:
+    calls, daily = tap.streams["calls"], tap.streams["daily_calls"]
+    assert isinstance(calls, OpticoStream)
+    assert isinstance(daily, OpticoStream)
+    return calls, daily
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "dry_run", "asked_ahead"), [(4, False, True), (1, False, False), (4, True, False)]
+)
+def test_the_next_streams_first_pages_are_asked_ahead_only_by_a_concurrent_full_run(
+    concurrency: int, dry_run: bool, asked_ahead: bool
+) -> None:
+    """calls asks daily_calls' first pages ahead, of every window daily_calls will read; not at
+    max_concurrency 1 (strictly in order), nor in a connection test (`--test`)."""
+    calls, daily = opticos(tap_with(max_concurrency=concurrency))
+    if dry_run:
+        calls.ABORT_AT_RECORD_COUNT = 1
+    assert calls.following() is daily
+    windows = [window for plan in daily.plans() for window in plan.windows]
+    assert len(windows) == 3
+    assert [key for key, _ in calls.spare(daily)] == (
+        [ask(window) for window in windows] if asked_ahead else []
+    )
+
+
+def test_only_the_stream_synced_next_is_asked_ahead() -> None:
+    """The next stream is the next one selected; reconciliation asks the API nothing."""
+    tap = tap_with(max_concurrency=4)
+    calls, daily = opticos(tap)
+    assert daily.following() is None
+    daily.selected = False
+    assert calls.following() is None
+
+
+def test_a_rate_limit_pauses_every_stream_of_the_account() -> None:
+    """daily_calls' first pages may be asked while calls is read: a 429 either sees pauses both."""
+    calls, daily = opticos(tap_with(max_concurrency=4))
+    calls.rate_limit_pauses["default"].extend(0.3)
+    started = time.monotonic()
+    daily.rate_limit_pauses["default"].wait()
+    assert time.monotonic() - started >= 0.25
+
+
+def test_a_page_made_ahead_is_taken_over_while_the_slots_are_full() -> None:
+    """Of three first pages made ahead, the first is answered and the others are still in flight,
+    filling both slots: the first window is read at once (taking a page over asks nothing), and the
+    next window's page is asked only once a slot is free."""
+    api = FakeApi([{"call": n} for n in range(5)], 10, "exact")  # one page a window
+    windows = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 1, 4), 1, ACCOUNT)
+    made: list[Future[Page]] = [Future() for _ in windows[:3]]
+    made[0].set_result(api.fetch(windows[0], FIRST_PAGE))
+    asked: list[tuple[int, bool]] = []
+
+    def fetch(window: Window, number: int) -> Page:
+        asked.append((window.index, made[1].done() or made[2].done()))
+        return api.fetch(window, number)
+
+    ahead = {ask(window): future for window, future in zip(windows, made, strict=False)}
+    pager = WindowPager(fetch, page_size=10, max_concurrency=2, max_reads=1, logger=LOGGER, ahead=ahead)
+
+    def answer() -> None:
+        for window, future in zip(windows[1:3], made[1:], strict=True):
+            future.set_result(api.fetch(window, FIRST_PAGE))
+
+    answered = threading.Timer(2, answer)
+    answered.start()
+    items = pager.read(windows)
+    first = next(items)
+    # Before windows 1 and 2 are answered: both slots are still theirs.
+    assert not made[1].done(), "window 0 waited for a free slot"
+    assert isinstance(first, Rows)
+    assert first.window is windows[0]
+    assert asked == []
+    got = collect([first, *items])
+    answered.join()
+    assert [got[window.index].rows for window in windows] == [api.rows] * len(windows)
+    assert asked == [(3, True)]
+
+
+def test_no_page_is_asked_ahead_for_an_account_once_it_failed() -> None:
+    """The next stream skips an account that failed: once its failure is known, none of its pages is
+    asked ahead (one asked before is only waited for); the other accounts' still are."""
+    other = replace(ACCOUNT, name="other")
+    day = dt.date(2026, 1, 1)
+    windows = [Window(0, day, day, ACCOUNT), Window(1, day, day, other)]
+    next_windows = [
+        Window(n, day + dt.timedelta(days=n), day + dt.timedelta(days=n), account)
+        for n, account in enumerate([ACCOUNT, ACCOUNT, other])
+    ]
+    api = FakeApi([{"call": n} for n in range(5)], 10, "exact")
+
+    def fetch(window: Window, number: int) -> Page:
+        if window.account is ACCOUNT:
+            raise FatalAPIError("the API's answer makes no sense")
+        time.sleep(0.3)
+        return api.fetch(window, number)
+
+    def slow(window: Window) -> Page:
+        time.sleep(0.3)
+        return api.fetch(window, FIRST_PAGE)
+
+    spare = [(ask(window), functools.partial(slow, window)) for window in next_windows]
+    pager = WindowPager(fetch, page_size=10, max_concurrency=3, max_reads=1, logger=LOGGER, spare=spare)
+    got = collect(pager.read(windows))
+    assert got[0].failure is not None
+    assert got[1].rows == api.rows
+    # The first asked with the failing page, before its failure was known; the second not asked.
+    assert list(pager.made) == [ask(next_windows[0]), ask(next_windows[2])]

@@ -6,17 +6,20 @@ import datetime as dt
 import hashlib
 import json
 import subprocess
+from collections import Counter
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from tap_optico.sandbox import Faults, SandboxServer
+from tap_optico.sandbox import Faults, Misbehaviour, SandboxServer
+from tap_optico.sandbox.server import RecordedRequest
 from tap_optico.settings import read_day
 from tests.helpers import (
     TAP,
     SandboxFactory,
+    TapRun,
     bookmark,
     canonical_json,
     expected_call_count,
@@ -140,6 +143,85 @@ def test_concurrent_and_sequential_runs_agree(
         assert records
         assert sorted(map(canonical_json, records)) == sorted(map(canonical_json, concurrent.records(stream)))
     assert sequential.final_state == concurrent.final_state
+
+
+LATENCY = 0.2
+
+
+def most_in_flight(requests: list[RecordedRequest]) -> int:
+    """The most requests the server held at once, each for the latency it waits before answering
+    (the tap holds each longer: from before it arrives until its answer is read)."""
+    moments = sorted(
+        [(r.received_at, 1) for r in requests] + [(r.received_at + LATENCY, -1) for r in requests]
+    )
+    held = most = 0
+    for _, change in moments:
+        held += change
+        most = max(most, held)
+    return most
+
+
+def daily_asked_ahead(requests: list[RecordedRequest]) -> bool:
+    """Whether daily_calls' first request reached the server before calls' last answer left it."""
+    calls = [r.received_at for r in requests if "group_by_day" not in r.params]
+    return min(r.received_at for r in requests if "group_by_day" in r.params) < max(calls) + LATENCY
+
+
+def test_the_next_streams_first_pages_fill_the_slots_left_idle(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    """calls reads three windows: at max_concurrency 4 a slot is idle from the start, and daily_calls'
+    first pages are asked there, before calls' last answer, each once, never more than 4 requests in
+    flight across both streams; records and STATE are those of max_concurrency 1, where nothing is
+    asked ahead (daily_calls' first request follows calls' last answer)."""
+    server = make_sandbox(faults=Faults(latency=LATENCY))
+    config = tap_config(server, window_days=7, page_size=100)
+    runs: dict[int, tuple[TapRun, list[RecordedRequest]]] = {}
+    for concurrency in (1, 4):
+        server.requests.clear()
+        runs[concurrency] = (
+            run_tap({**config, "max_concurrency": concurrency}, tmp_path),
+            list(server.requests),
+        )
+    daily_asked = {}
+    for concurrency, (run, requests) in runs.items():
+        assert run.returncode == 0, run.stderr
+        assert daily_asked_ahead(requests) == (concurrency > 1)
+        daily = [r for r in requests if "group_by_day" in r.params]
+        assert most_in_flight(requests) <= concurrency
+        daily_asked[concurrency] = Counter((r.params["start_date"], r.params["page"]) for r in daily)
+    assert daily_asked[4] == daily_asked[1]
+    assert set(daily_asked[4].values()) == {1}  # no page of daily_calls asked twice
+    sequential, concurrent = runs[1][0], runs[4][0]
+    for stream in ("calls", "daily_calls"):
+        records = sequential.records(stream)
+        assert records
+        assert sorted(map(canonical_json, records)) == sorted(map(canonical_json, concurrent.records(stream)))
+    assert sequential.final_state == concurrent.final_state
+
+
+def test_a_page_asked_ahead_that_fails_fails_its_account_as_any_other(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    """daily_calls' answers are HTTP 500: asked ahead in calls' idle slots, they fail daily_calls'
+    account with the one line a run at max_concurrency 1 writes."""
+    server = make_sandbox(
+        faults=Faults(latency=LATENCY), misbehaviour=Misbehaviour(frozenset({"control-chars"}))
+    )
+    config = tap_config(server, window_days=7, page_size=100, max_tries=1)
+    lines = {}
+    for concurrency in (1, 4):
+        server.requests.clear()
+        run = run_tap({**config, "max_concurrency": concurrency}, tmp_path)
+        assert daily_asked_ahead(server.requests) == (concurrency > 1)
+        assert run.returncode == 1
+        assert run.bookmark("calls").startswith("2026-04-08T")
+        assert run.bookmark("daily_calls") is None
+        lines[concurrency] = [
+            line.split(" ERROR ", 1)[1] for line in run.stderr.splitlines() if " ERROR " in line
+        ]
+    assert len(lines[4]) >= 1
+    assert lines[4] == lines[1]
 
 
 def discover(config: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
