@@ -762,7 +762,7 @@ def plot(cpu: list[Run], small: Run, large: Run, latency: list[Run], path: Path)
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, results in bench/out/quick")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of the CPU comparison")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of the CPU comparison")
     parser.add_argument(
         "--venv",
         type=Path,
