@@ -663,8 +663,8 @@ def report(
         "max_concurrency 4 / 1, wall time: "
         + ", ".join(f"{walls[size]} at page_size {size}" for size in LATENCY_PAGE_SIZES)
         + ". Both include the start-up (about half a second of each run). Requests go on while "
-        "the consumer takes the rows; singer-sdk reads the streams one after the other (the daily "
-        "totals' small requests after the calls).",
+        "the consumer takes the rows; singer-sdk reads the streams one after the other, and the "
+        "slots the calls leave idle at their end ask for the daily totals' first pages.",
         "",
         f"## Many accounts: a daily run of {many.accounts} accounts, "
         f"{many.latency * 1000:.0f} ms per request",
