@@ -233,10 +233,11 @@ class OpticoClient(RESTStream[int]):
             wait,
         )
 
-    @cached_property
+    @property
     def rate_limit_pauses(self) -> dict[str, SharedPause]:
-        """One pause per account: a 429 is the limit of one key, and slows that key's requests only."""
-        return {account.name: SharedPause() for account in self.settings.accounts}
+        """One pause per account: a 429 is the limit of one key, and slows that key's requests only,
+        whichever stream asks (the stream gives the tap's, shared: ``OpticoStream``)."""
+        raise NotImplementedError
 
     def describe(self, window: Window) -> str:
         """How log lines name ``window``: the stream, the account (with several) and the days."""
