@@ -61,6 +61,8 @@ class Plan:
     first: dt.date
     last: dt.date
     windows: list[Window]
+    #: The account's bookmark the plan starts from (None: none yet): the run's first ``Mark``.
+    bookmark: Any = None
 
 
 def bookmark_problem(where: str, bookmark: Any, settings: Settings) -> str | None:
@@ -87,7 +89,8 @@ def plan(settings: Settings, account: Account, bookmark: Any, first_index: int =
     if bookmark is not None:
         start = max(start, read_day(bookmark, settings.timezone) - dt.timedelta(days=settings.lookback_days))
     last = settings.last_day
-    return Plan(account, start, last, plan_windows(start, last, settings.window_days, account, first_index))
+    windows = plan_windows(start, last, settings.window_days, account, first_index)
+    return Plan(account, start, last, windows, bookmark)
 
 
 class Progress:
@@ -360,7 +363,7 @@ class OpticoStream(WindowedStream, OpticoClient):
                     "%s: account %s is skipped: it failed earlier in this run", self.name, account.name
                 )
         plans = self.plans()
-        marks = {each.account.name: Mark(self.bookmark(each.account)) for each in plans}
+        marks = {each.account.name: Mark(each.bookmark) for each in plans}
         cadence = StateCadence(len(plans))
         # A dry run (`--test`) takes this many records: stop there rather than be aborted with an ERROR.
         limit = self.ABORT_AT_RECORD_COUNT
