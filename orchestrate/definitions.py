@@ -24,7 +24,8 @@ Other settings, read where Dagster loads this module: `OPTICO_LOADER` (default
 `target-jsonl`), `MELTANO_ENVIRONMENT` (default: meltano.yml's), `OPTICO_HISTORY_START` (the
 first day offered, default January 1st of last year), `OPTICO_TIMEZONE` (the days' time
 zone, default the tap's `timezone`; passed to the tap), `OPTICO_EXECUTOR` (`in_process`,
-the default, or `multiprocess`).
+the default, or `multiprocess`), `OPTICO_DBT_SENSOR_SECONDS` (how often the sensor that builds
+the dbt models after the loads looks for ended loads, default 30).
 No `from __future__ import annotations` here: Dagster reads the `context` annotations.
 """
 
@@ -82,6 +83,7 @@ LOADER = setting("OPTICO_LOADER", "target-jsonl")
 TIMEZONE = setting("OPTICO_TIMEZONE", str(TAP_DEFAULTS["timezone"]))
 LOOKBACK_DAYS = whole_number("OPTICO_LOOKBACK_DAYS", int(TAP_DEFAULTS["lookback_days"]), 0)
 DAYS_PER_RUN = whole_number("OPTICO_DAYS_PER_RUN", 31, 1)
+DBT_SENSOR_SECONDS = whole_number("OPTICO_DBT_SENSOR_SECONDS", 30, 1)
 
 days = dg.DailyPartitionsDefinition(
     start_date=setting("OPTICO_HISTORY_START", f"{dt.date.today().year - 1}-01-01"), timezone=TIMEZONE
@@ -262,7 +264,9 @@ def every_group_daily(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunR
 
 #: The dbt models of transform/ on the loader's warehouse, built after the loads (orchestrate/transform.py).
 DBT = (
-    transform.dbt_definitions(loading_assets, LOADER, ENVIRONMENT, pool="optico-dbt")
+    transform.dbt_definitions(
+        loading_assets, LOADER, ENVIRONMENT, pool="optico-dbt", sensor_seconds=DBT_SENSOR_SECONDS
+    )
     if transform.reads(LOADER)
     else None
 )

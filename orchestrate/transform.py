@@ -254,10 +254,15 @@ def with_failing_rows(
 
 
 def dbt_definitions(
-    tables: Callable[[str], list[dg.AssetKey]], loader: str, meltano_environment: str, pool: str
+    tables: Callable[[str], list[dg.AssetKey]],
+    loader: str,
+    meltano_environment: str,
+    pool: str,
+    sensor_seconds: int = 30,
 ) -> tuple[dg.AssetsDefinition, dg.SensorDefinition]:
     """The dbt assets and checks of transform/ for `loader`'s warehouse, and the sensor that builds
-    them after the loads; `tables` gives the loading assets of a source table."""
+    them after the loads (looking every `sensor_seconds`); `tables` gives the loading assets of a
+    source table."""
     output = PROFILE_OUTPUTS[loader]
 
     @dbt_assets(
@@ -289,6 +294,6 @@ def dbt_definitions(
         SENSOR,
         target=dg.AssetSelection.assets(models),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=sensor_seconds,
     )
     return models, sensor

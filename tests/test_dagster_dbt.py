@@ -121,6 +121,7 @@ def test_a_load_then_the_dbt_build_its_failing_tests_are_failed_checks(
     )
     deployment = deploy(server, one=accounts(1))
     deployment.env["OPTICO_LOADER"] = "target-duckdb"
+    deployment.env["OPTICO_DBT_SENSOR_SECONDS"] = "3"  # the build follows the load sooner than in production
     deployment.launch("one", dt.date(2026, 3, 4), dt.date(2026, 3, 6))
 
     def done(records: list[dg.RunRecord]) -> bool:
