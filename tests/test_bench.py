@@ -40,3 +40,19 @@ def test_only_a_full_run_updates_the_published_results() -> None:
     assert run.returncode == 2
     assert "--update-results" in run.stderr
     assert (ROOT / "bench" / "RESULTS.md").read_bytes() == published
+
+
+def test_the_stages_of_a_run_are_each_timed() -> None:
+    """bench/stages.py times each stage's methods: a renamed method, or a stage the tap no longer
+    goes through, shows here rather than as a silent zero in its table."""
+    run = run_command(
+        [sys.executable, str(ROOT / "bench" / "stages.py"), "--quick", "--rounds", "1"], timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    # Rows: stage, thread, µs per record, share of the run.
+    cells = [line.rsplit(None, 3) for line in run.stdout.splitlines()[2:]]
+    rows = {name: float(value) for name, _, value, share in cells if share.endswith("%")}
+    timed = [name for name in rows if name not in ("everything else", "run, after start-up")]
+    assert len(timed) == 6, run.stdout
+    assert all(rows[name] > 0 for name in timed), run.stdout
+    assert rows["run, after start-up"] > sum(rows[name] for name in timed), run.stdout
