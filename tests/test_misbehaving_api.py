@@ -184,6 +184,25 @@ def test_a_body_that_trickles_is_cut_at_request_timeout_on_every_kind_of_connect
     assert "took more than request_timeout (2 s)" in line
 
 
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_answers_gzipped_and_chunked_as_web_servers_send_them_give_the_same_records_and_state(
+    make_sandbox: SandboxFactory, tmp_path: Path, concurrency: int
+) -> None:
+    """An answer's body is read in one go as it arrives: in the server's chunks, decompressed."""
+    runs = []
+    for name, kinds in (("plain", ()), ("encoded", ("gzip", "chunked"))):
+        server = make_sandbox(last_day=THIRD_DAY, misbehaviour=misbehaving(*kinds))
+        (tmp_path / name).mkdir()
+        config = tap_config(server, page_size=50, window_days=2, max_concurrency=concurrency)
+        runs.append(run_tap(config, tmp_path / name, timeout=60))
+    plain, encoded = runs
+    assert plain.returncode == encoded.returncode == 0, encoded.stderr
+    for stream in ("calls", "daily_calls"):
+        assert encoded.records(stream) == plain.records(stream)
+    assert len(plain.records("calls")) == len(sandbox_call_ids(server)) > 100
+    assert encoded.final_state == plain.final_state
+
+
 def test_a_null_inside_results_is_skipped_with_a_warning_and_the_bookmark_moves(
     make_sandbox: SandboxFactory, tmp_path: Path
 ) -> None:

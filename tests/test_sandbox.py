@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import time
 from typing import Any
@@ -174,6 +175,24 @@ def test_an_answer_that_trickles_arrives_by_small_pieces(make_sandbox: SandboxFa
         assert 0 < len(first) <= 100
         response.raw.read1(1 << 16)
         assert time.monotonic() - started >= 0.2
+
+
+def test_an_answer_can_come_gzipped_and_chunked_as_web_servers_send_it(make_sandbox: SandboxFactory) -> None:
+    plain = get(make_sandbox(), limit=40)
+    server = make_sandbox(misbehaviour=Misbehaviour(frozenset({"gzip", "chunked"})))
+    with requests.get(server.url, params={**BASE, "limit": "40"}, timeout=10, stream=True) as response:
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert response.headers["Transfer-Encoding"] == "chunked"
+        assert "Content-Length" not in response.headers
+        raw = response.raw.read(decode_content=False)
+    assert 0 < len(raw) < len(json.dumps(plain)) / 2  # compressed
+    assert get(server, limit=40) == plain
+    # Only when the request accepts it, as HTTP says.
+    identity = requests.get(
+        server.url, params={**BASE, "limit": "40"}, headers={"Accept-Encoding": "identity"}, timeout=10
+    )
+    assert "Content-Encoding" not in identity.headers
+    assert identity.json() == plain
 
 
 def test_the_command_line_refuses_an_unknown_misbehaviour() -> None:

@@ -35,6 +35,8 @@ MisbehaviourKind = Literal[
     "capped-count",
     "no-next-page",
     "spaced-json",
+    "gzip",
+    "chunked",
 ]
 #: Terminal escape sequences (erase a line, move up, a forged line, a window title, a bell, C1 CSI).
 CONTROL_CHARS = "\x1b[2K\x1b[1A\x1b[32mINFO ok\x1b[0m\x1b]0;TITLE\x07\x9b\x00\x08\x7f"
@@ -53,6 +55,10 @@ MISBEHAVIOURS: dict[MisbehaviourKind, str] = {
     "capped-count": "total_results stops at count_cap, as search-backed APIs report, while next_page goes on",
     "no-next-page": "next_page is null on every page, while total_results says rows remain",
     "spaced-json": "even pages are written with spaces after ':' and ',' (empty texts need the converters)",
+    "gzip": "answers are gzip-compressed (Content-Encoding) when the request accepts it, as most web "
+    "servers send JSON",
+    "chunked": "answers come in pieces of 8 KiB with no Content-Length (Transfer-Encoding: chunked), as "
+    "servers that stream their output send them",
     "control-chars": "terminal escape sequences in each call's field names and, for daily totals, in an "
     "HTTP 500's reason phrase, Content-Type and body",
 }

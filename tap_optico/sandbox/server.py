@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gzip
 import itertools
 import json
 import signal
@@ -40,6 +41,8 @@ FaultKind = Literal["429", "500", "503", "timeout", "truncated", "html"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("429", "500", "503", "timeout", "truncated", "html")
 DEFAULT_SPAN_DAYS = 90
 TRICKLE_PIECES_PER_SECOND = 4
+#: The size of a piece of an answer sent chunked (the "chunked" misbehaviour).
+CHUNK_BYTES = 8 << 10
 HTML_ERROR_PAGE = (
     b"<!DOCTYPE html><html><head><title>Erreur</title></head>"
     b"<body><h1>Service momentan\xc3\xa9ment indisponible</h1></body></html>"
@@ -171,7 +174,18 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
                 )
             elif request.fault is None:
                 body = server.api.answer(params)
-                self._send(HTTPStatus.OK, "application/json", body, trickle=misbehaves("trickle", params))
+                if misbehaves("gzip", params) and "gzip" in self.headers.get("Accept-Encoding", ""):
+                    body, encoded = gzip.compress(body), {"Content-Encoding": "gzip"}
+                else:
+                    encoded = {}
+                self._send(
+                    HTTPStatus.OK,
+                    "application/json",
+                    body,
+                    encoded,
+                    trickle=misbehaves("trickle", params),
+                    chunked=misbehaves("chunked", params) and self.protocol_version == "HTTP/1.1",
+                )
             else:
                 self._inject(request.fault, params)
 
@@ -198,11 +212,17 @@ def _handler_for(server: SandboxServer) -> type[BaseHTTPRequestHandler]:
             headers: dict[str, str] | None = None,
             *,
             trickle: bool = False,
+            chunked: bool = False,
             reason: str | None = None,
         ) -> None:
             fields = {"Content-Type": content_type, "Content-Length": str(len(body)), **(headers or {})}
             if self.close_connection:
                 fields["Connection"] = "close"
+            if chunked:
+                del fields["Content-Length"]
+                fields["Transfer-Encoding"] = "chunked"
+                pieces = (body[start : start + CHUNK_BYTES] for start in range(0, len(body), CHUNK_BYTES))
+                body = b"".join(b"%x\r\n%b\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
             try:
                 if not trickle:
                     self.send_response(status, reason)
