@@ -613,7 +613,7 @@ def report(
         "straight into a record (a struct, no dict in between); only a result with a value in "
         "another form (a decimal comma, a `HH:MM:SS` duration, an unlisted field) goes through the "
         "converters. A window's records skip singer-sdk's per-record loop and are encoded a thousand "
-        "at a time, and an answer's body is read in one go as it arrives.",
+        "at a time, and an answer's body is read in 1 MiB pieces.",
         "",
         "### Start-up",
         "",

@@ -40,6 +40,10 @@ RETRIABLE_ERRORS = (
 MAX_REPORTED_BODY_CHARS = 200
 #: An API error that speaks of the key ("Clef API invalide"); HTTP 401 and 403 refuse it too.
 KEY_WORDS = re.compile(r"\bcl(?:ef|é|e)\b|\bapi[ _-]?key\b|\bkey\b", re.IGNORECASE)
+#: Pieces an answer's body is read in: requests' own are 10 KiB, each through three libraries' layers.
+#: Bounded, not the length the server announces: memory grows with the bytes that arrive, and a
+#: compressed body is inflated a piece at a time.
+BODY_PIECE_BYTES = 1 << 20
 
 
 class RefusedKeyError(FatalAPIError):
@@ -265,10 +269,8 @@ class OpticoClient(RESTStream[int]):
                 response = self.requests_session.send(
                     prepared, timeout=self.timeout, allow_redirects=self.allow_redirects, stream=True
                 )
-                # In one read as it arrives (or in the server's chunks): requests' own pieces are 10 KiB,
-                # each through three libraries' layers and copied again; a page of 5,000 calls then
-                # costs a fifth of the CPU to receive, and fixed-size pieces half of it again.
-                response._content = b"".join(response.iter_content(None))
+                # In large pieces: on a page of 5,000 calls this halves the CPU that receiving it costs.
+                response._content = b"".join(response.iter_content(BODY_PIECE_BYTES))
             except requests.RequestException:
                 if time.monotonic() < deadline:  # failed on its own, not cut by the watchdog
                     raise
