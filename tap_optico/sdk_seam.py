@@ -39,6 +39,20 @@ class DerivedStream(Stream):
         return tap
 
     @override
+    def _write_state_message(self) -> None:
+        """The SDK's, then the records written so far flushed, even when the SDK leaves out a STATE
+        equal to the last one (a run whose bookmarks stay where they were, the end of a ``--test``
+        run): no record waits for a STATE."""
+        super()._write_state_message()
+        if self._block_writer is not None:
+            self._block_writer.flush()
+
+    @cached_property
+    def _block_writer(self) -> OpticoWriter | None:
+        writer = self._tap.message_writer
+        return writer if isinstance(writer, OpticoWriter) else None
+
+    @override
     def _write_starting_replication_value(self, context: Context | None) -> None:
         """Not the SDK's, which logs and stores start_date as the start: each account has its bookmark."""
 
@@ -67,19 +81,6 @@ class WindowedStream(DerivedStream):
     def write_state(self) -> None:
         """Emit a STATE message now (after the records written so far)."""
         self._write_state_message()
-
-    @override
-    def _write_state_message(self) -> None:
-        """The SDK's, then the records written so far flushed, even when the SDK left out a STATE
-        equal to the last one (the end of a ``--test`` run): no record waits for a STATE."""
-        super()._write_state_message()
-        if self._block_writer is not None:
-            self._block_writer.flush()
-
-    @cached_property
-    def _block_writer(self) -> OpticoWriter | None:
-        writer = self._tap.message_writer
-        return writer if isinstance(writer, OpticoWriter) else None
 
     @cached_property
     def _deselects_fields(self) -> bool:

@@ -286,3 +286,22 @@ def test_the_sandbox_flag_is_off_by_default_and_read_from_the_command_line() -> 
     assert dict(args.disagree) == {D2: "revenue", D3: "missing-call"}
     with pytest.raises(SystemExit):
         _parser().parse_args(["--disagree", "2026-03-29=cents"])
+
+
+def test_a_run_whose_bookmarks_stay_where_they_were_still_writes_its_verdicts(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    """Each run's verdict replaces the last: a run that reads the last days again, its bookmarks
+    staying where they were (so no STATE differs from the one it was given), writes its records."""
+    server = make_sandbox(first_day=FIRST, last_day=LAST, calls_per_day=30, disagree=DISAGREE)
+    config = tap_config(server, lookback_days=7)
+    first = run_tap(config, tmp_path)
+    again = run_tap(config, tmp_path, state=first.final_state)
+    assert again.returncode == 0, again.stderr
+    assert again.final_state == first.final_state
+    assert line(again).startswith(
+        "reconciled 8 account-days against Optico's daily totals: 7 match, 1 differ"
+    )
+    found = verdicts(again)
+    assert len(found) == 8
+    assert found["default", "2026-04-02"] == ["revenue"]
