@@ -152,17 +152,17 @@ def environment_problems(environ: Mapping[str, str], schema: Mapping[str, Any], 
 
 
 def unknown_settings(config: Mapping[str, Any], known: Iterable[str]) -> list[str]:
-    """A warning per setting the tap does not know (it is ignored), naming the closest known one:
-    ``page-size`` and ``apikey`` are typed for ``page_size`` and ``api_key`` more often than not."""
+    """A problem per setting the tap does not know, naming the closest known one: ``page-size`` and
+    ``apikey`` are typed for ``page_size`` and ``api_key`` more often than not."""
     by_form = {name.replace("-", "_").lower(): name for name in known}
-    warnings = []
+    unknown = []
     for name in config:
         if name in by_form.values():
             continue
         close = difflib.get_close_matches(str(name).replace("-", "_").lower(), by_form, n=1)
         hint = f"did you mean '{by_form[close[0]]}'?" if close else "`tap-optico --about` lists the settings"
-        warnings.append(f"Setting {name!r} is not a setting of tap-optico and is ignored: {hint}")
-    return warnings
+        unknown.append(f"Setting {name!r} is not a setting of tap-optico: {hint}")
+    return unknown
 
 
 def config_file_problem(path: str) -> str | None:

@@ -282,9 +282,9 @@ class TapOptico(TapSeam):
                 "Setting 'api_url' uses plain http:// to %s: the API key would travel in clear text; use https://",
                 host,
             )
-        for warning in unknown_settings(self.config, self.every_setting()["properties"]):
-            self.logger.warning("%s", warning)
-        errors = problems(self.config, self.config_jsonschema)
+        # A mistyped setting would be ignored on every run: the run stops, naming the setting meant.
+        errors = unknown_settings(self.config, self.every_setting()["properties"])
+        errors += problems(self.config, self.config_jsonschema)
         if "batch_config" in self.config:
             errors.append("Setting 'batch_config' is not supported: tap-optico writes RECORD messages")
         if not errors:

@@ -22,9 +22,7 @@ KNOWN = list(TapOptico.every_setting()["properties"])
 )
 def test_an_unknown_setting_names_the_closest_known_one(typed: str, meant: str) -> None:
     [warning] = unknown_settings({typed: 1, "start_date": "2026-03-01"}, KNOWN)
-    assert warning == (
-        f"Setting {typed!r} is not a setting of tap-optico and is ignored: did you mean '{meant}'?"
-    )
+    assert warning == (f"Setting {typed!r} is not a setting of tap-optico: did you mean '{meant}'?")
 
 
 def test_an_unknown_setting_like_none_points_at_the_list() -> None:
@@ -73,19 +71,21 @@ def test_the_tap_says_which_config_file_and_line_and_never_its_text(tmp_path: Pa
     assert "JSONDecodeError" not in run.stderr
 
 
-def test_a_mistyped_setting_is_warned_and_the_run_goes_on(
+def test_a_mistyped_setting_stops_the_run_before_any_request(
     make_sandbox: SandboxFactory, tmp_path: Path
 ) -> None:
+    """Ignored, it would be ignored on every run (a page size, a lookback, an end date never used)."""
     server = make_sandbox()
     config = tap_config(server, end_date=server.api.data.first_day.isoformat())
     config["page-size"] = config.pop("page_size")
     run = run_tap(config, tmp_path)
-    assert run.returncode == 0, run.stderr
-    assert (
-        "Setting 'page-size' is not a setting of tap-optico and is ignored: did you mean 'page_size'?"
-        in run.stderr
-    )
-    assert run.records("calls")
+    assert run.returncode == 1
+    [line] = [line for line in run.stderr.splitlines() if "WARNING" in line or "ERROR" in line]
+    assert "ERROR" in line
+    assert line.endswith("Setting 'page-size' is not a setting of tap-optico: did you mean 'page_size'?")
+    assert "Traceback" not in run.stderr
+    assert not run.stdout
+    assert server.requests == []
 
 
 def test_a_missing_start_date_says_required_and_nothing_else(
