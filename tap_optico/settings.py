@@ -93,8 +93,10 @@ class Settings:
 
     @property
     def last_day(self) -> dt.date:
-        """The last day to read: ``end_date``, or today in ``timezone``."""
-        return self.end_date or dt.datetime.now(self.timezone).date()
+        """The last day to read: ``end_date``, or today in ``timezone``, never a day after today: such
+        a day has no calls yet, and a bookmark moved over it would skip them once they happen."""
+        today = dt.datetime.now(self.timezone).date()
+        return today if self.end_date is None else min(self.end_date, today)
 
 
 def clear_text_host(api_url: object) -> str | None:

@@ -274,3 +274,20 @@ def test_bookmarks_only_cover_complete_windows(make_sandbox: SandboxFactory, tmp
                     d.isoformat() for d in server.api.data.days(dt.date.min, dt.date.fromisoformat(day))
                 }
                 assert expected <= set(seen), f"bookmark {day} passed days not yet emitted"
+
+
+def test_an_end_date_after_today_reads_and_bookmarks_up_to_today_only(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    """Days after today have no calls yet: a bookmark moved over them would skip their calls once
+    they happen (the sandbox serves such days, as a clock set wrong would)."""
+    today = dt.datetime.now(ZoneInfo("Europe/Paris")).date()
+    server = make_sandbox(first_day=today - dt.timedelta(days=3), last_day=today + dt.timedelta(days=20))
+    config = tap_config(server, end_date=(today + dt.timedelta(days=20)).isoformat())
+    run = run_tap(config, tmp_path)
+    assert run.returncode == 0, run.stderr
+    days = {read_day(record["start_date"], ZoneInfo("Europe/Paris")) for record in run.records("calls")}
+    assert max(days) == today
+    assert max(row["date"] for row in run.records("daily_calls")) == today.isoformat()
+    for stream in ("calls", "daily_calls"):
+        assert read_day(run.bookmark(stream), ZoneInfo("Europe/Paris")) <= today
