@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import signal
 import sys
 import types
 from collections.abc import Callable, Iterator, Mapping
@@ -26,14 +27,26 @@ def main() -> None:
     paused: singer-sdk's import makes many objects and no garbage (collecting costs a tenth of start-up).
     Start-up's objects live as long as the process (``gc.freeze``), and a run's records and pages hold
     no cycles, so the collector runs less often. Together, about 5% of the CPU of a run."""
-    gc.disable()
-    with deferred(DEFERRED):
-        from tap_optico.tap import main as run
+    if sys.stdout is None:  # started with its output closed (`tap-optico ... >&-`)
+        _say("tap-optico: its standard output is closed: it writes its Singer messages there")
+        raise SystemExit(1)
+    try:
+        gc.disable()
+        with deferred(DEFERRED):
+            from tap_optico.tap import main as run
 
-    gc.freeze()
-    gc.set_threshold(COLLECT_EVERY)
-    gc.enable()
-    run()
+        gc.freeze()
+        gc.set_threshold(COLLECT_EVERY)
+        gc.enable()
+        run()
+    except KeyboardInterrupt:  # Ctrl-C before the tap's own handler is in place: nothing read yet
+        _say("tap-optico: stopped by SIGINT while starting, before reading anything")
+        raise SystemExit(128 + signal.SIGINT) from None
+
+
+def _say(line: str) -> None:
+    if sys.stderr is not None:
+        print(line, file=sys.stderr, flush=True)
 
 
 @contextmanager

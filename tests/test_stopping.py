@@ -119,3 +119,34 @@ def test_a_reader_that_goes_away_ends_the_run_quietly(make_sandbox: SandboxFacto
     assert tap.returncode != 0
     for noise in ("BrokenPipe", "Traceback", "Exception ignored"):
         assert noise not in stderr
+
+
+@pytest.mark.parametrize("after_seconds", [0.05, 0.3])
+def test_a_stop_while_the_tap_starts_is_one_line_and_exit_130(
+    make_sandbox: SandboxFactory, tmp_path: Path, after_seconds: float
+) -> None:
+    """Ctrl-C during start-up, before the tap's own handler is in place (its imports take a few
+    tenths of a second): no traceback either."""
+    tap = start_tap(tap_config(make_sandbox()), tmp_path, {})
+    time.sleep(after_seconds)
+    tap.send_signal(signal.SIGINT)
+    _, stderr = tap.communicate(timeout=60)
+    assert tap.returncode == 128 + signal.SIGINT
+    assert "Traceback" not in stderr.decode()
+    assert "stopped by SIGINT" in stderr.decode()
+
+
+def test_a_tap_started_with_its_output_closed_says_so_in_one_line(tmp_path: Path) -> None:
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps({"api_key": "k", "start_date": "2026-03-01"}))
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$0" --config "$1" >&-', TAP, str(config_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "tap-optico: its standard output is closed: it writes its Singer messages there"
+    ]
