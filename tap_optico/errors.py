@@ -11,6 +11,10 @@ class StateError(OpticoError):
     """A state that cannot be resumed from as it is."""
 
 
+class CatalogError(OpticoError):
+    """A catalog file that is not a Singer catalog."""
+
+
 class SettingsError(OpticoError):
     """Settings that cannot be used: one line per problem, each naming its setting."""
 

@@ -21,7 +21,14 @@ from typing_extensions import override
 
 from tap_optico import secrets, stopping, totals
 from tap_optico.api import DEFAULT_URL, FILTERS, MAX_PAGE_SIZE, MIN_PAGE_SIZE
-from tap_optico.errors import AccountsFailedError, OpticoError, ReconciliationError, SettingsError, StateError
+from tap_optico.errors import (
+    AccountsFailedError,
+    CatalogError,
+    OpticoError,
+    ReconciliationError,
+    SettingsError,
+    StateError,
+)
 from tap_optico.reading import OpticoStream, bookmark_problem
 from tap_optico.sdk_seam import TapSeam
 from tap_optico.settings import (
@@ -211,7 +218,7 @@ class TapOptico(TapSeam):
         tap = cls(
             config=config.config if config else {},
             state=None if state is None else cls.read_state_file(state),
-            catalog=None if catalog is None else json.load(catalog),
+            catalog=None if catalog is None else cls.read_catalog_file(catalog),
             parse_env_config=config.parse_env if config else False,
             validate_config=True,
         )
@@ -239,9 +246,15 @@ class TapOptico(TapSeam):
 
     @classmethod
     def read_state_file(cls, state: IO[str]) -> dict[str, Any] | None:
-        """The state, checked: an empty file is no state; one that is not a JSON object stops the run."""
+        """The state, checked: an empty file is no state; one that is not a Singer state stops the run.
+        What ``meltano state get`` prints (``{"singer_state": ...}``) and a STATE message are taken as
+        the state they hold: read as no state, they would read every day again from start_date."""
         name = getattr(state, "name", "the state file")
-        text = state.read()
+        try:
+            text = state.read()
+        except UnicodeDecodeError:
+            msg = f"State file {name} is not UTF-8 text: fix it, or clear it to read from start_date"
+            raise StateError(msg) from None
         if not text.strip():
             cls.logger.warning("State file %s is empty: reading as if there were no state", name)
             return None
@@ -250,10 +263,46 @@ class TapOptico(TapSeam):
         except ValueError as error:
             msg = f"State file {name} is not JSON ({error}): fix it, or clear it to read from start_date"
             raise StateError(msg) from None
+        if isinstance(parsed, dict) and parsed.keys() == {"singer_state"}:  # meltano state get
+            parsed = parsed["singer_state"]
+        elif isinstance(parsed, dict) and parsed.get("type") == "STATE" and "value" in parsed:
+            parsed = parsed["value"]  # a STATE message, as a tap writes it
         if not isinstance(parsed, dict):
-            msg = f"State file {name} holds a JSON {type(parsed).__name__}, not a Singer state object"
+            msg = f"State file {name} holds a JSON {json_kind(parsed)}, not a Singer state object"
+            raise StateError(msg)
+        if parsed and not parsed.keys() & SINGER_STATE_KEYS:
+            msg = (
+                f"State file {name} holds no {' or '.join(map(repr, sorted(SINGER_STATE_KEYS)))} "
+                f"(its keys: {', '.join(map(repr, sorted(parsed)[:5]))}): it is not a Singer state"
+            )
             raise StateError(msg)
         return parsed
+
+    @classmethod
+    def read_catalog_file(cls, catalog: IO[str]) -> dict[str, Any]:
+        """The catalog, checked as far as singer-sdk needs it: a ``streams`` list, each with its
+        ``tap_stream_id`` and ``schema`` object (it fails on anything else with a bare KeyError)."""
+        name = getattr(catalog, "name", "the catalog file")
+        try:
+            parsed = json.loads(catalog.read())
+        except UnicodeDecodeError:
+            msg = f"Catalog file {name} is not UTF-8 text"
+            raise CatalogError(msg) from None
+        except ValueError as error:
+            msg = f"Catalog file {name} is not JSON ({error}): write it again with `tap-optico --discover`"
+            raise CatalogError(msg) from None
+        streams = parsed.get("streams") if isinstance(parsed, dict) else None
+        if not isinstance(streams, list):
+            msg = f"Catalog file {name} has no 'streams' list: it is not a Singer catalog"
+            raise CatalogError(msg)
+        for number, entry in enumerate(streams, 1):
+            if not isinstance(entry, dict) or not isinstance(entry.get("tap_stream_id"), str):
+                msg = f"Catalog file {name}: stream {number} has no 'tap_stream_id'"
+                raise CatalogError(msg)
+            if not isinstance(entry.get("schema"), dict):
+                msg = f"Catalog file {name}: stream '{entry['tap_stream_id']}' has no 'schema' object"
+                raise CatalogError(msg)
+        return dict(parsed)
 
     @override
     def load_state(self, state: dict[str, Any]) -> None:
@@ -326,6 +375,16 @@ def _form_problem(bookmarks: object) -> str | None:
         if twice := next((context for context in contexts if contexts.count(context) > 1), None):
             return f"State: stream '{name}' lists the partition {twice} twice: keep one, the later bookmark"
     return None
+
+
+#: The keys of a Singer state (a state without either is no Singer state).
+SINGER_STATE_KEYS = frozenset({"bookmarks", "currently_syncing"})
+_JSON_KINDS = {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
+
+
+def json_kind(value: Any) -> str:
+    """What ``value`` is called in JSON: a list, a string, null..."""
+    return "null" if value is None else _JSON_KINDS.get(type(value), type(value).__name__)
 
 
 def state_hint() -> str:

@@ -83,7 +83,7 @@ def run_tap(
     config: dict[str, Any],
     tmp_path: Path,
     *,
-    state: dict[str, Any] | str | None = None,
+    state: dict[str, Any] | str | bytes | None = None,
     catalog: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 300,
@@ -94,7 +94,10 @@ def run_tap(
     args = [TAP, "--config", str(config_file)]
     if state is not None:
         state_file = tmp_path / "state.json"
-        state_file.write_text(state if isinstance(state, str) else json.dumps(state))
+        if isinstance(state, bytes):
+            state_file.write_bytes(state)
+        else:
+            state_file.write_text(state if isinstance(state, str) else json.dumps(state))
         args += ["--state", str(state_file)]
     if catalog is not None:
         catalog_file = tmp_path / "catalog.json"

@@ -27,6 +27,7 @@ from tests.helpers import (
     SandboxFactory,
     canonical_json,
     normalizer_for,
+    run_command,
     run_tap,
     sandbox_call_ids,
     stream,
@@ -145,6 +146,9 @@ def test_calls_dated_outside_the_days_asked_are_emitted_once_and_move_no_bookmar
     [
         ("{not json", "State file"),
         ("[1, 2]", "holds a JSON list, not a Singer state object"),
+        ("null", "holds a JSON null, not a Singer state object"),
+        ('{"calls": {"replication_key_value": "2026-03-20"}}', "holds no 'bookmarks' or 'currently_syncing'"),
+        (b"\xff\xfe{}", "is not UTF-8 text"),
         ('{"bookmarks": []}', "'bookmarks' is not as in a Singer state"),
         ('{"bookmarks": {"calls": []}}', "'bookmarks' is not as in a Singer state"),
         ('{"bookmarks": {"calls": {"partitions": null}}}', "'bookmarks' is not as in a Singer state"),
@@ -161,7 +165,7 @@ def test_calls_dated_outside_the_days_asked_are_emitted_once_and_move_no_bookmar
     ],
 )
 def test_state_that_cannot_be_used_stops_with_one_line(
-    make_sandbox: SandboxFactory, tmp_path: Path, state: str, message: str
+    make_sandbox: SandboxFactory, tmp_path: Path, state: str | bytes, message: str
 ) -> None:
     server = make_sandbox()
     run = run_tap(tap_config(server), tmp_path, state=state)
@@ -170,6 +174,26 @@ def test_state_that_cannot_be_used_stops_with_one_line(
     assert "Traceback" not in run.stderr
     assert message in run.stderr.splitlines()[-1]
     assert server.requests == []
+
+
+@pytest.mark.parametrize("wrap", ["meltano state get", "STATE message"])
+def test_a_state_as_meltano_prints_it_or_as_a_state_message_is_the_state_it_holds(
+    make_sandbox: SandboxFactory, tmp_path: Path, wrap: str
+) -> None:
+    """Read as no state, either would read every day again from start_date."""
+    server = make_sandbox(last_day=dt.date(2026, 3, 25))
+    first = run_tap(tap_config(server), tmp_path)
+    wrapped = (
+        {"singer_state": first.final_state}
+        if wrap == "meltano state get"
+        else {"type": "STATE", "value": first.final_state}
+    )
+    again = run_tap(tap_config(server), tmp_path, state=wrapped)
+    assert again.returncode == 0, again.stderr
+    given = run_tap(tap_config(server), tmp_path, state=first.final_state)
+    assert again.records("calls") == given.records("calls")
+    assert len(again.records("calls")) < len(first.records("calls"))
+    assert again.final_state == given.final_state
 
 
 def test_an_empty_state_file_is_read_as_no_state(make_sandbox: SandboxFactory, tmp_path: Path) -> None:
@@ -288,3 +312,30 @@ def test_an_empty_page_ends_the_read_whatever_next_page_says(canned: Canned, tmp
     assert run.returncode == 0, run.stderr
     assert len(run.records("calls")) == 3
     assert api.served < 10
+
+
+@pytest.mark.parametrize(
+    ("catalog", "message"),
+    [
+        (b"{nope", "is not JSON ("),
+        (b"\xff\xfe", "is not UTF-8 text"),
+        (b"[]", "has no 'streams' list: it is not a Singer catalog"),
+        (b'{"streams": [{"schema": {}}]}', "stream 1 has no 'tap_stream_id'"),
+        (b'{"streams": [{"tap_stream_id": "calls"}]}', "stream 'calls' has no 'schema' object"),
+    ],
+)
+def test_a_catalog_that_cannot_be_used_stops_with_one_line_naming_the_file(
+    make_sandbox: SandboxFactory, tmp_path: Path, catalog: bytes, message: str
+) -> None:
+    server = make_sandbox()
+    catalog_file = tmp_path / "catalog.json"
+    catalog_file.write_bytes(catalog)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(tap_config(server)))
+    run = run_command([TAP, "--config", str(config_file), "--catalog", str(catalog_file)], timeout=120)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    [line] = [line for line in run.stderr.splitlines() if "ERROR" in line]
+    assert f"Catalog file {catalog_file} " in line or f"Catalog file {catalog_file}:" in line
+    assert message in line
+    assert server.requests == []
