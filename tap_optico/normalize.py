@@ -38,6 +38,8 @@ EXTRA_FIELDS = "extra_fields"
 #: The field that names a record's account: set by the reader, never read from the API.
 ACCOUNT = "account"
 UNREADABLE = (ValueError, TypeError, OverflowError, OSError, AttributeError)
+#: The integers a warehouse's BIGINT holds.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 #: Raw values repeat (flags, types, durations): a field remembers the immutable conversions of this many.
 MEMO_SIZE = 4096
 MEMOIZABLE = frozenset({int, float, bool, str})
@@ -94,7 +96,14 @@ def to_integer(value: Any) -> int:
     number = to_number(value)
     if isinstance(number, float) and not number.is_integer():
         raise ValueError("not a whole number")
-    return int(number)
+    return int64(int(number))
+
+
+def int64(whole: int) -> int:
+    """``whole``, if a warehouse's 64-bit integer (BIGINT) holds it: a larger one would fail the load."""
+    if not INT64_MIN <= whole <= INT64_MAX:
+        raise ValueError("beyond a 64-bit integer")
+    return whole
 
 
 def to_boolean(value: Any) -> bool:
@@ -117,12 +126,12 @@ def to_duration(value: Any) -> int:
             raise ValueError("not a duration")
         first, second, third = match.groups()
         if third is None:  # MM:SS
-            return int(first) * 60 + int(second)
-        return int(first) * 3600 + int(second) * 60 + int(third)
+            return int64(int(first) * 60 + int(second))
+        return int64(int(first) * 3600 + int(second) * 60 + int(third))
     number = to_number(value)
     if number < 0:
         raise ValueError("a negative duration")
-    return round(number)
+    return int64(round(number))
 
 
 def to_call_path(value: Any) -> list[str]:
@@ -226,14 +235,15 @@ class Conversion(NamedTuple):
 
 
 _Finite = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+_Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
 #: Text of one character or more: an empty text is a missing value (``empty_values_to_null``).
 NON_EMPTY = Annotated[str, msgspec.Meta(min_length=1)]
 TEXT = Conversion(None, NON_EMPTY)
-INTEGER = Conversion(to_integer, int)
+INTEGER = Conversion(to_integer, _Int64)
 NUMBER = Conversion(to_number, int | _Finite)
 BOOLEAN = Conversion(to_boolean, bool)
 DAY = Conversion(to_date)
-DURATION = Conversion(to_duration, Annotated[int, msgspec.Meta(ge=0)])
+DURATION = Conversion(to_duration, Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)])
 PAGE_LIST = Conversion(to_call_path, NON_EMPTY, after_plain=True)
 #: Kept as received here; the normaliser's ``finish`` reads it.
 RAW = Conversion(keep, NON_EMPTY)

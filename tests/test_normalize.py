@@ -162,6 +162,22 @@ def test_unreadable_values_become_null_with_one_warning(caplog: pytest.LogCaptur
     assert any("2 value(s) of duration" in r.message for r in caplog.records)
 
 
+@pytest.mark.parametrize(
+    "raw", [2**63, -(2**63) - 1, 10**40, "10000000000000000000000", "2562047788015216:00:00"]
+)
+def test_an_integer_no_bigint_holds_is_unreadable_on_both_paths(raw: Any) -> None:
+    """A warehouse's 64-bit integer column would refuse the whole load for one such value."""
+    assert normalize(duration=raw, trigger_type=raw)["duration"] is None
+    assert normalize(trigger_type=raw)["trigger_type"] is None
+    body = json.dumps({"status": "OK", "results": [{**RAW, "duration": raw}]}).encode()
+    page = decode_plain_page(FAST_CALL, body)
+    assert page is not None
+    [result] = page["results"]
+    assert type(result) is not FAST_CALL  # the converters' path, which sets it to null
+    assert normalizer_for("calls")(result)["duration"] is None
+    assert normalize(duration=2**63 - 1, trigger_type=-(2**63))["trigger_type"] == -(2**63)
+
+
 def test_unknown_fields_are_kept_and_named(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         record = normalize(**{"Campaign Id": "c-1"})
