@@ -337,19 +337,26 @@ class TapOptico(TapSeam):
         if "batch_config" in self.config:
             errors.append("Setting 'batch_config' is not supported: tap-optico writes RECORD messages")
         if not errors:
-            for warning in start_after_last_day(Settings.from_config(self.config), self.config):
-                self.logger.warning("%s", warning)
+            settings = Settings.from_config(self.config)
+            late = start_after_last_day(settings, self.config)
+            if len(late) == len(settings.accounts):  # the run would read nothing, every day until then
+                errors += [f"{line}: set a start date up to {settings.last_day}" for line in late.values()]
+            else:  # an account added ahead of its first day: the others are read
+                for line in late.values():
+                    self.logger.warning("%s", line)
         return errors
 
 
-def start_after_last_day(settings: Settings, config: Mapping[str, Any]) -> list[str]:
-    """A warning per start_date (the setting's, or an account's own) after the last day to read."""
-    if settings.end_date is None:
-        last = f"today ({settings.last_day} in {settings.timezone}; 'end_date' is not set)"
+def start_after_last_day(settings: Settings, config: Mapping[str, Any]) -> dict[str, str]:
+    """Each account whose start_date (the setting's, or the account's own) is after the last day to
+    read, with the line that says so."""
+    today = settings.end_date is None or settings.last_day < settings.end_date
+    if today:
+        last = f"today ({settings.last_day} in {settings.timezone})"
     else:
         last = f"'end_date' ({settings.end_date})"
     own = {entry.get("name") for entry in config.get("accounts") or () if entry.get("start_date")}
-    warnings: dict[str, None] = {}
+    late: dict[str, str] = {}
     for account in settings.accounts:
         if account.start_date > settings.last_day:
             setting = (
@@ -357,8 +364,8 @@ def start_after_last_day(settings: Settings, config: Mapping[str, Any]) -> list[
                 if account.name in own
                 else "Setting 'start_date'"
             )
-            warnings[f"{setting} ({account.start_date}) is after {last}: nothing is read"] = None
-    return list(warnings)
+            late[account.name] = f"{setting} ({account.start_date}) is after {last}: nothing is read"
+    return late
 
 
 def _form_problem(bookmarks: object) -> str | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tap_optico.sandbox import SANDBOX_API_KEY, Misbehaviour
+from tap_optico.sandbox import SANDBOX_API_KEY, Misbehaviour, account_key
 from tap_optico.tap import state_hint
 from tests.helpers import TAP, SandboxFactory, TapRun, run_command, run_tap, tap_config
 
@@ -103,8 +103,10 @@ def test_a_state_listing_a_partition_twice_stops_before_any_request(
 def test_any_other_failure_is_one_line_with_its_traceback_at_debug_only(
     make_sandbox: SandboxFactory, tmp_path: Path
 ) -> None:
-    catalog = tmp_path / "catalog.json"
-    catalog.write_text("{not a catalog", encoding="utf-8")
+    catalog = tmp_path / "catalog.json"  # its metadata not a list: singer-sdk fails on it
+    catalog.write_text(
+        '{"streams": [{"tap_stream_id": "calls", "schema": {}, "metadata": "x"}]}', encoding="utf-8"
+    )
     config = tmp_path / "config.json"
     config.write_text(json.dumps(tap_config(make_sandbox())), encoding="utf-8")
     for env in ({}, DEBUG):
@@ -117,7 +119,7 @@ def test_any_other_failure_is_one_line_with_its_traceback_at_debug_only(
             check=False,
         )
         assert run.returncode == 1
-        assert "tap-optico failed: JSONDecodeError: Expecting property name" in run.stderr.splitlines()[-1]
+        assert "tap-optico failed: TypeError: string indices must be integers" in run.stderr.splitlines()[-1]
         assert ("Traceback" in run.stderr) == (env == DEBUG)
 
 
@@ -157,10 +159,14 @@ def test_a_clean_run_s_streams_succeed(make_sandbox: SandboxFactory, tmp_path: P
 
 
 @pytest.mark.parametrize(
-    ("change", "warning"),
+    ("change", "problem"),
     [
         (
             {"start_date": "2099-01-01", "end_date": None},
+            "Setting 'start_date' (2099-01-01) is after today (",
+        ),
+        (
+            {"start_date": "2099-01-01", "end_date": "2099-12-31"},
             "Setting 'start_date' (2099-01-01) is after today (",
         ),
         (
@@ -172,17 +178,37 @@ def test_a_clean_run_s_streams_succeed(make_sandbox: SandboxFactory, tmp_path: P
         ),
     ],
 )
-def test_a_start_date_after_the_last_day_names_the_settings(
-    make_sandbox: SandboxFactory, tmp_path: Path, change: dict[str, Any], warning: str
+def test_a_start_date_after_the_last_day_stops_a_run_that_would_read_nothing(
+    make_sandbox: SandboxFactory, tmp_path: Path, change: dict[str, Any], problem: str
 ) -> None:
+    """A start_date typed a few years ahead would read nothing on every run, and exit 0."""
     server = make_sandbox()
     config = {k: v for k, v in {**tap_config(server), **change}.items() if v is not None}
     run = run_tap(config, tmp_path)
-    assert run.returncode == 0, run.stderr
-    [line] = [line for line in run.stderr.splitlines() if warning in line]
-    assert " WARNING " in line
-    assert ("'end_date' is not set" in line) == ("end_date" not in config)
+    assert run.returncode == 1
+    [line] = [line for line in run.stderr.splitlines() if " WARNING " in line or " ERROR " in line]
+    assert " ERROR " in line
+    assert problem in line
+    assert ": nothing is read: set a start date up to " in line
     assert server.requests == []
+
+
+def test_an_account_added_ahead_of_its_first_day_is_named_and_the_others_are_read(
+    make_sandbox: SandboxFactory, tmp_path: Path
+) -> None:
+    server = make_sandbox(accounts=2)
+    config = {
+        **{k: v for k, v in tap_config(server).items() if k != "api_key"},
+        "accounts": [
+            {"name": "lyon", "api_key": account_key(1)},
+            {"name": "nice", "api_key": account_key(2), "start_date": "2099-01-01"},
+        ],
+    }
+    run = run_tap(config, tmp_path)
+    assert run.returncode == 0, run.stderr
+    [line, *_] = [line for line in run.stderr.splitlines() if " WARNING " in line and "2099-01-01" in line]
+    assert "Setting 'accounts': the start_date of account 'nice' (2099-01-01) is after" in line
+    assert {record["account"] for record in run.records("calls")} == {"lyon"}
 
 
 @pytest.mark.parametrize(

@@ -204,18 +204,6 @@ def test_an_empty_state_file_is_read_as_no_state(make_sandbox: SandboxFactory, t
     assert len(run.records("calls")) == 100
 
 
-def test_a_start_date_after_the_last_day_warns_that_there_is_nothing_to_read(
-    make_sandbox: SandboxFactory, tmp_path: Path
-) -> None:
-    server = make_sandbox()
-    today = dt.datetime.now(ZoneInfo("Europe/Paris")).date()
-    config = {**tap_config(server), "start_date": (today + dt.timedelta(days=3)).isoformat()}
-    del config["end_date"]
-    run = run_tap(config, tmp_path)
-    assert "calls: no day to read: the first day" in run.stderr
-    assert server.requests == []
-
-
 AUTUMN = dt.datetime(
     2026, 10, 25, 0, 0, tzinfo=dt.timezone.utc
 )  # 02:00 CEST: the clock goes back at 01:00 UTC
