@@ -218,6 +218,8 @@ def _account_problems(config: Mapping[str, Any], item: Mapping[str, Any]) -> lis
             errors.append(f"Setting 'accounts': entry {number} needs a name (a short label)")
             continue
         where = f"Setting 'accounts': account {name!r}"
+        if name != name.strip():  # "a" and "a " would be two accounts that logs cannot tell apart
+            errors.append(f"{where} has spaces around its name: remove them")
         if name in names:
             errors.append(f"{where} is listed twice: each name must be unique")
         names.add(name)
@@ -274,10 +276,16 @@ def _format_problem(name: str, value: Any, spec: Mapping[str, Any]) -> str | Non
             return (
                 f"Setting '{name}' must be a date as YYYY-MM-DD, got {value!r} (ISO 8601 date-times work too)"
             )
-    elif spec.get("format") == "uri":
-        url = urlsplit(str(value))
-        if url.scheme not in ("http", "https") or not url.hostname:
-            return f"Setting '{name}' must be an http(s) URL, got {value!r}"
+    elif spec.get("format") == "uri":  # else every request fails, as the account's failure
+        try:
+            url = urlsplit(str(value))
+            port = url.port
+        except ValueError as error:
+            return f"Setting '{name}' must be an http(s) URL: {error}, got {value!r}"
+        if url.scheme not in ("http", "https") or not url.hostname or port == 0:
+            return f"Setting '{name}' must be an http(s) URL with a host (and a port if any), got {value!r}"
+        if any(character.isspace() for character in str(value)):
+            return f"Setting '{name}' must be an http(s) URL without spaces (write one as %20), got {value!r}"
     elif name == "timezone":
         try:
             ZoneInfo(str(value))

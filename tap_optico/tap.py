@@ -59,6 +59,10 @@ def _integer(
 
 #: Longest window and lookback, in days (about ten years).
 MAX_DAYS = 3660
+#: Longest wait for an answer or between two tries: a day (longer ones overflow the clock's arithmetic).
+MAX_SECONDS = 86_400
+#: Most tries of one request.
+MAX_TRIES = 100
 ACCOUNT_NAME = "A short label, unique in the list: it is in every record (`account`), in state and in logs."
 
 
@@ -149,9 +153,13 @@ class TapOptico(TapSeam):
             1,
             "Requests in flight at once (pages and windows). 1 reads strictly in order.",
         ),
-        _integer("max_tries", 6, 1, "Tries per request before the run fails (429, 5xx, time-outs)."),
-        _integer("max_wait_seconds", 60, 1, "Longest wait between two tries, Retry-After included."),
-        _integer("request_timeout", 120, 1, "Seconds to wait for an answer before retrying."),
+        _integer(
+            "max_tries", 6, 1, "Tries per request before the run fails (429, 5xx, time-outs).", MAX_TRIES
+        ),
+        _integer(
+            "max_wait_seconds", 60, 1, "Longest wait between two tries, Retry-After included.", MAX_SECONDS
+        ),
+        _integer("request_timeout", 120, 1, "Seconds to wait for an answer before retrying.", MAX_SECONDS),
         th.Property(
             "reconcile",
             th.StringType(allowed_values=list(totals.MODES)),

@@ -49,6 +49,7 @@ def ids_by_account(run: TapRun) -> dict[str, set[str]]:
         ({"api_key": "k", "accounts": accounts(1)}, "Settings 'api_key' and 'accounts' exclude each other"),
         ({"accounts": [*accounts(1, 2), {"name": "lyon", "api_key": "x"}]}, "account 'lyon' is listed twice"),
         ({"accounts": [{"name": " ", "api_key": "x"}]}, "entry 1 needs a name"),
+        ({"accounts": [{"name": "lyon ", "api_key": "x"}]}, "account 'lyon ' has spaces around its name"),
         ({"accounts": [{"name": "nice"}]}, "account 'nice': 'api_key' is required"),
         ({"accounts": [{"name": "nice", "api_key": ""}]}, "account 'nice': 'api_key' is required"),
         (

@@ -46,7 +46,11 @@ def metrics(run: TapRun, name: str) -> list[dict[str, Any]]:
             "abc",
             "Setting 'page_size' must be a whole number from 10 to 5000, got 'abc'",
         ),
-        ("TAP_OPTICO_MAX_TRIES", "6.5", "Setting 'max_tries' must be a whole number at least 1, got '6.5'"),
+        (
+            "TAP_OPTICO_MAX_TRIES",
+            "6.5",
+            "Setting 'max_tries' must be a whole number from 1 to 100, got '6.5'",
+        ),
         ("TAP_OPTICO_ACCOUNTS", '[{"name": "lyon", "api_key": "s3cr3t-k3y-0f-lyon"', "must be a JSON list"),
         (
             "TAP_OPTICO_ACCOUNTS",

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tap_optico.errors import SettingsError
 from tap_optico.settings import config_file_problem, unknown_settings
 from tap_optico.tap import TapOptico, config_files
 from tests.helpers import TAP, SandboxFactory, run_command, run_tap, tap_config
@@ -29,6 +31,31 @@ def test_an_unknown_setting_like_none_points_at_the_list() -> None:
     [warning] = unknown_settings({"zzzz": 1}, KNOWN)
     assert warning.endswith("`tap-optico --about` lists the settings")
     assert unknown_settings({name: None for name in KNOWN}, KNOWN) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"api_url": "http://127.0.0.1:99999/data-api"}, "must be an http(s) URL: Port out of range"),
+        (
+            {"api_url": "http://127.0.0.1:0/data-api"},
+            "must be an http(s) URL with a host (and a port if any)",
+        ),
+        ({"api_url": "https://www.optico.fr/data api"}, "must be an http(s) URL without spaces"),
+        ({"request_timeout": 10**11}, "Setting 'request_timeout' must be a whole number from 1 to 86400"),
+        ({"max_wait_seconds": 10**11}, "Setting 'max_wait_seconds' must be a whole number from 1 to 86400"),
+        ({"max_tries": 10**6}, "Setting 'max_tries' must be a whole number from 1 to 100"),
+    ],
+)
+def test_a_setting_no_request_could_use_is_one_line_before_any_request(
+    change: dict[str, Any], message: str
+) -> None:
+    """Each would fail every request later, as the account's failure, or overflow a clock."""
+    config = {"api_key": "k3y-never-shown", "start_date": "2026-03-01", **change}
+    with pytest.raises(SettingsError) as raised:
+        TapOptico(config=config)
+    [problem] = raised.value.problems
+    assert message in problem
 
 
 def test_a_config_file_that_cannot_be_read_names_the_file_and_the_line(tmp_path: Path) -> None:
