@@ -84,7 +84,14 @@ class WindowedStream(DerivedStream):
 
     @cached_property
     def _deselects_fields(self) -> bool:
-        return not all(self.mask.values())
+        return not all(self.mask.values()) or bool(self._left_out)
+
+    @cached_property
+    def _left_out(self) -> frozenset[str]:
+        """Fields of the stream that a catalog's schema leaves out: its SCHEMA message leaves them out,
+        so its records do too (as if deselected)."""
+        given = self.effective_schema.get("properties", {})
+        return frozenset(self.schema["properties"]) - frozenset(given)
 
     @override
     def get_record_counter(
@@ -135,6 +142,8 @@ class WindowedStream(DerivedStream):
             return
         if self._deselects_fields:
             pop_deselected_record_properties(record, self.schema, self.mask)
+            for name in self._left_out:
+                record.pop(name, None)
         for stream_map in self.stream_maps:
             mapped = stream_map.transform(record)
             if mapped is not None:

@@ -291,3 +291,24 @@ def test_an_end_date_after_today_reads_and_bookmarks_up_to_today_only(
     assert max(row["date"] for row in run.records("daily_calls")) == today.isoformat()
     for stream in ("calls", "daily_calls"):
         assert read_day(run.bookmark(stream), ZoneInfo("Europe/Paris")) <= today
+
+
+def test_a_catalog_whose_schema_lists_fewer_fields_gets_records_of_those_fields(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """Its SCHEMA message lists those fields: a target that checks records against it would refuse
+    the others, or load columns it was told do not exist."""
+    config = tap_config(sandbox)
+    catalog = discover(config, tmp_path)
+    kept = ("account", "call_id", "start_date", "duration")
+    for entry in catalog["streams"]:
+        if entry["tap_stream_id"] == "calls":
+            properties = entry["schema"]["properties"]
+            entry["schema"]["properties"] = {name: properties[name] for name in kept}
+    run = run_tap(config, tmp_path, catalog=catalog)
+    assert run.returncode == 0, run.stderr
+    [schema] = [m["schema"] for m in run.messages if m["type"] == "SCHEMA" and m["stream"] == "calls"]
+    assert sorted(schema["properties"]) == sorted(kept)
+    records = run.records("calls")
+    assert len(records) == expected_call_count(sandbox)
+    assert {tuple(sorted(record)) for record in records} == {tuple(sorted(kept))}
