@@ -55,18 +55,23 @@ def test_each_retry_is_logged_once(make_sandbox: SandboxFactory, tmp_path: Path)
     assert "Backing off" not in run.stderr
 
 
+@pytest.mark.parametrize(
+    ("calls_per_day", "streams"), [(50, ["calls", "daily_calls"]), (0, ["reconciliation"])]
+)
 def test_a_connection_test_reads_one_record_per_stream_without_error_lines(
-    make_sandbox: SandboxFactory, tmp_path: Path
+    make_sandbox: SandboxFactory, tmp_path: Path, calls_per_day: int, streams: list[str]
 ) -> None:
+    """Without calls, both streams are read to their end and their days reconciled: one verdict,
+    without singer-sdk's ERROR for a stream it aborts."""
     config = tmp_path / "config.json"
-    config.write_text(json.dumps(tap_config(make_sandbox())))
+    config.write_text(json.dumps(tap_config(make_sandbox(calls_per_day=calls_per_day))))
     run = subprocess.run(
         [TAP, "--config", str(config), "--test"], capture_output=True, text=True, check=False
     )
     assert run.returncode == 0, run.stderr
     assert " ERROR " not in run.stderr
-    records = [line for line in run.stdout.splitlines() if '"type":"RECORD"' in line]
-    assert len(records) == 2
+    records = [json.loads(line)["stream"] for line in run.stdout.splitlines() if '"type":"RECORD"' in line]
+    assert records == streams
 
 
 def test_discovery_needs_no_settings(tmp_path: Path) -> None:
