@@ -89,7 +89,7 @@ class ReadFacts:
     probing: bool
     #: A forward ``next_page`` of the last page (one that does not move forward is none).
     next_page: int | None
-    #: The last page held no row at all; the page before it held none either.
+    #: The last page held no row at all (``empty``), the page before it neither (``after_empty``).
     empty: bool = False
     after_empty: bool = False
     #: The last page is full: as many rows as the read's page size.

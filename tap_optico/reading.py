@@ -431,8 +431,8 @@ class OpticoStream(WindowedStream, OpticoClient):
             )
         if end.outcome is Outcome.UNSETTLED:
             why = (
-                f"gave {result.kept} rows for total_results {result.total} in each of {end.reads} reads, "
-                "with an empty page where the API said more exist (rows held back)"
+                f"gave {result.kept} rows for total_results {result.total} after {end.reads} reads, the "
+                "last with an empty page where the API said more exist (rows held back)"
                 if end.held_back
                 else f"total_results moved while it was paged in each of {end.reads} reads (calls "
                 "arriving or leaving)"

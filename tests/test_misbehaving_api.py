@@ -404,7 +404,7 @@ def test_rows_after_a_page_that_is_always_empty_are_kept_and_the_bookmark_stays_
     assert sorted(api.pages()) == sorted([1, 2, 3, 4] * MAX_WINDOW_READS)
     [held] = [line for line in run.stderr.splitlines() if "rows held back" in line]
     assert " WARNING " in held
-    assert "gave 20 rows for total_results 30 in each of 3 reads" in held
+    assert "gave 20 rows for total_results 30 after 3 reads, the last with an empty page" in held
     assert "the bookmark stays before it" in held
     assert run.bookmark("calls") is None
 
