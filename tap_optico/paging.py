@@ -30,7 +30,8 @@ Ask = tuple[str, dt.date, dt.date, int]
 
 #: Pages read past the point where a read whose total_results moved reaches its first count.
 SLACK_PAGES = 1
-#: Rows one read of a window may hand (far above any real window): a read past it fails the window.
+#: Rows one read of a window holds in memory (its pages are kept until it ends, to reconcile them):
+#: a read that would go on past it fails the window, whose days are then too many for one read.
 MAX_READ_ROWS = 500_000
 #: Rows handed over at a time: between two hand-overs the pager takes answers and fills free slots.
 HANDED_ROWS = 1000
@@ -86,29 +87,44 @@ class ReadFacts:
     same: bool
     #: The page before the last said it was the last (the last page was asked as rows were short).
     probing: bool
+    #: A forward ``next_page`` of the last page (one that does not move forward is none).
     next_page: int | None
+    #: The last page held no row at all (``empty``), the page before it neither (``after_empty``).
+    empty: bool = False
+    after_empty: bool = False
+    #: The last page is full: as many rows as the read's page size.
+    full: bool = False
+
+
+def more_said(facts: ReadFacts) -> bool:
+    """Whether a signal of the last page says rows are still to come: a forward ``next_page``, rows
+    short of ``total_results``, or a full page with no count that bounds the read (none, or one the
+    rows already passed)."""
+    counted = facts.total is not None and facts.rows < facts.total
+    uncounted = facts.total is None or facts.rows > facts.total
+    return facts.next_page is not None or counted or (facts.full and uncounted)
 
 
 def next_step(facts: ReadFacts) -> Step:
     """Whether a read goes on after its last page: it ends only when the signals agree.
 
-    A page with no new row ends it; an earlier answer again, rows missing and the count still, means
-    the API ignores ``page``. A moved count reads on to a page past its first count. Otherwise a
-    forward ``next_page`` is followed, and so is a missing one while rows are short of the count;
-    :data:`MAX_READ_ROWS` bounds the whole read.
+    A page with no new row ends it, but for an empty page while rows are short (of the count, or no
+    count) and ``next_page`` or the count says more: it is followed, once in a row and not after a
+    page that said it was the last. An earlier answer again, rows missing and the count still, means
+    the API ignores ``page``. A moved count reads on to a page past its first count. Otherwise the
+    read goes on while a signal says more (:func:`more_said`), up to :data:`MAX_READ_ROWS`.
     """
     short = facts.total is None or facts.rows < facts.total
     if facts.same:
         return Step.SAME_ANSWER if short and not facts.probing and not facts.moved else Step.END
     if facts.new == 0:
-        return Step.END
-    if facts.rows > MAX_READ_ROWS:
-        return Step.TOO_LONG
+        hole = facts.empty and short and (facts.next_page is not None or facts.total is not None)
+        return Step.MORE if hole and not facts.probing and not facts.after_empty else Step.END
     if facts.moved and facts.total is not None and facts.rows - facts.new >= facts.total:
         return Step.END  # a page past the first count
-    if facts.next_page is not None or (facts.total is not None and facts.rows < facts.total):
-        return Step.MORE
-    return Step.END
+    if not more_said(facts):
+        return Step.END
+    return Step.TOO_LONG if facts.rows > MAX_READ_ROWS else Step.MORE
 
 
 class Outcome(Enum):
@@ -117,17 +133,25 @@ class Outcome(Enum):
     COMPLETE = "every row the count promised, or more"
     AGAIN = "read again: short of its count, or its count moved, with reads left"
     COUNT_WRONG = "every page the API offers read, in every read, still short: the count is wrong"
-    UNSETTLED = "the count moved in every read: rows handed over once each, the bookmark stays before"
+    UNSETTLED = (
+        "the count moved, or the API held rows back, up to the last read: rows handed over once "
+        "each, the bookmark stays before"
+    )
 
 
-def after_read(result: Reconciled, reads: int, max_reads: int, *, moved: bool) -> Outcome:
+def after_read(result: Reconciled, reads: int, max_reads: int, *, moved: bool, held_back: bool) -> Outcome:
     """The outcome of a window's ``reads``-th read, which ended as ``result``: a read whose count
-    ``moved`` (on any page) is complete only when its rows add up to the count."""
+    ``moved`` (on any page) is complete only when its rows add up to the count.
+
+    A last read still short is the count's fault only when the API gave every page it offered
+    whole; one that ``held_back`` rows (an empty page where a signal said more) may give them to a
+    later read, so its bookmark stays before the window, as for a moving count.
+    """
     if not result.short_by and not (moved and result.beyond):
         return Outcome.COMPLETE
     if reads < max_reads:
         return Outcome.AGAIN
-    return Outcome.UNSETTLED if moved else Outcome.COUNT_WRONG
+    return Outcome.UNSETTLED if moved or held_back else Outcome.COUNT_WRONG
 
 
 @dataclass(frozen=True)
@@ -146,6 +170,8 @@ class WindowEnd:
     result: Reconciled
     reads: int
     outcome: Outcome
+    #: The last read met an empty page where a signal said more (why an UNSETTLED window is one).
+    held_back: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,6 +199,8 @@ class _Read:
     rows: int = 0
     total: int | None = None
     moved: bool = False
+    #: An empty page came where a signal said more (the API held rows back).
+    held_back: bool = False
     #: The page size the server really gives (learned from a short page that says there is more).
     page_size: int = 0
     #: Non-empty pages by their length and first row, to find an answer given twice.
@@ -363,9 +391,12 @@ class WindowPager:
 
     def _take(self, read: _Read, page: Page) -> None:
         """Judge one page of the read under way (the pages before it are taken): go on, or end it."""
+        if page.next_page is not None and page.next_page <= page.number:  # says nothing of a next page
+            page = replace(page, next_page=None)
         results = page.results
         earlier = self._same_answer(read, page) if results else None
         probing = bool(read.pages) and read.pages[-1].next_page is None
+        after_empty = bool(read.pages) and not read.pages[-1].results
         if page.total_results is not None:
             if read.total is None:
                 read.total = page.total_results
@@ -398,7 +429,12 @@ class WindowPager:
             same=earlier is not None,
             probing=probing,
             next_page=page.next_page,
+            empty=not results,
+            after_empty=after_empty,
+            full=len(results) >= read.page_size,
         )
+        if facts.empty and not probing and more_said(facts):
+            read.held_back = True
         step = next_step(facts)
         if step is Step.MORE:
             justified = 0 if read.total is None else math.ceil(read.total / max(1, read.page_size))
@@ -421,11 +457,7 @@ class WindowPager:
         """Why the read cannot go on: it is too long, or the API gave ``earlier`` page's answer again."""
         where = f"{self.describe(read.window)} cannot be read"
         if earlier is None:
-            bound = "no total_results bounds" if read.total is None else f"total_results {read.total} ends"
-            return (
-                f"{where}: after {read.handed} rows next_page still says there is more, and {bound} "
-                f"the read (at most {MAX_READ_ROWS} rows are read so)"
-            )
+            return f"{where}: {self._too_long(read)}"
         missing = (
             f"while {read.total - read.rows} of its {read.total} results are missing"
             if read.total is not None
@@ -434,19 +466,44 @@ class WindowPager:
         same = f"page {page.number} is the same answer as page {earlier.number}"
         return f"{where}: {same} {missing} (the API ignores 'page')"
 
+    @staticmethod
+    def _too_long(read: _Read) -> str:
+        """Why a read that would go on past :data:`MAX_READ_ROWS` stops: too many days for one read,
+        or pages that go on past any count."""
+        if read.total is not None and read.rows < read.total:
+            days = (read.window.end - read.window.start).days + 1
+            fit = days * MAX_READ_ROWS // read.total
+            fix = (
+                f"lower window_days to at most {fit} (this window has {days} days)"
+                if fit
+                else "even one day holds more"
+            )
+            return (
+                f"its total_results is {read.total} rows, more than one read of a window holds "
+                f"({MAX_READ_ROWS}): {fix}"
+            )
+        bound = (
+            "no total_results bounds the read"
+            if read.total is None
+            else f"its total_results {read.total} was passed {read.rows - read.total} rows ago"
+        )
+        more = f"after {read.handed} rows the API still says there is more"
+        return f"{more}, and {bound} (at most {MAX_READ_ROWS} rows are read so)"
+
     def _close(self, read: _Read) -> None:
         result = reconcile(read.pages)
-        outcome = after_read(result, read.reads, self.max_reads, moved=read.moved)
+        outcome = after_read(result, read.reads, self.max_reads, moved=read.moved, held_back=read.held_back)
         if outcome is Outcome.AGAIN:
             why = (
                 "its total_results moved while it was paged"
                 if read.moved
                 else f"it gave {result.kept} rows but total_results is {result.total}"
+                + (" (a page came empty while more was said)" if read.held_back else "")
             )
             where, again = self.describe(read.window), read.reads + 1
             self.logger.warning("%s: %s; reading it again (%d/%d)", where, why, again, self.max_reads)
             read.start(self.page_size)
             return
         read.parts = [p[at : at + HANDED_ROWS] for p in result.parts for at in range(0, len(p), HANDED_ROWS)]
-        read.end = WindowEnd(read.window, replace(result, parts=()), read.reads, outcome)
+        read.end = WindowEnd(read.window, replace(result, parts=()), read.reads, outcome, read.held_back)
         read.pages, read.early, read.answers, read.seen = [], {}, {}, None

@@ -430,9 +430,15 @@ class OpticoStream(WindowedStream, OpticoClient):
                 "return; the bookmark moves past it"
             )
         if end.outcome is Outcome.UNSETTLED:
+            why = (
+                f"gave {result.kept} rows for total_results {result.total} after {end.reads} reads, the "
+                "last with an empty page where the API said more exist (rows held back)"
+                if end.held_back
+                else f"total_results moved while it was paged in each of {end.reads} reads (calls "
+                "arriving or leaving)"
+            )
             return (
-                f"{where}: total_results moved while it was paged in each of {end.reads} reads (calls "
-                f"arriving or leaving); its {result.kept} distinct rows are emitted once each, and the "
+                f"{where}: {why}; its {result.kept} distinct rows are emitted once each, and the "
                 "bookmark stays before it: the next run reads it again"
             )
         if result.beyond:

@@ -165,28 +165,40 @@ FACTS = st.builds(
     same=st.booleans(),
     probing=st.booleans(),
     next_page=st.none() | st.integers(2, 100),
-)
+    empty=st.booleans(),
+    after_empty=st.booleans(),
+    full=st.booleans(),
+).filter(lambda facts: not (facts.empty and (facts.new or facts.same or facts.full)))
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(facts=FACTS)
 def test_a_read_ends_only_when_every_signal_agrees(facts: ReadFacts) -> None:
     step = next_step(facts)
-    more_said = facts.next_page is not None or (facts.total is not None and facts.rows < facts.total)
+    short = facts.total is None or facts.rows < facts.total
+    counted = facts.total is not None and facts.rows < facts.total
+    # A full page is evidence of more unless a count the rows have not passed bounds the read.
+    uncounted = facts.total is None or facts.rows > facts.total
+    more_said = facts.next_page is not None or counted or (facts.full and uncounted)
     if step is Step.END:
-        # Nothing new came, or no signal says more (or a moving count's read passed its first count).
+        # Nothing new came (and an empty page was followed already, or after a page said it was the
+        # last), or no signal says more (or a moving count's read passed its first count).
+        empty_followed = facts.empty and short and (facts.next_page is not None or facts.total is not None)
+        assert not empty_followed or facts.probing or facts.after_empty
         assert facts.new == 0 or facts.same or not more_said or facts.moved
     if step is Step.MORE:
         assert more_said
-        assert facts.new > 0
+        assert facts.new > 0 or (facts.empty and short and not facts.probing and not facts.after_empty)
         assert not facts.same
         assert facts.rows <= MAX_READ_ROWS
     if step is Step.SAME_ANSWER:
         assert facts.same
         assert not facts.probing
         assert not facts.moved
-    if step is Step.TOO_LONG:
+    if step is Step.TOO_LONG:  # only a read that would go on: one that ends there is handed over
         assert facts.rows > MAX_READ_ROWS
+        assert more_said
+        assert facts.new > 0
 
 
 def test_a_row_is_the_same_whatever_page_it_comes_in() -> None:

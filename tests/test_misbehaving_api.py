@@ -4,17 +4,23 @@ misbehaviours (``--misbehave``), one test per rule of the README's Reliability s
 from __future__ import annotations
 
 import datetime as dt
+import json
+import threading
 import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typing_extensions import override
 
 from tap_optico.paging import SLACK_PAGES
 from tap_optico.reading import MAX_WINDOW_READS
-from tap_optico.sandbox import Misbehaviour, SandboxServer, account_key, build_server
+from tap_optico.sandbox import SANDBOX_API_KEY, Misbehaviour, SandboxServer, account_key, build_server
 from tap_optico.sandbox.api import MisbehaviourKind, Order
 from tests.helpers import (
     FIRST_DAY,
@@ -256,3 +262,194 @@ def test_state_grows_with_the_accounts_not_their_square(make_sandbox: SandboxFac
     for state, records in sizes.values():
         assert state < records
     assert sizes[32][0] / sizes[8][0] < 5  # 4x the accounts, about 4x the STATE
+
+
+# Paging signals that disagree, over HTTP: a small API of its own (the sandbox's misbehaviours are
+# the sandbox's), honest but for what ``twist`` does to each answer.
+
+#: An answer (a JSON object), from the honest one: its page, the limit, every row of the request,
+#: and how many requests came before it.
+Twist = Callable[[dict[str, Any], int, int, list[dict[str, Any]], int], dict[str, Any]]
+DAYS = ("2026-03-01", "2026-03-03")
+
+
+class PagedApi:
+    """``per_day`` calls a day (a row a day for ``group_by_day``), paged as ``twist`` says."""
+
+    def __init__(self, twist: Twist, per_day: int) -> None:
+        self.asked: list[tuple[bool, int]] = []  # (daily, page) of each request, in order
+        lock, api = threading.Lock(), self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                query = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+                daily, page, limit = query.get("group_by_day") == "1", int(query["page"]), int(query["limit"])
+                rows = api.rows(query["start_date"], query["end_date"], per_day, daily)
+                with lock:
+                    before = len(api.asked)
+                    api.asked.append((daily, page))
+                body: dict[str, Any] = {"status": "OK", "total_results": len(rows), "errors": []}
+                body["results"] = rows[(page - 1) * limit : page * limit]
+                if page * limit < len(rows):
+                    body["next_page"] = page + 1
+                data = json.dumps(twist(body, page, limit, rows, before)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            @override
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/data-api"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def rows(start: str, end: str, per_day: int, daily: bool) -> list[dict[str, Any]]:
+        day, last, rows = dt.date.fromisoformat(start), dt.date.fromisoformat(end), []
+        while day <= last:
+            if daily:
+                rows.append({"date": str(day), "calls": per_day, "duration": 5 * per_day, "revenue": "0.00"})
+            for n in range(0 if daily else per_day):
+                rows.append(
+                    {"start_date": f"{day} 10:{n:02d}:00", "caller": f"06{day:%m%d}{n:04d}", "duration": "5"}
+                )
+            day += dt.timedelta(days=1)
+        return rows
+
+    def pages(self, *, daily: bool = False) -> list[int]:
+        return [page for each, page in self.asked if each == daily]
+
+    def run(self, tmp_path: Path, state: dict[str, Any] | None = None) -> TapRun:
+        config = {
+            "api_key": SANDBOX_API_KEY,
+            "api_url": self.url,
+            "start_date": DAYS[0],
+            "end_date": DAYS[1],
+            "page_size": 10,
+            "max_concurrency": 1,
+            "max_wait_seconds": 1,
+        }
+        return run_tap(config, tmp_path, state=state, timeout=60)
+
+
+@pytest.fixture
+def paged_api() -> Iterator[Callable[[Twist, int], PagedApi]]:
+    made: list[PagedApi] = []
+
+    def make(twist: Twist, per_day: int) -> PagedApi:
+        made.append(PagedApi(twist, per_day))
+        return made[-1]
+
+    yield make
+    for api in made:
+        api.httpd.shutdown()
+        api.httpd.server_close()
+
+
+def first_page_empty(
+    body: dict[str, Any], page: int, limit: int, rows: list[Any], before: int
+) -> dict[str, Any]:
+    """Page 1 is empty and says page 2 follows; the rows start on page 2."""
+    if page == 1:
+        return {**body, "results": [], "next_page": 2}
+    body["results"] = rows[(page - 2) * limit : (page - 1) * limit]
+    body.pop("next_page", None)
+    return {**body, "next_page": page + 1} if (page - 1) * limit < len(rows) else body
+
+
+def second_page_empty(
+    body: dict[str, Any], page: int, limit: int, rows: list[Any], before: int
+) -> dict[str, Any]:
+    """Page 2 is always empty, and says page 3 follows."""
+    return {**body, "results": []} if page == 2 else body
+
+
+def first_answers_empty(
+    body: dict[str, Any], page: int, limit: int, rows: list[Any], before: int
+) -> dict[str, Any]:
+    """The first six answers have no rows and no next_page, the count right: a hiccup."""
+    return {**body, "results": [], "next_page": None} if before < 6 else body
+
+
+def test_an_empty_page_that_says_more_is_followed_to_the_rows_after_it(
+    paged_api: Callable[[Twist, int], PagedApi], tmp_path: Path
+) -> None:
+    """Before, the empty page 1 ended every read: 0 of 30 calls, and the bookmark moved past them."""
+    api = paged_api(first_page_empty, 10)
+    run = api.run(tmp_path)
+    assert run.returncode == 0, run.stderr
+    calls = run.records("calls")
+    assert len(calls) == len({c["call_id"] for c in calls}) == 30
+    assert sorted(api.pages()) == [1, 2, 3, 4]
+    assert run.bookmark("calls").startswith("2026-03-03T")
+    assert len(run.records("daily_calls")) == 3
+
+
+def test_rows_after_a_page_that_is_always_empty_are_kept_and_the_bookmark_stays_before_them(
+    paged_api: Callable[[Twist, int], PagedApi], tmp_path: Path
+) -> None:
+    """Before, page 3 was asked and its 10 calls thrown away: 10 of 30, and the bookmark moved past
+    the 20 the API held back. Now pages 1 and 3 give 20 calls; the 10 of page 2 may come later."""
+    api = paged_api(second_page_empty, 10)
+    run = api.run(tmp_path)
+    assert run.returncode == 0, run.stderr
+    calls = run.records("calls")
+    assert len(calls) == len({c["call_id"] for c in calls}) == 20
+    assert {c["start_date"][:10] for c in calls} == {"2026-03-01", "2026-03-03"}  # page 2: the 2nd
+    # Each read asks page 4 once (rows short, page 3 the last), which is empty: no further.
+    assert sorted(api.pages()) == sorted([1, 2, 3, 4] * MAX_WINDOW_READS)
+    [held] = [line for line in run.stderr.splitlines() if "rows held back" in line]
+    assert " WARNING " in held
+    assert "gave 20 rows for total_results 30 after 3 reads, the last with an empty page" in held
+    assert "the bookmark stays before it" in held
+    assert run.bookmark("calls") is None
+
+
+def test_a_window_whose_pages_came_empty_is_read_again_by_the_next_run(
+    paged_api: Callable[[Twist, int], PagedApi], tmp_path: Path
+) -> None:
+    """Before, the three reads of empty answers moved the bookmark past the window: its calls were
+    never read again."""
+    api = paged_api(first_answers_empty, 3)
+    first = api.run(tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.records("calls") == []
+    assert api.pages()[:6] == [1, 2] * MAX_WINDOW_READS  # each empty page 1 followed once, no more
+    assert first.bookmark("calls") is None
+    assert first.bookmark("daily_calls") == DAYS[1]
+    second = api.run(tmp_path, state=first.final_state)
+    assert second.returncode == 0, second.stderr
+    assert len({c["call_id"] for c in second.records("calls")}) == 9
+    assert second.bookmark("calls").startswith("2026-03-03T")
+
+
+def no_count_no_next_page(
+    body: dict[str, Any], page: int, limit: int, rows: list[Any], before: int
+) -> dict[str, Any]:
+    body.pop("next_page", None)
+    body.pop("total_results")
+    return body
+
+
+def count_zero_no_next_page(
+    body: dict[str, Any], page: int, limit: int, rows: list[Any], before: int
+) -> dict[str, Any]:
+    body.pop("next_page", None)
+    return {**body, "total_results": 0}
+
+
+@pytest.mark.parametrize("twist", [no_count_no_next_page, count_zero_no_next_page])
+def test_a_full_page_with_no_next_page_nor_a_count_that_bounds_it_asks_the_next_page(
+    paged_api: Callable[[Twist, int], PagedApi], tmp_path: Path, twist: Twist
+) -> None:
+    """Before, a full page 1 ended the read: 10 of 15 calls."""
+    api = paged_api(twist, 5)
+    run = api.run(tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert len({c["call_id"] for c in run.records("calls")}) == 15
+    assert api.pages() == [1, 2]  # page 2 is short: it ends the read
+    assert run.bookmark("calls").startswith("2026-03-03T")

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from singer_sdk.exceptions import FatalAPIError
 
-from tap_optico import secrets
+from tap_optico import paging, secrets
 from tap_optico.api import FIRST_PAGE, MAX_PAGE_SIZE
 from tap_optico.bookmarks import Days, Mark, StateCadence, WindowRead, after_window
 from tap_optico.paging import (
@@ -682,3 +682,68 @@ def test_no_page_is_asked_ahead_for_an_account_once_it_failed() -> None:
     assert got[1].rows == api.rows
     # The first asked with the failing page, before its failure was known; the second not asked.
     assert list(pager.made) == [ask(next_windows[0]), ask(next_windows[2])]
+
+
+def paged(
+    rows: int, *, last_next_page: Callable[[int], int | None] = lambda number: None
+) -> Callable[..., Page]:
+    """Pages of 10 of ``rows`` rows, ``total_results`` true; the last page's next_page is
+    ``last_next_page(its number)``."""
+
+    def fetch(window: Window, number: int) -> Page:
+        results = [{"call": n} for n in range((number - 1) * 10, min(rows, number * 10))]
+        last = number * 10 >= rows
+        return Page(number, results, rows, last_next_page(number) if last else number + 1)
+
+    return fetch
+
+
+@pytest.mark.parametrize("last_next_page", [lambda number: number, lambda number: FIRST_PAGE])
+def test_a_next_page_that_does_not_move_forward_on_the_last_page_ends_a_read_whose_rows_are_all_there(
+    last_next_page: Callable[[int], int | None],
+) -> None:
+    """Itself or page 1 on the last page: the rows add up to total_results, nothing more is asked
+    (before, it was followed as a forward next_page, to a page past the end)."""
+    asked: list[int] = []
+    fetch = paged(15, last_next_page=last_next_page)
+
+    def counted(window: Window, number: int) -> Page:
+        asked.append(number)
+        return fetch(window, number)
+
+    window = read_with(counted)
+    assert window.end is not None, window.failure
+    assert window.end.outcome is Outcome.COMPLETE
+    assert window.rows == [{"call": n} for n in range(15)]
+    assert sorted(asked) == [1, 2]
+
+
+def long_window(fetch: Callable[[Window, int], Page]) -> Got:
+    [window] = plan_windows(dt.date(2026, 1, 1), dt.date(2026, 4, 11), 101, ACCOUNT)
+    pager = WindowPager(fetch, page_size=10, max_concurrency=4, max_reads=3, logger=LOGGER)
+    return collect(pager.read([window]))[0]
+
+
+def test_a_read_that_ends_on_the_page_past_max_read_rows_is_handed_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before, a window whose rows, consistent with total_results, passed MAX_READ_ROWS on its last
+    page failed, saying next_page still said more (it did not)."""
+    monkeypatch.setattr(paging, "MAX_READ_ROWS", 100)
+    window = long_window(paged(105))
+    assert window.end is not None, window.failure
+    assert window.end.outcome is Outcome.COMPLETE
+    assert len(window.rows) == 105
+
+
+def test_a_window_too_large_for_one_read_fails_saying_how_many_days_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(paging, "MAX_READ_ROWS", 100)
+    window = long_window(paged(200))
+    assert window.failure is not None
+    assert str(window.failure.error) == (
+        "window 2026-01-01..2026-04-11 cannot be read: its total_results is 200 rows, more than one "
+        "read of a window holds (100): lower window_days to at most 50 (this window has 101 days)"
+    )
+    assert window.rows == []
