@@ -21,6 +21,9 @@ from typing import Any
 MASK = "***"
 #: No run of this many characters of a key may be printed: a message quoting part of a key is masked too.
 PIECE = 8
+#: Characters read past an excerpt's end before it is masked: more than the widest form of a piece of
+#: a key too short to mask (PIECE - 1 characters, each written as a 12-character escape).
+CUT_MARGIN = 256
 _KEY_IN_QUERY = re.compile(r"(api_key=)[^&\s'\"<>)]+", re.IGNORECASE)
 #: One character written as an escape: a JSON surrogate pair or \uXXXX or \/, a run of %XX
 #: bytes, an HTML entity (decimal, hex or named).
@@ -73,10 +76,17 @@ def escape_controls(text: str, *, lines: bool = False) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
-def shorten(text: str, limit: int) -> str:
-    """``text`` redacted, then cut to ``limit`` characters (cutting first could split a key past its mask)."""
-    text = redact(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def shorten(text: str, limit: int, *, whole: bool = True) -> str:
+    """``text`` redacted, then cut to ``limit`` characters; ``whole=False`` when ``text`` is itself
+    only the start of a longer text. Only its first ``limit + CUT_MARGIN`` characters are read, so a
+    text of megabytes costs no more than a short one. Masking comes before the cut (a key cut first
+    could leave a piece too short to mask), and a text read only in part loses its last
+    ``CUT_MARGIN`` characters after masking: they may end with the start of a key."""
+    window = text[: limit + CUT_MARGIN]
+    masked = redact(window)
+    if whole and len(window) == len(text):
+        return masked if len(masked) <= limit else masked[: limit - 1] + "…"
+    return masked[: max(0, min(limit - 1, len(masked) - CUT_MARGIN))] + "…"
 
 
 def register(secret: object) -> None:

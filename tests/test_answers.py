@@ -1,0 +1,235 @@
+"""How the client judges what comes back: answers that are not a page of calls, bodies without
+end, redirects away from HTTPS, text in odd encodings, and Retry-After."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import ssl
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from singer_sdk.exceptions import FatalAPIError
+from typing_extensions import override
+
+from tap_optico.paging import Window
+from tap_optico.reading import OpticoStream
+from tap_optico.sandbox import SANDBOX_API_KEY
+from tap_optico.tap import TapOptico
+from tests.helpers import ACCOUNT, CannedApi, run_tap
+
+CALL = {
+    "start_date": "2026-01-01 10:00:00",
+    "caller": "0612345678",
+    "tracking_number": "0182880101",
+    "phone": "0142685300",
+}
+
+
+def config(url: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "api_key": SANDBOX_API_KEY,
+        "api_url": url,
+        "start_date": "2026-01-01",
+        "end_date": "2026-01-01",
+        "max_concurrency": 1,
+        "max_tries": 1,
+        **overrides,
+    }
+
+
+def failed_line(stderr: str) -> str:
+    """The run's last line: the one that says why the run failed."""
+    return stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({}, "has no 'results' list (got NoneType)"),
+        ({"errors": ["Service en maintenance"]}, "Optico API error: Service en maintenance"),
+        ({"status": "KO", "message": "Maintenance"}, "answered status 'KO' instead of OK: Maintenance"),
+        (
+            {"status": "OK", "results": [], "total_results": 0, "errors": ["Date invalide"]},
+            "Optico API error: Date invalide",
+        ),
+        (  # a page of calls (the fast decoder's path) that also says something went wrong
+            {"status": "OK", "results": [CALL], "total_results": 1, "errors": ["Limite invalide"]},
+            "Optico API error: Limite invalide",
+        ),
+    ],
+)
+def test_an_answer_that_is_not_a_page_of_calls_fails_its_account_and_moves_no_bookmark(
+    canned: Callable[..., CannedApi], tmp_path: Path, body: dict[str, Any], said: str
+) -> None:
+    """Read as "no calls" before: exit 0, and the bookmarks moved past days never read."""
+    run = run_tap(config(canned([body]).url), tmp_path)
+    assert run.returncode == 1
+    assert said in failed_line(run.stderr)
+    assert "Traceback" not in run.stderr
+    assert not run.records("calls")
+    assert all(run.bookmark(stream) is None for stream in ("calls", "daily_calls") if run.states)
+
+
+def test_an_answer_with_ok_in_any_case_and_empty_errors_is_a_page(
+    canned: Callable[..., CannedApi], tmp_path: Path
+) -> None:
+    body = {"status": "ok", "results": [CALL], "total_results": 1, "errors": [], "message": "1 result"}
+    run = run_tap(config(canned([body]).url), tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert len(run.records("calls")) == 1
+
+
+class Server:
+    """An HTTP(S) server on 127.0.0.1 whose ``answer(path)`` gives each request's status, headers
+    and body (bytes, or pieces sent as they come); it keeps the paths it was asked."""
+
+    def __init__(
+        self,
+        answer: Callable[[str], tuple[int, dict[str, str], bytes | Iterable[bytes]]],
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.paths: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                server.paths.append(self.path)
+                status, headers, body = answer(self.path)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                if isinstance(body, bytes):
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                self.send_header("Connection", "close")
+                self.end_headers()
+                with contextlib.suppress(OSError):  # the client hung up
+                    for piece in body:
+                        self.wfile.write(piece)
+
+            @override
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}/data-api"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def make(*args: Any, **kwargs: Any) -> Server:
+        servers.append(Server(*args, **kwargs))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def tls_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+def calls_stream(url: str, verify: Path) -> OpticoStream:
+    """The calls stream of a tap reading ``url``, trusting the test's certificate."""
+    tap = TapOptico(config={"api_key": SANDBOX_API_KEY, "api_url": url, "start_date": "2026-01-01"})
+    calls = tap.streams["calls"]
+    assert isinstance(calls, OpticoStream)
+    calls.requests_session.verify = str(verify)
+    return calls
+
+
+DAY = dt.date(2026, 1, 1)
+PAGE = json.dumps({"status": "OK", "total_results": 1, "results": [CALL]}).encode()
+
+
+def test_a_redirect_from_https_to_plain_http_is_not_followed(
+    serve: Callable[..., Server], certificate: tuple[Path, Path]
+) -> None:
+    """requests followed it before, and sent the key in clear text with no warning."""
+    plain = serve(lambda path: (200, {"Content-Type": "application/json"}, PAGE))
+    secure = serve(
+        lambda path: (301, {"Location": f"{plain.url}?{path.partition('?')[2]}"}, b""),
+        tls=tls_context(certificate),
+    )
+    calls = calls_stream(secure.url, certificate[0])
+    with pytest.raises(FatalAPIError) as failed:
+        calls.fetch_page(Window(0, DAY, DAY, ACCOUNT), 1)
+    assert str(failed.value) == (
+        "Optico API at 127.0.0.1 redirected to http:// on 127.0.0.1: not followed, "
+        "the API key would travel in clear text"
+    )
+    assert len(secure.paths) == 1
+    assert plain.paths == []
+
+
+def test_a_redirect_from_https_to_https_is_followed(
+    serve: Callable[..., Server], certificate: tuple[Path, Path]
+) -> None:
+    def answer(path: str) -> tuple[int, dict[str, str], bytes]:
+        if path.startswith("/data-api"):
+            return 302, {"Location": "/moved?" + path.partition("?")[2]}, b""
+        return 200, {"Content-Type": "application/json"}, PAGE
+
+    secure = serve(answer, tls=tls_context(certificate))
+    page = calls_stream(secure.url, certificate[0]).fetch_page(Window(0, DAY, DAY, ACCOUNT), 1)
+    assert len(page.results) == 1
+    assert [path.partition("?")[0] for path in secure.paths] == ["/data-api", "/moved"]
