@@ -358,7 +358,7 @@ class OpticoClient(RESTStream[int]):
                 response = self.requests_session.send(
                     prepared, timeout=self.timeout, allow_redirects=self.allow_redirects, stream=True
                 )
-                response._content = self._read_body(response, number)
+                response._content = self._read_body(response, number, deadline)
             except requests.RequestException:
                 if time.monotonic() < deadline:  # failed on its own, not cut by the watchdog
                     raise
@@ -369,11 +369,15 @@ class OpticoClient(RESTStream[int]):
         return self.decode(response, number)
 
     @staticmethod
-    def _read_body(response: requests.Response, number: int) -> bytes:
+    def _read_body(response: requests.Response, number: int, deadline: float) -> bytes:
         """The body, inflated, in large pieces (on a page of 5,000 calls this halves the CPU that
-        receiving it costs); one larger than MAX_ANSWER_BYTES fails its account."""
+        receiving it costs), up to the deadline; one larger than MAX_ANSWER_BYTES fails its account.
+        Both bound what is kept: a body without end, cut only at the deadline, once left gigabytes
+        to join and free, and its try ended seconds after its deadline."""
         pieces, size = [], 0
         for piece in response.iter_content(BODY_PIECE_BYTES):
+            if time.monotonic() >= deadline:  # the caller says the try was cut
+                break
             size += len(piece)
             if size > MAX_ANSWER_BYTES:
                 response.close()

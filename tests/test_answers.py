@@ -9,6 +9,8 @@ import ipaddress
 import json
 import ssl
 import threading
+import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +24,7 @@ from cryptography.x509.oid import NameOID
 from singer_sdk.exceptions import FatalAPIError
 from typing_extensions import override
 
+from tap_optico.client import MAX_ANSWER_BYTES
 from tap_optico.paging import Window
 from tap_optico.reading import OpticoStream
 from tap_optico.sandbox import SANDBOX_API_KEY
@@ -188,12 +191,15 @@ def tls_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     return context
 
 
-def calls_stream(url: str, verify: Path) -> OpticoStream:
-    """The calls stream of a tap reading ``url``, trusting the test's certificate."""
-    tap = TapOptico(config={"api_key": SANDBOX_API_KEY, "api_url": url, "start_date": "2026-01-01"})
+def calls_stream(url: str, verify: Path | None = None, **settings: Any) -> OpticoStream:
+    """The calls stream of a tap reading ``url`` (trusting the test's certificate ``verify``)."""
+    tap = TapOptico(
+        config={"api_key": SANDBOX_API_KEY, "api_url": url, "start_date": "2026-01-01", **settings}
+    )
     calls = tap.streams["calls"]
     assert isinstance(calls, OpticoStream)
-    calls.requests_session.verify = str(verify)
+    if verify:
+        calls.requests_session.verify = str(verify)
     return calls
 
 
@@ -233,3 +239,39 @@ def test_a_redirect_from_https_to_https_is_followed(
     page = calls_stream(secure.url, certificate[0]).fetch_page(Window(0, DAY, DAY, ACCOUNT), 1)
     assert len(page.results) == 1
     assert [path.partition("?")[0] for path in secure.paths] == ["/data-api", "/moved"]
+
+
+def spaces(mebibytes: int) -> Iterator[bytes]:
+    """A page of no calls with ``mebibytes`` MiB of spaces in its results."""
+    yield b'{"status": "OK", "total_results": 0, "results": ['
+    for _ in range(mebibytes):
+        yield b" " * (1 << 20)
+    yield b"]}"
+
+
+def gzip_bomb(mebibytes: int) -> bytes:
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip format
+    return b"".join(squeeze.compress(piece) for piece in spaces(mebibytes)) + squeeze.flush()
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+def test_an_answer_larger_than_the_bound_fails_its_account_before_it_fills_memory(
+    serve: Callable[..., Server], encoding: str
+) -> None:
+    """Accepted before as a page of no calls (read whole: 1.5 GB inflated from a 1.5 MB gzip body,
+    or as much of an endless body as arrived by the deadline, then joined)."""
+    mebibytes = (MAX_ANSWER_BYTES >> 20) * 4
+    body = gzip_bomb(mebibytes) if encoding == "gzip" else spaces(mebibytes)
+    api = serve(lambda path: (200, {"Content-Encoding": encoding}, body))
+    calls = calls_stream(api.url, request_timeout=30, max_tries=1)
+    started = time.monotonic()
+    with pytest.raises(FatalAPIError, match=r"answered more than 64 MiB for page 1 .*: stopped reading it"):
+        calls.fetch_page(Window(0, DAY, DAY, ACCOUNT), 1)
+    assert time.monotonic() - started < 10
+
+
+def test_an_answer_just_under_the_bound_is_read(serve: Callable[..., Server]) -> None:
+    body = gzip_bomb((MAX_ANSWER_BYTES >> 20) - 1)
+    api = serve(lambda path: (200, {"Content-Encoding": "gzip"}, body))
+    page = calls_stream(api.url, max_tries=1).fetch_page(Window(0, DAY, DAY, ACCOUNT), 1)
+    assert page.results == []
