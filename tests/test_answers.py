@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -24,7 +25,8 @@ from cryptography.x509.oid import NameOID
 from singer_sdk.exceptions import FatalAPIError
 from typing_extensions import override
 
-from tap_optico.client import MAX_ANSWER_BYTES
+from tap_optico import client, secrets
+from tap_optico.client import MAX_ANSWER_BYTES, QUOTE_READ_CHARS
 from tap_optico.paging import Window
 from tap_optico.reading import OpticoStream
 from tap_optico.sandbox import SANDBOX_API_KEY
@@ -275,3 +277,62 @@ def test_an_answer_just_under_the_bound_is_read(serve: Callable[..., Server]) ->
     api = serve(lambda path: (200, {"Content-Encoding": "gzip"}, body))
     page = calls_stream(api.url, max_tries=1).fetch_page(Window(0, DAY, DAY, ACCOUNT), 1)
     assert page.results == []
+
+
+KEY = "9f3c1e7a5b2d4f6e8a0c1b3d5f7e9a2c"
+
+
+def pieces_of_the_key(text: str, size: int = 5) -> list[str]:
+    return [KEY[i : i + size] for i in range(len(KEY) - size + 1) if KEY[i : i + size] in text.lower()]
+
+
+def error_page(body: bytes, status: int = 503) -> requests.Response:
+    response = requests.Response()
+    response.status_code, response.reason = status, "Service Unavailable"
+    response.headers["Content-Type"] = "text/html"
+    response._content = body
+    return response
+
+
+def test_an_error_page_of_megabytes_is_cut_before_it_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole body was masked before (a 9.4 MB page took 11 s and 2 GB), then cut to 200
+    characters."""
+    masked: list[int] = []
+
+    def redact(text: str) -> str:
+        masked.append(len(text))
+        return original(text)
+
+    original = secrets.redact
+    monkeypatch.setattr(secrets, "redact", redact)
+    monkeypatch.setattr(client, "redact", redact)
+    message = calls_stream("http://127.0.0.1:9/data-api").response_error_message(
+        error_page(b"<p>Service Unavailable</p> " * 350_000)
+    )
+    assert message.startswith("Optico API answered HTTP 503 Service Unavailable (text/html): <p>Service")
+    assert len(message) < 300
+    assert max(masked) <= 2 * QUOTE_READ_CHARS
+
+
+@pytest.mark.parametrize("read", [QUOTE_READ_CHARS, 4 * QUOTE_READ_CHARS])
+def test_a_key_cut_where_api_text_stops_being_read_prints_no_piece_of_it(read: int) -> None:
+    """Whitespace collapses, so what is left of a key at the end of what is read may reach the
+    excerpt: it is cut off with a margin, masked or not."""
+    secrets.register(KEY)
+    calls = calls_stream("http://127.0.0.1:9/data-api")
+    for left in range(1, len(KEY)):
+        text = " " * (read - left) + KEY + " and more" * 1000
+        quoted = [calls.response_error_message(error_page(text.encode()))] if read > QUOTE_READ_CHARS else []
+        quoted.append(client.quote(["Clef invalide", text]))
+        assert [pieces_of_the_key(line) for line in quoted] == [[]] * len(quoted), left
+
+
+def test_error_messages_of_megabytes_are_quoted_in_one_short_line(
+    canned: Callable[..., CannedApi], tmp_path: Path
+) -> None:
+    """Logged whole before: a line of 6 MB."""
+    body = {"status": "ERROR", "errors": ["%41" * 1_000_000, "y" * 3_000_000]}
+    run = run_tap(config(canned([body]).url), tmp_path)
+    assert run.returncode == 1
+    assert "Optico API error: %41%41" in failed_line(run.stderr)
+    assert max(len(line) for line in run.stderr.splitlines()) < 1000
