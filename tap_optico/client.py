@@ -163,6 +163,16 @@ def _json_text(response: requests.Response) -> bytes:
     return content.removeprefix(codecs.BOM_UTF8)
 
 
+def _what_is_wrong(content: bytes, error: msgspec.DecodeError) -> str:
+    """What makes ``content`` not JSON, and where: msgspec says it ("trailing characters (byte
+    3332)"), but for a byte that is not UTF-8."""
+    try:
+        content.decode()
+    except UnicodeDecodeError as bad:
+        return f"byte {bad.start} is not UTF-8, and the answer declares no other charset"
+    return shorten(str(error), MAX_REPORTED_BODY_CHARS)
+
+
 def _count(value: Any) -> int | None:
     """A whole number ≥ 0 from a JSON number or digits; None for anything else."""
     if isinstance(value, str) and value.strip().isdecimal():  # isdigit() takes "²", which int() refuses
@@ -270,10 +280,10 @@ class OpticoClient(RESTStream[int]):
                 body = decode_plain_page(fast_type, content) if fast_type else None
                 if body is None:  # not a plain page: any JSON, judged below
                     body = msgspec.json.decode(content)
-        except msgspec.DecodeError as error:  # its message says what is wrong and at which byte
+        except msgspec.DecodeError as error:
             msg = (
                 f"Optico API answered HTTP {response.status_code} with {_content_type(response)} that is "
-                f"not valid JSON: {shorten(str(error), MAX_REPORTED_BODY_CHARS)} (of {len(content)} bytes)"
+                f"not valid JSON: {_what_is_wrong(content, error)} (in a body of {len(content)} bytes)"
             )
             raise RetriableAPIError(msg, response) from None
         if not isinstance(body, dict):

@@ -3,6 +3,7 @@ end, redirects away from HTTPS, text in odd encodings, and Retry-After."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import datetime as dt
 import ipaddress
@@ -336,3 +337,51 @@ def test_error_messages_of_megabytes_are_quoted_in_one_short_line(
     assert run.returncode == 1
     assert "Optico API error: %41%41" in failed_line(run.stderr)
     assert max(len(line) for line in run.stderr.splitlines()) < 1000
+
+
+LATIN_CALL = {**CALL, "status": "succès", "keyword": "café"}
+LATIN_PAGE = json.dumps({"status": "OK", "total_results": 1, "results": [LATIN_CALL]}, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/json; charset=iso-8859-1", LATIN_PAGE.encode("latin-1")),
+        ("application/json; charset=windows-1252", LATIN_PAGE.encode("cp1252")),
+        ("application/json", codecs.BOM_UTF8 + LATIN_PAGE.encode()),
+        ("application/json; charset=utf-16", LATIN_PAGE.encode("utf-16")),
+    ],
+)
+def test_an_answer_in_its_declared_charset_or_after_a_byte_order_mark_is_read(
+    serve: Callable[..., Server], content_type: str, body: bytes
+) -> None:
+    """Each failed every run before, as "not valid JSON"."""
+    api = serve(lambda path: (200, {"Content-Type": content_type}, body))
+    page = calls_stream(api.url, max_tries=1).fetch_page(Window(0, DAY, DAY, ACCOUNT), 1)
+    assert [(call.status, call.keyword) for call in page.results] == [("succès", "café")]
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (
+            LATIN_PAGE.encode("latin-1"),
+            "byte {} is not UTF-8, and the answer declares no other charset",
+        ),
+        (
+            LATIN_PAGE.encode() + b"\n<!-- 0.2 s -->",
+            "JSON is malformed: trailing characters (byte {})",
+        ),
+    ],
+)
+def test_an_answer_that_is_not_json_says_what_is_wrong_and_where(
+    serve: Callable[..., Server], body: bytes, said: str
+) -> None:
+    """Before: only "answered HTTP 200 with application/json that is not valid JSON"."""
+    api = serve(lambda path: (200, {"Content-Type": "application/json"}, body))
+    # msgspec counts from the byte after the first it cannot read.
+    where = body.index(b"\xe8") if b"\xe8" in body else body.index(b"<!--") + 1
+    with pytest.raises(FatalAPIError) as failed:
+        calls_stream(api.url, max_tries=1).fetch_page(Window(0, DAY, DAY, ACCOUNT), 1)
+    assert f"that is not valid JSON: {said.format(where)}" in str(failed.value)
+    assert f"(in a body of {len(body)} bytes)" in str(failed.value)
