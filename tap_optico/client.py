@@ -5,6 +5,9 @@ that goes nowhere)."""
 from __future__ import annotations
 
 import codecs
+import datetime as dt
+import email.utils
+import math
 import random
 import re
 import threading
@@ -173,6 +176,25 @@ def _what_is_wrong(content: bytes, error: msgspec.DecodeError) -> str:
     return shorten(str(error), MAX_REPORTED_BODY_CHARS)
 
 
+def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """The wait a Retry-After header asks for: seconds, or until an HTTP date (none if it is past);
+    None when it is absent or unusable (negative, nan, infinite, neither form): the exponential wait
+    then applies, rather than none at all."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC, said without certainty
+            when = when.replace(tzinfo=dt.timezone.utc)
+        seconds = max(0.0, (when - (now or dt.datetime.now(dt.timezone.utc))).total_seconds())
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
 def _count(value: Any) -> int | None:
     """A whole number ≥ 0 from a JSON number or digits; None for anything else."""
     if isinstance(value, str) and value.strip().isdecimal():  # isdigit() takes "²", which int() refuses
@@ -305,11 +327,9 @@ class OpticoClient(RESTStream[int]):
         wait = FIRST_RETRY_WAIT_SECONDS
         error = yield 0.0
         while True:
-            try:
-                this_wait = max(0.0, float(error.response.headers["Retry-After"]))
-            except (AttributeError, KeyError, ValueError):  # no answer, or no usable Retry-After
-                this_wait = wait
-            error = yield min(longest, this_wait)
+            response = getattr(error, "response", None)
+            asked = None if response is None else retry_after_seconds(response.headers.get("Retry-After"))
+            error = yield min(longest, wait if asked is None else asked)
             wait *= 2
 
     @override

@@ -6,8 +6,10 @@ from __future__ import annotations
 import codecs
 import contextlib
 import datetime as dt
+import email.utils
 import ipaddress
 import json
+import re
 import ssl
 import threading
 import time
@@ -385,3 +387,62 @@ def test_an_answer_that_is_not_json_says_what_is_wrong_and_where(
         calls_stream(api.url, max_tries=1).fetch_page(Window(0, DAY, DAY, ACCOUNT), 1)
     assert f"that is not valid JSON: {said.format(where)}" in str(failed.value)
     assert f"(in a body of {len(body)} bytes)" in str(failed.value)
+
+
+NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("7", 7.0),
+        (" 1.5 ", 1.5),
+        ("0", 0.0),
+        ("Sun, 01 Mar 2026 12:00:30 GMT", 30.0),
+        ("Sun, 01 Mar 2026 11:00:00 GMT", 0.0),  # past: now
+        ("Sun, 01 Mar 2026 12:00:30 -0000", 30.0),
+        (None, None),
+        ("-5", None),
+        ("nan", None),
+        ("inf", None),
+        ("", None),
+        ("soon", None),
+        ("1\x1b[31m", None),
+    ],
+)
+def test_retry_after_is_seconds_or_an_http_date_and_anything_else_is_absent(
+    value: str | None, seconds: float | None
+) -> None:
+    assert client.retry_after_seconds(value, NOW) == seconds
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "waits"),
+    [("nan", (0.5, 0.6)), ("-3", (0.5, 0.6)), ("in 2 s", (0.5, 0.6)), ("http-date", (1.5, 3.5))],
+)
+def test_a_429_with_an_unusable_retry_after_waits_as_if_there_were_none(
+    serve: Callable[..., Server],
+    caplog: pytest.LogCaptureFixture,
+    retry_after: str,
+    waits: tuple[float, float],
+) -> None:
+    """Before: a negative or nan Retry-After gave no wait at all, and the HTTP-date form was ignored."""
+    asked: list[str] = []
+
+    def answer(path: str) -> tuple[int, dict[str, str], bytes]:
+        asked.append(path)
+        if len(asked) == 1:
+            when = email.utils.format_datetime(
+                dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3), usegmt=True
+            )
+            return 429, {"Retry-After": when if retry_after == "http-date" else retry_after}, b"slow down"
+        return 200, {"Content-Type": "application/json"}, PAGE
+
+    api = serve(answer)
+    with caplog.at_level("WARNING"):
+        page = calls_stream(api.url, max_tries=2, max_wait_seconds=10).fetch_page(
+            Window(0, DAY, DAY, ACCOUNT), 1
+        )
+    assert len(page.results) == 1
+    [waited] = [float(m) for m in re.findall(r"retrying in ([0-9.]+) s", caplog.text)]
+    assert waits[0] <= waited <= waits[1]
