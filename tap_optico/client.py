@@ -407,6 +407,7 @@ class OpticoClient(RESTStream[int]):
         pieces, size = [], 0
         for piece in response.iter_content(BODY_PIECE_BYTES):
             if time.monotonic() >= deadline:  # the caller says the try was cut
+                response.close()
                 break
             size += len(piece)
             if size > MAX_ANSWER_BYTES:

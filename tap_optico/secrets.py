@@ -49,11 +49,12 @@ _ESCAPE = re.compile(
 _ENTITIES = html.entities.name2codepoint | {"apos": ord("'")}
 #: C0 control characters but tab, DEL and C1: shown escaped in every log message.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-#: What may stand between the characters of a key: it is still read as the key ("45eb-cbe2",
-#: "4 5 e b", "45:eb", base64's "+" and "/" or "-" and "_"). A space is read as its form-encoding "+".
+#: A run of text between separators: what may stand between the characters of a key that still
+#: reads as the key ("45eb-cbe2", "4 5 e b", "45:eb", base64's "+" and "/" or "-" and "_"). A
+#: space is read as its form-encoding "+".
 _WORD = re.compile(r"[^\s\-_.:,;|/+\\'\"]+")
 #: Every piece of PIECE characters of every form of every key, as :func:`_decode` and :data:`_WORD`
-#: read text; keys shorter than PIECE, matched where they stand on their own (:func:`_short_keys`).
+#: read text; keys shorter than PIECE, matched where they stand on their own (:func:`_short_keys_pattern`).
 _pieces: set[str] = set()
 _short: re.Pattern[str] | None = None
 _short_keys: set[str] = set()
@@ -141,7 +142,7 @@ def _forms(key: str) -> tuple[set[str], set[str]]:
     }
     forms = {_compact(form) for form in written | {form[::-1] for form in written}}
     forms |= {_compact(_fold(form)) for form in encoded}
-    short = written if min(map(len, forms & {_compact(form) for form in written})) < PIECE else set()
+    short = written if min(len(_compact(form)) for form in written) < PIECE else set()
     return {form for form in forms if len(form) >= PIECE}, short
 
 
@@ -169,16 +170,28 @@ def _decode(text: str) -> tuple[str, Sequence[int], Sequence[int]]:
     starts and ends in ``text``."""
     if "\\" not in text and "%" not in text and "&" not in text:  # no escape: each character is itself
         return _fold(text), range(len(text)), range(1, len(text) + 1)
-    decoded: list[tuple[str, tuple[int, int]]] = []
+    chars: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+
+    def plain(stop: int) -> None:  # text[position:stop] as it is
+        chars.extend(text[position:stop])
+        starts.extend(range(position, stop))
+        ends.extend(range(position + 1, stop + 1))
+
     position = 0  # text[:position] is decoded
     for match in _ESCAPE.finditer(text):
         unescaped = _unescape(match)
-        if unescaped is not None:  # else an unknown entity name: plain text
-            decoded += [(text[i], (i, i + 1)) for i in range(position, match.start())] + unescaped
-            position = match.end()
-    decoded += [(text[i], (i, i + 1)) for i in range(position, len(text))]
-    chars = _fold("".join(char for char, _ in decoded))
-    return chars, [start for _, (start, _) in decoded], [end for _, (_, end) in decoded]
+        if unescaped is None:  # an unknown entity name: plain text
+            continue
+        plain(match.start())
+        for char, (start, end) in unescaped:
+            chars.append(char)
+            starts.append(start)
+            ends.append(end)
+        position = match.end()
+    plain(len(text))
+    return _fold("".join(chars)), starts, ends
 
 
 def _unescape(match: re.Match[str]) -> list[tuple[str, tuple[int, int]]] | None:

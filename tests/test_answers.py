@@ -35,25 +35,7 @@ from tap_optico.reading import OpticoStream
 from tap_optico.sandbox import SANDBOX_API_KEY
 from tap_optico.tap import TapOptico
 from tests.helpers import ACCOUNT, CannedApi, run_tap
-
-CALL = {
-    "start_date": "2026-01-01 10:00:00",
-    "caller": "0612345678",
-    "tracking_number": "0182880101",
-    "phone": "0142685300",
-}
-
-
-def config(url: str, **overrides: Any) -> dict[str, Any]:
-    return {
-        "api_key": SANDBOX_API_KEY,
-        "api_url": url,
-        "start_date": "2026-01-01",
-        "end_date": "2026-01-01",
-        "max_concurrency": 1,
-        "max_tries": 1,
-        **overrides,
-    }
+from tests.test_reliability import CALL, canned_config
 
 
 def failed_line(stderr: str) -> str:
@@ -81,7 +63,7 @@ def test_an_answer_that_is_not_a_page_of_calls_fails_its_account_and_moves_no_bo
     canned: Callable[..., CannedApi], tmp_path: Path, body: dict[str, Any], said: str
 ) -> None:
     """Read as "no calls" before: exit 0, and the bookmarks moved past days never read."""
-    run = run_tap(config(canned([body]).url), tmp_path)
+    run = run_tap(canned_config(canned([body]).url), tmp_path)
     assert run.returncode == 1
     assert said in failed_line(run.stderr)
     assert "Traceback" not in run.stderr
@@ -93,7 +75,7 @@ def test_an_answer_with_ok_in_any_case_and_empty_errors_is_a_page(
     canned: Callable[..., CannedApi], tmp_path: Path
 ) -> None:
     body = {"status": "ok", "results": [CALL], "total_results": 1, "errors": [], "message": "1 result"}
-    run = run_tap(config(canned([body]).url), tmp_path)
+    run = run_tap(canned_config(canned([body]).url), tmp_path)
     assert run.returncode == 0, run.stderr
     assert len(run.records("calls")) == 1
 
@@ -335,7 +317,7 @@ def test_error_messages_of_megabytes_are_quoted_in_one_short_line(
 ) -> None:
     """Logged whole before: a line of 6 MB."""
     body = {"status": "ERROR", "errors": ["%41" * 1_000_000, "y" * 3_000_000]}
-    run = run_tap(config(canned([body]).url), tmp_path)
+    run = run_tap(canned_config(canned([body]).url), tmp_path)
     assert run.returncode == 1
     assert "Optico API error: %41%41" in failed_line(run.stderr)
     assert max(len(line) for line in run.stderr.splitlines()) < 1000
