@@ -4,6 +4,10 @@ that goes nowhere)."""
 
 from __future__ import annotations
 
+import codecs
+import datetime as dt
+import email.utils
+import math
 import random
 import re
 import threading
@@ -11,6 +15,7 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from functools import cached_property
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import backoff
 import msgspec
@@ -37,17 +42,43 @@ RETRIABLE_ERRORS = (
     requests.exceptions.ChunkedEncodingError,
     requests.exceptions.ContentDecodingError,
 )
+#: The longest excerpt of the API's text (an error page, its messages) that a log line quotes.
 MAX_REPORTED_BODY_CHARS = 200
+#: The characters of the API's text read to quote it: bounded, so that a body or a message of
+#: megabytes costs what a short one does; far more than an excerpt, so that collapsing whitespace
+#: still leaves one.
+QUOTE_READ_CHARS = 4_096
 #: An API error that speaks of the key ("Clef API invalide"); HTTP 401 and 403 refuse it too.
 KEY_WORDS = re.compile(r"\bcl(?:ef|é|e)\b|\bapi[ _-]?key\b|\bkey\b", re.IGNORECASE)
 #: Pieces an answer's body is read in: requests' own are 10 KiB, each through three libraries' layers.
 #: Bounded, not the length the server announces: memory grows with the bytes that arrive, and a
 #: compressed body is inflated a piece at a time.
 BODY_PIECE_BYTES = 1 << 20
+#: The most bytes an answer may hold, once inflated. A page of 5,000 calls (the largest the API
+#: serves) is about 2.5 MB: this is 25 times that, and stops a body without end, or a gzip bomb,
+#: long before it fills the memory of a machine that runs several taps.
+MAX_ANSWER_BYTES = 64 << 20
 
 
 class RefusedKeyError(FatalAPIError):
     """The API refused an account's key."""
+
+
+def refuse_https_downgrade(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """A ``requests`` response hook: a redirect from https:// to any other scheme is not followed,
+    as it would send the key (in the query string) in clear text. Only hosts are named: a URL's
+    query holds the key."""
+    if not response.is_redirect or urlsplit(response.url).scheme.lower() != "https":
+        return
+    target = urlsplit(response.headers["Location"].strip())
+    if target.scheme.lower() in ("", "https"):  # a relative redirect keeps the scheme
+        return
+    response.close()
+    msg = (
+        f"Optico API at {urlsplit(response.url).hostname} redirected to {target.scheme}:// on "
+        f"{target.hostname or 'no host'}: not followed, the API key would travel in clear text"
+    )
+    raise FatalAPIError(shorten(msg, MAX_REPORTED_BODY_CHARS))
 
 
 def read_next_page(value: Any, current: int) -> int | None:
@@ -62,6 +93,106 @@ def read_next_page(value: Any, current: int) -> int | None:
         msg = f"Optico API answered next_page={page} on page {current}: paging does not move forward"
         raise FatalAPIError(msg)
     return page
+
+
+def judge_answer(body: dict[str, Any], number: int) -> None:
+    """Fails unless ``body`` is a page of results: a ``results`` list, a ``status`` that is OK (in any
+    case) or absent, and no message in ``errors``. The reference documents no other shape, so an
+    answer that says anything else (``{}``, ``"status": "KO"``, a maintenance message) is not read
+    as "no calls": that would move the bookmark past days never read."""
+    status = body.get("status")
+    word = "OK" if status is None else str(status).strip().upper()
+    errors = _messages(body, "errors")
+    if word == "ERROR" or errors:
+        said = quote(errors)
+        raise (RefusedKeyError if KEY_WORDS.search(said) else FatalAPIError)(f"Optico API error: {said}")
+    if word != "OK":
+        said = quote(_messages(body, "errors", "error", "message"))
+        msg = f"Optico API answered status {shorten(str(status), 40)!r} instead of OK: {said}"
+        raise (RefusedKeyError if KEY_WORDS.search(said) else FatalAPIError)(msg)
+    results = body.get("results")
+    if not isinstance(results, list):
+        msg = f"Optico API answer for page {number} has no 'results' list (got {type(results).__name__})"
+        raise FatalAPIError(msg)
+
+
+def _messages(body: dict[str, Any], *keys: str) -> list[Any]:
+    """The messages under ``keys`` (a list, or one message); an empty one says nothing."""
+    said: list[Any] = []
+    for key in keys:
+        value = body.get(key)
+        said += value if isinstance(value, list) else [value]
+    return [message for message in said if message and (not isinstance(message, str) or message.strip())]
+
+
+def quote(messages: list[Any]) -> str:
+    """The API's ``messages`` (or "no message") on one line of at most MAX_REPORTED_BODY_CHARS, the key
+    masked. Only their start is read: a message of megabytes costs no more than a short one."""
+    if not messages:
+        return "no message"
+    text = "; ".join(str(message)[:QUOTE_READ_CHARS] for message in messages[:QUOTE_READ_CHARS])
+    whole = len(text) <= QUOTE_READ_CHARS
+    return shorten(" ".join(text[:QUOTE_READ_CHARS].split()), MAX_REPORTED_BODY_CHARS, whole=whole)
+
+
+def _content_type(response: requests.Response) -> str:
+    return shorten(response.headers.get("Content-Type", "no content type"), 100)
+
+
+def _declared_charset(response: requests.Response) -> str:
+    """The charset the answer declares, else UTF-8 (requests would read any text/* as Latin-1), and
+    UTF-8 for one Python does not know."""
+    charset = "charset" in response.headers.get("Content-Type", "").lower() and response.encoding
+    try:
+        return codecs.lookup(charset).name if charset else "utf-8"
+    except LookupError:
+        return "utf-8"
+
+
+def _json_text(response: requests.Response) -> bytes:
+    """The answer's body as UTF-8, which is what JSON is read from: decoded from the charset it
+    declares (``iso-8859-1`` and the like), without a byte order mark."""
+    content = response.content
+    charset = _declared_charset(response)
+    if charset not in ("utf-8", "ascii"):
+        try:
+            return content.decode(charset).encode()
+        except UnicodeDecodeError as error:
+            msg = (
+                f"Optico API answered HTTP {response.status_code} with {_content_type(response)}, but byte "
+                f"{error.start} of its {len(content)} is not {charset}"
+            )
+            raise RetriableAPIError(msg, response) from None
+    return content.removeprefix(codecs.BOM_UTF8)
+
+
+def _what_is_wrong(content: bytes, error: msgspec.DecodeError) -> str:
+    """What makes ``content`` not JSON, and where: msgspec says it ("trailing characters (byte
+    3332)"), but for a byte that is not UTF-8."""
+    try:
+        content.decode()
+    except UnicodeDecodeError as bad:
+        return f"byte {bad.start} is not UTF-8, and the answer declares no other charset"
+    return shorten(str(error), MAX_REPORTED_BODY_CHARS)
+
+
+def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """The wait a Retry-After header asks for: seconds, or until an HTTP date (none if it is past);
+    None when it is absent or unusable (negative, nan, infinite, neither form): the exponential wait
+    then applies, rather than none at all."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC, said without certainty
+            when = when.replace(tzinfo=dt.timezone.utc)
+        seconds = max(0.0, (when - (now or dt.datetime.now(dt.timezone.utc))).total_seconds())
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _count(value: Any) -> int | None:
@@ -122,6 +253,7 @@ class OpticoClient(RESTStream[int]):
             size = max(DEFAULT_POOLSIZE, self.settings.max_concurrency)
             for prefix in ("http://", "https://"):
                 session.mount(prefix, DeadlineAdapter(pool_connections=size, pool_maxsize=size))
+            session.hooks["response"].append(refuse_https_downgrade)
         return session
 
     def query(self, window: Window, number: int) -> dict[str, Any]:
@@ -141,16 +273,14 @@ class OpticoClient(RESTStream[int]):
 
     @override
     def response_error_message(self, response: requests.Response) -> str:
-        content_type = response.headers.get("Content-Type", "no content type")
-        # The declared charset, else UTF-8 (requests would read any text/* as Latin-1).
-        charset = "charset" in content_type.lower() and response.encoding
-        try:
-            text = response.content.decode(charset or "utf-8", errors="replace")
-        except LookupError:  # a charset Python does not know
-            text = response.content.decode("utf-8", errors="replace")
-        excerpt = shorten(" ".join(text.split()), MAX_REPORTED_BODY_CHARS)
+        content = response.content
+        start = content[: 4 * QUOTE_READ_CHARS]  # UTF-8 takes at most 4 bytes a character
+        text = start.decode(_declared_charset(response), errors="replace")
+        whole = len(start) == len(content) and len(text) <= QUOTE_READ_CHARS
+        excerpt = shorten(" ".join(text[:QUOTE_READ_CHARS].split()), MAX_REPORTED_BODY_CHARS, whole=whole)
         return redact(
-            f"Optico API answered HTTP {response.status_code} {response.reason} ({content_type}): {excerpt}"
+            f"Optico API answered HTTP {response.status_code} {shorten(str(response.reason), 100)} "
+            f"({_content_type(response)}): {excerpt}"
         )
 
     @override
@@ -165,32 +295,23 @@ class OpticoClient(RESTStream[int]):
 
     def decode(self, response: requests.Response, number: int) -> dict[str, Any]:
         """The answer's body: one that is not JSON is retried, an ERROR or a malformed one is fatal."""
+        content = _json_text(response)
         try:
             with self._decoding:
                 fast_type = self.normalizer.fast_type
-                body = decode_plain_page(fast_type, response.content) if fast_type else None
+                body = decode_plain_page(fast_type, content) if fast_type else None
                 if body is None:  # not a plain page: any JSON, judged below
-                    body = msgspec.json.decode(response.content)
-        except msgspec.DecodeError:
-            content_type = response.headers.get("Content-Type", "no content type")
+                    body = msgspec.json.decode(content)
+        except msgspec.DecodeError as error:
             msg = (
-                f"Optico API answered HTTP {response.status_code} with {content_type} that is not valid JSON"
+                f"Optico API answered HTTP {response.status_code} with {_content_type(response)} that is "
+                f"not valid JSON: {_what_is_wrong(content, error)} (in a body of {len(content)} bytes)"
             )
             raise RetriableAPIError(msg, response) from None
         if not isinstance(body, dict):
             msg = f"Optico API answered a JSON {type(body).__name__} instead of an object"
             raise FatalAPIError(msg)
-        if str(body.get("status", "OK")).upper() == "ERROR":
-            errors = body.get("errors") or ["no message"]
-            messages = errors if isinstance(errors, list) else [errors]
-            msg = "Optico API error: " + "; ".join(" ".join(str(m).split()) for m in messages)
-            raise (RefusedKeyError if KEY_WORDS.search(msg) else FatalAPIError)(redact(msg))
-        results = body.get("results")
-        if results is None and _count(body.get("total_results")) in (0, None):
-            body["results"] = []
-        elif not isinstance(results, list):
-            msg = f"Optico API answer for page {number} has no 'results' list (got {type(results).__name__})"
-            raise FatalAPIError(msg)
+        judge_answer(body, number)
         return body
 
     # Retries
@@ -206,11 +327,9 @@ class OpticoClient(RESTStream[int]):
         wait = FIRST_RETRY_WAIT_SECONDS
         error = yield 0.0
         while True:
-            try:
-                this_wait = max(0.0, float(error.response.headers["Retry-After"]))
-            except (AttributeError, KeyError, ValueError):  # no answer, or no usable Retry-After
-                this_wait = wait
-            error = yield min(longest, this_wait)
+            response = getattr(error, "response", None)
+            asked = None if response is None else retry_after_seconds(response.headers.get("Retry-After"))
+            error = yield min(longest, wait if asked is None else asked)
             wait *= 2
 
     @override
@@ -269,8 +388,7 @@ class OpticoClient(RESTStream[int]):
                 response = self.requests_session.send(
                     prepared, timeout=self.timeout, allow_redirects=self.allow_redirects, stream=True
                 )
-                # In large pieces: on a page of 5,000 calls this halves the CPU that receiving it costs.
-                response._content = b"".join(response.iter_content(BODY_PIECE_BYTES))
+                response._content = self._read_body(response, number, deadline)
             except requests.RequestException:
                 if time.monotonic() < deadline:  # failed on its own, not cut by the watchdog
                     raise
@@ -279,6 +397,28 @@ class OpticoClient(RESTStream[int]):
             raise requests.exceptions.ReadTimeout(msg)
         self.validate_response(response)
         return self.decode(response, number)
+
+    @staticmethod
+    def _read_body(response: requests.Response, number: int, deadline: float) -> bytes:
+        """The body, inflated, in large pieces (on a page of 5,000 calls this halves the CPU that
+        receiving it costs), up to the deadline; one larger than MAX_ANSWER_BYTES fails its account.
+        Both bound what is kept: a body without end, cut only at the deadline, once left gigabytes
+        to join and free, and its try ended seconds after its deadline."""
+        pieces, size = [], 0
+        for piece in response.iter_content(BODY_PIECE_BYTES):
+            if time.monotonic() >= deadline:  # the caller says the try was cut
+                response.close()
+                break
+            size += len(piece)
+            if size > MAX_ANSWER_BYTES:
+                response.close()
+                msg = (
+                    f"Optico API answered more than {MAX_ANSWER_BYTES >> 20} MiB for page {number} "
+                    "(a page of 5,000 calls is about 2.5 MB): stopped reading it"
+                )
+                raise FatalAPIError(msg)
+            pieces.append(piece)
+        return b"".join(pieces)
 
     @cached_property
     def _send_with_retries(self) -> Callable[[requests.PreparedRequest, int, Window], dict[str, Any]]:

@@ -481,6 +481,7 @@ class _PlainPage(msgspec.Struct, Generic[PlainRecord]):
     status: Any = None
     total_results: Any = None
     next_page: Any = None
+    errors: Any = None
 
 
 @functools.cache

@@ -1,26 +1,39 @@
 """Keep the API key, in any encoding, out of every log record and uncaught exception.
 
 The key travels in the query string, so any URL printed carries it; an answer may echo it escaped
-(JSON, percent, HTML) or in another case: text is read with its escapes decoded, without case, and
-each run holding a piece of a key is masked in the original text. Control characters (which could
-erase or forge log lines) are then shown as ``\\xNN``.
+(JSON, percent, HTML), in another case, with separators between its characters (``45eb-cbe2-…``,
+``4 5 e b …``), as the hex or base64 of its bytes, or reversed. Text is read with its escapes
+decoded, without case and without separators, and each run of PIECE characters of any of those
+forms of a key is masked in the original text. Control characters (which could erase or forge log
+lines) are then shown as ``\\xNN``.
+
+The trade-off is in PIECE: a run shorter than it is not masked (seven characters of a 32-character
+key tell little of it), and text that matches by chance is masked (eight characters of a random key
+almost never do). A key shorter than PIECE (``2026``) cannot be split so: it is masked where it
+stands on its own, not inside a longer word or number, nor as a part of a date or a time
+(``2026-03-01``, ``01/03/2026``), so that logs stay readable; what is left unmasked
+there does not tell which of the many numbers is the key.
 """
 
 from __future__ import annotations
 
+import base64
 import html.entities
-import itertools
 import logging
 import re
 import sys
 import threading
 import traceback
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
 MASK = "***"
 #: No run of this many characters of a key may be printed: a message quoting part of a key is masked too.
 PIECE = 8
+#: Characters read past an excerpt's end before it is masked: more than the widest form of a piece of
+#: a key too short to mask (PIECE - 1 characters, each written as a 12-character escape).
+CUT_MARGIN = 256
 _KEY_IN_QUERY = re.compile(r"(api_key=)[^&\s'\"<>)]+", re.IGNORECASE)
 #: One character written as an escape: a JSON surrogate pair or \uXXXX or \/, a run of %XX
 #: bytes, an HTML entity (decimal, hex or named).
@@ -36,9 +49,15 @@ _ESCAPE = re.compile(
 _ENTITIES = html.entities.name2codepoint | {"apos": ord("'")}
 #: C0 control characters but tab, DEL and C1: shown escaped in every log message.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-#: Every piece of every key, as :func:`_decode` reads text; the lengths of those pieces.
+#: A run of text between separators: what may stand between the characters of a key that still
+#: reads as the key ("45eb-cbe2", "4 5 e b", "45:eb", base64's "+" and "/" or "-" and "_"). A
+#: space is read as its form-encoding "+".
+_WORD = re.compile(r"[^\s\-_.:,;|/+\\'\"]+")
+#: Every piece of PIECE characters of every form of every key, as :func:`_decode` and :data:`_WORD`
+#: read text; keys shorter than PIECE, matched where they stand on their own (:func:`_short_keys_pattern`).
 _pieces: set[str] = set()
-_lengths: tuple[int, ...] = ()
+_short: re.Pattern[str] | None = None
+_short_keys: set[str] = set()
 _lock = threading.Lock()
 _installed = False
 
@@ -46,22 +65,30 @@ _installed = False
 def redact(text: str) -> str:
     """``text`` with any API key, or any piece of one, replaced by ``***``, whatever its encoding."""
     text = _KEY_IN_QUERY.sub(r"\1" + MASK, text)
-    lengths = _lengths
-    if not lengths:
+    pieces, short = _pieces, _short
+    if not pieces and short is None:
         return text
-    chars, spans = _decode(text)
-    covered = [False] * len(chars)
-    for length in lengths:
-        for start in range(len(chars) - length + 1):
-            if chars[start : start + length] in _pieces:
-                covered[start : start + length] = [True] * length
+    chars, starts, ends = _decode(text)
+    hidden: list[tuple[int, int]] = []  # spans of text to mask
+    if pieces:
+        words = list(_WORD.finditer(chars))
+        kept: list[int] = []  # where each character of ``compact`` is in ``chars``
+        for word in words:
+            kept += range(*word.span())
+        compact = "".join(word[0] for word in words)
+        for start in range(len(compact) - PIECE + 1):
+            if compact[start : start + PIECE] in pieces:
+                hidden.append((starts[kept[start]], ends[kept[start + PIECE - 1]]))
+    if short is not None:
+        hidden += [(starts[match.start()], ends[match.end() - 1]) for match in short.finditer(chars)]
+    if not hidden:
+        return text
     out: list[str] = []
     done = 0  # text[:done] is written
-    for hidden, run in itertools.groupby(range(len(chars)), covered.__getitem__):
-        if hidden:
-            indexes = list(run)
-            out += [text[done : spans[indexes[0]][0]], MASK]
-            done = spans[indexes[-1]][1]
+    for start, end in sorted(hidden):
+        if start > done or not out:
+            out += [text[done:start], MASK]
+        done = max(done, end)
     out.append(text[done:])
     return "".join(out)
 
@@ -73,10 +100,17 @@ def escape_controls(text: str, *, lines: bool = False) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
-def shorten(text: str, limit: int) -> str:
-    """``text`` redacted, then cut to ``limit`` characters (cutting first could split a key past its mask)."""
-    text = redact(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def shorten(text: str, limit: int, *, whole: bool = True) -> str:
+    """``text`` redacted, then cut to ``limit`` characters; ``whole=False`` when ``text`` is itself
+    only the start of a longer text. Only its first ``limit + CUT_MARGIN`` characters are read, so a
+    text of megabytes costs no more than a short one. Masking comes before the cut (a key cut first
+    could leave a piece too short to mask), and a text read only in part loses its last
+    ``CUT_MARGIN`` characters after masking: they may end with the start of a key."""
+    window = text[: limit + CUT_MARGIN]
+    masked = redact(window)
+    if whole and len(window) == len(text):
+        return masked if len(masked) <= limit else masked[: limit - 1] + "…"
+    return masked[: max(0, min(limit - 1, len(masked) - CUT_MARGIN))] + "…"
 
 
 def register(secret: object) -> None:
@@ -85,15 +119,42 @@ def register(secret: object) -> None:
         secret = str(secret)
     if not isinstance(secret, str) or not secret:
         return
-    # The key as written, and as its own escapes would read (a key holding "%41" or "&amp;").
-    forms = {_fold(secret), _decode(secret)[0]}
+    global _short
+    forms, short = _forms(secret)
     with _lock:
-        global _lengths
         for form in forms:
-            length = min(PIECE, len(form))
-            _pieces.update(form[i : i + length] for i in range(len(form) - length + 1))
-            _lengths = tuple(sorted({*_lengths, length}))
+            _pieces.update(form[i : i + PIECE] for i in range(len(form) - PIECE + 1))
+        if short:
+            _short_keys.update(short)
+            _short = _short_keys_pattern(_short_keys)
     install()
+
+
+def _forms(key: str) -> tuple[set[str], set[str]]:
+    """The forms a key may be echoed in, read as :func:`redact` reads text: as written and as its own
+    escapes would read (a key holding "%41" or "&amp;"), both reversed; the hex of its bytes, and
+    their base64 from each of the three offsets a longer text may put them at; all without case or
+    separators. Then the key itself, as written, if it is too short to be cut in pieces."""
+    written = {_fold(key), _decode(key)[0]}
+    raw = key.encode()
+    encoded = {raw.hex()} | {
+        base64.b64encode(raw[shift : shift + (len(raw) - shift) // 3 * 3]).decode() for shift in range(3)
+    }
+    forms = {_compact(form) for form in written | {form[::-1] for form in written}}
+    forms |= {_compact(_fold(form)) for form in encoded}
+    short = written if min(len(_compact(form)) for form in written) < PIECE else set()
+    return {form for form in forms if len(form) >= PIECE}, short
+
+
+def _compact(text: str) -> str:
+    return "".join(_WORD.findall(text))
+
+
+def _short_keys_pattern(keys: set[str]) -> re.Pattern[str]:
+    """Keys shorter than PIECE, where they stand on their own: not inside a word or a number, nor a
+    part of a date or a time (a year before "-03", a number after "01/")."""
+    alternatives = "|".join(re.escape(key) for key in sorted(keys, key=len, reverse=True))
+    return re.compile(rf"(?<![^\W_])(?<![0-9][-/:.])(?:{alternatives})(?![^\W_])(?![-/:.][0-9])")
 
 
 def _fold(text: str) -> str:
@@ -104,17 +165,33 @@ def _fold(text: str) -> str:
     return lower.replace(" ", "+")
 
 
-def _decode(text: str) -> tuple[str, list[tuple[int, int]]]:
-    """``text`` with its escapes decoded, folded (:func:`_fold`), and where each character came from."""
-    decoded: list[tuple[str, tuple[int, int]]] = []
+def _decode(text: str) -> tuple[str, Sequence[int], Sequence[int]]:
+    """``text`` with its escapes decoded, folded (:func:`_fold`), and where each character of it
+    starts and ends in ``text``."""
+    if "\\" not in text and "%" not in text and "&" not in text:  # no escape: each character is itself
+        return _fold(text), range(len(text)), range(1, len(text) + 1)
+    chars: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+
+    def plain(stop: int) -> None:  # text[position:stop] as it is
+        chars.extend(text[position:stop])
+        starts.extend(range(position, stop))
+        ends.extend(range(position + 1, stop + 1))
+
     position = 0  # text[:position] is decoded
     for match in _ESCAPE.finditer(text):
         unescaped = _unescape(match)
-        if unescaped is not None:  # else an unknown entity name: plain text
-            decoded += [(text[i], (i, i + 1)) for i in range(position, match.start())] + unescaped
-            position = match.end()
-    decoded += [(text[i], (i, i + 1)) for i in range(position, len(text))]
-    return _fold("".join(char for char, _ in decoded)), [span for _, span in decoded]
+        if unescaped is None:  # an unknown entity name: plain text
+            continue
+        plain(match.start())
+        for char, (start, end) in unescaped:
+            chars.append(char)
+            starts.append(start)
+            ends.append(end)
+        position = match.end()
+    plain(len(text))
+    return _fold("".join(chars)), starts, ends
 
 
 def _unescape(match: re.Match[str]) -> list[tuple[str, tuple[int, int]]] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -176,7 +177,8 @@ def _encodings(key: str) -> dict[str, str]:
 def only_odd_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """Mask ODD_KEY only (not the keys other tests of this process registered)."""
     monkeypatch.setattr(secrets, "_pieces", set())
-    monkeypatch.setattr(secrets, "_lengths", ())
+    monkeypatch.setattr(secrets, "_short", None)
+    monkeypatch.setattr(secrets, "_short_keys", set())
 
 
 @pytest.mark.usefixtures("only_odd_key")
@@ -188,6 +190,54 @@ def test_the_key_is_masked_in_every_encoding(encoding: str) -> None:
     # A piece of it too, in the same encoding.
     piece = _encodings(ODD_KEY[5:19])[encoding]
     assert secrets.redact(f"clef {piece}…") == "clef ***…"
+
+
+HEX_KEY = "45ebcbe224c4bbb8d1882654b33b9823"
+
+
+def _other_forms(key: str) -> dict[str, str]:
+    raw = key.encode()
+    return {
+        "dashes every 4": "-".join(key[i : i + 4] for i in range(0, len(key), 4)),
+        "dashes every 7": "-".join(key[i : i + 7] for i in range(0, len(key), 7)),
+        "spaces": " ".join(key),
+        "colons, upper case": ":".join(key.upper()),
+        "reversed": key[::-1],
+        "hex": raw.hex(),
+        "hex, upper case, spaced": " ".join(f"{byte:02X}" for byte in raw),
+        "base64": base64.b64encode(raw).decode(),
+        "base64 of a longer text": base64.b64encode(b"ke=" + raw).decode(),
+        "url-safe base64 after one byte": base64.urlsafe_b64encode(b"k" + raw).decode(),
+        "percent-encoded spaces": quote(" ".join(key)),
+    }
+
+
+@pytest.mark.usefixtures("only_odd_key")
+@pytest.mark.parametrize("form", sorted(_other_forms(HEX_KEY)))
+def test_the_key_is_masked_with_separators_as_hex_as_base64_and_reversed(form: str) -> None:
+    """Each was printed before (only the key's own characters, in a row, were masked)."""
+    secrets.register(HEX_KEY)
+    echoed = _other_forms(HEX_KEY)[form]
+    redacted = secrets.redact(f"quota exceeded for {echoed}.")
+    assert redacted.startswith("quota exceeded for ")
+    assert redacted.endswith(".")
+    # What is left around a mask encodes at most two characters of the key (base64's last ones).
+    left = redacted.removeprefix("quota exceeded for ").removesuffix(".").split(secrets.MASK)
+    assert max(map(len, left)) <= 4, redacted
+    assert secrets.redact("window 2026-03-01..2026-03-03: 1234 calls, 10:00:00, 45ebcbe") == (
+        "window 2026-03-01..2026-03-03: 1234 calls, 10:00:00, 45ebcbe"
+    )
+
+
+@pytest.mark.usefixtures("only_odd_key")
+def test_a_key_shorter_than_a_piece_is_masked_where_it_stands_alone_and_dates_stay_readable() -> None:
+    """A key of 2026 masked every "2026" before: every date of the log."""
+    secrets.register(2026)
+    text = 'window 2026-03-01..2026-03-03 (01/03/2026), 12026 calls: Clef 2026 invalide ({"api_key": 2026})'
+    assert secrets.redact(text) == (
+        'window 2026-03-01..2026-03-03 (01/03/2026), 12026 calls: Clef *** invalide ({"api_key": ***})'
+    )
+    assert secrets.redact("Clef%202026%20invalide") == "Clef%20***%20invalide"
 
 
 @pytest.mark.usefixtures("only_odd_key")
