@@ -81,16 +81,14 @@ def refuse_https_downgrade(response: requests.Response, *args: Any, **kwargs: An
     raise FatalAPIError(shorten(msg, MAX_REPORTED_BODY_CHARS))
 
 
-def read_next_page(value: Any, current: int) -> int | None:
-    """The page after ``current``, or None on the last page (``next_page`` absent or in LAST_PAGE_MARKERS)."""
+def read_next_page(value: Any) -> int | None:
+    """The page ``next_page`` names, or None on the last page (absent or in LAST_PAGE_MARKERS); one
+    that does not move forward says nothing of a next page, and the other signals decide (paging.py)."""
     if value in LAST_PAGE_MARKERS:
         return None
     page = _count(value)
     if page is None:
         msg = f"Optico API answered next_page={value!r}, which is not a page number"
-        raise FatalAPIError(msg)
-    if page <= current:
-        msg = f"Optico API answered next_page={page} on page {current}: paging does not move forward"
         raise FatalAPIError(msg)
     return page
 
@@ -196,9 +194,11 @@ def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> fl
 
 
 def _count(value: Any) -> int | None:
-    """A whole number ≥ 0 from a JSON number or digits; None for anything else."""
+    """A whole number ≥ 0 from a JSON number (``2`` or ``2.0``) or digits; None for anything else."""
     if isinstance(value, str) and value.strip().isdecimal():  # isdigit() takes "²", which int() refuses
         return int(value)
+    if type(value) is float and value.is_integer():
+        value = int(value)
     return value if type(value) is int and value >= 0 else None  # a bool is not a count
 
 
@@ -443,7 +443,7 @@ class OpticoClient(RESTStream[int]):
             )
             raise FatalAPIError(msg) from None
         try:
-            next_page = read_next_page(body.get("next_page"), number)
+            next_page = read_next_page(body.get("next_page"))
         except FatalAPIError as error:
             raise FatalAPIError(f"{self.describe(window)} cannot be read: {error}") from None
         total = _count(body.get("total_results"))
