@@ -47,8 +47,10 @@ _ESCAPE = re.compile(
 )
 #: HTML entity names (and XML's &apos;), as code points.
 _ENTITIES = html.entities.name2codepoint | {"apos": ord("'")}
-#: C0 control characters but tab, DEL and C1: shown escaped in every log message.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+#: C0 control characters but tab, DEL and C1, and the invisible ones that reorder or hide text (bidi
+#: overrides and isolates, zero-width marks, line and paragraph separators, the BOM): shown escaped
+#: in every log message, so that a line reads as it is stored.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
 #: A run of text between separators: what may stand between the characters of a key that still
 #: reads as the key ("45eb-cbe2", "4 5 e b", "45:eb", base64's "+" and "/" or "-" and "_"). A
 #: space is read as its form-encoding "+".
@@ -97,7 +99,12 @@ def escape_controls(text: str, *, lines: bool = False) -> str:
     """``text`` with each control character written ``\\xNN``; newlines kept when ``lines`` (a traceback)."""
     if lines:
         return "\n".join(escape_controls(line) for line in text.split("\n"))
-    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+    return _CONTROL.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match[0])
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def shorten(text: str, limit: int, *, whole: bool = True) -> str:

@@ -257,8 +257,9 @@ def test_a_refused_state_names_where_to_fix_it(
     assert server.requests == []
 
 
-#: Characters no log line may hold raw: C0 but tab (newline and carriage return included), DEL, C1.
-RAW_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+#: Characters no log line may hold raw: C0 but tab (newline and carriage return included), DEL, C1,
+#: and those that reorder or hide text (bidi controls, zero-width marks, line separators, the BOM).
+RAW_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]")
 
 
 def raw_controls(stderr: str) -> list[str]:
@@ -301,6 +302,22 @@ def test_an_error_message_of_the_api_is_logged_escaped_with_the_key_masked(
     assert raw_controls(run.stderr) == []
     assert r"Clef API *** invalide\x1b]52;c;ZWNobyBvd25lZA==\x07\x1b[2K INFO ok; \x9b31mrouge" in run.stderr
     assert SANDBOX_API_KEY not in run.stderr
+
+
+def test_characters_that_reorder_or_hide_text_are_logged_escaped(canned: Any, tmp_path: Path) -> None:
+    """A right-to-left override makes a line read backwards on a terminal, a zero-width space hides."""
+    message = "Date invalide \u202e)ko\u202c\u200b\u2066x\u2069\ufeff\u2028fin"
+    api = canned([{"status": "ERROR", "errors": [message]}])
+    config = {
+        "api_key": SANDBOX_API_KEY,
+        "api_url": api.url,
+        "start_date": "2026-01-01",
+        "end_date": "2026-01-01",
+    }
+    run = run_tap({**config, "max_tries": 1}, tmp_path)
+    assert run.returncode != 0
+    assert raw_controls(run.stderr) == []
+    assert r"Date invalide \u202e)ko\u202c\u200b\u2066x\u2069\ufeff fin" in run.stderr  # U+2028 a line break
 
 
 @pytest.mark.parametrize(
