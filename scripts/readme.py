@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TAP = Path(sys.executable).parent / "tap-optico"
 PLUGIN_FILE = Path("plugin") / "tap-optico.yml"
 PLUGIN_HEADER = """\
-# tap-optico's Meltano plugin definition: meltano add extractor tap-optico --from-ref <this file>
+# tap-optico's Meltano plugin definition; add it to a project with
+#   meltano add --plugin-type extractor tap-optico --from-ref <this file>
 # Written by `make readme` from meltano.yml and pyproject.toml's version: edit those, not this.
 # pip_url installs a release published on PyPI; `make plugin-ref` writes dist/tap-optico.yml,
 # the same definition installing from a clone (docs/meltano.md).
@@ -134,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         args.plugin_ref.parent.mkdir(parents=True, exist_ok=True)
         pip_url = args.pip_url or str(args.root.resolve())
         args.plugin_ref.write_text(plugin_definition(meltano_yml, pip_url), encoding="utf-8")
-        print(f"{args.plugin_ref} written: meltano add extractor tap-optico --from-ref {args.plugin_ref}")
+        add = f"meltano add --plugin-type extractor tap-optico --from-ref {args.plugin_ref}"
+        print(f"{args.plugin_ref} written: {add}")
         return 0
     files: dict[Path, tuple[str, str]] = {}
     for page in PARTS:

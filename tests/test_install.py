@@ -82,6 +82,13 @@ def test_the_new_project_block_runs_as_written_without_meltano_hub(tmp_path: Pat
     assert SANDBOX_API_KEY in (project / ".env").read_text(encoding="utf-8")
     assert SANDBOX_API_KEY not in (project / "meltano.yml").read_text(encoding="utf-8")
     assert "[error" not in run.output
+    # The tap is added as an extractor only (`meltano add extractor tap-optico` adds a utility of
+    # that name too), in a project made outside the clone (else Meltano warns it found one).
+    assert set(YAML(typ="safe").load((project / "meltano.yml").read_text(encoding="utf-8"))["plugins"]) == {
+        "extractors",
+        "loaders",
+    }
+    assert "Found meltano project" not in run.output
 
 
 def test_the_plugin_file_is_the_projects_definition_with_the_version_of_pyproject() -> None:

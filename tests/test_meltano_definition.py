@@ -80,6 +80,8 @@ def test_settings_match_about() -> None:
         assert setting.get("kind") == meltano_kind(expected), name
         assert bool(setting.get("sensitive")) == bool(expected.get("secret")), name
         assert (setting.get("description") or "").strip(), f"{name} has no description"
+        # What `meltano config list` and the plugin file say is what `tap-optico --about` says.
+        assert setting["description"] == expected.get("description"), name
     assert meltano_extractor()["settings_group_validation"] == [[key, *schema["required"]] for key in KEYS]
 
 

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import re
 import shlex
+import stat
 import subprocess
 import sys
 import urllib.request
@@ -244,10 +245,11 @@ def run_block(block: Block, work: Path, port: int) -> None:
             assert run.returncode == 0, f"{block.where}:\n{run.output[-5000:]}"
             if own:
                 wait_until_free(port)
-            if number:  # a later run reads from the state the one before saved, not everything again
+            if number:  # a later run reads from the state the one before saved: its last days again
                 again = jsonl_records(sorted(set(written(work, "calls")) - earlier))
                 everything = served_calls(sandbox)[0]
                 assert len(again) < everything, f"{block.id}: run {number + 1} read everything again"
+                assert again, f"{block.id}: run {number + 1} read nothing (past the days served?)"
     check_outputs(block, work, sandbox, before)
 
 
@@ -286,10 +288,11 @@ def run_demo(work: Path) -> None:
     )
 
 
-def untracked(work: Path) -> set[str]:
-    """The files of ``work`` that `git add .` would add (.gitignore applied)."""
+def untracked(work: Path, *, ignored: bool = False) -> set[str]:
+    """The files of ``work`` that `git add .` would add (.gitignore applied), or with ``ignored``
+    every file git does not track."""
     listing = subprocess.run(
-        ["git", "ls-files", "--others", "--exclude-standard"],
+        ["git", "ls-files", "--others", *(() if ignored else ("--exclude-standard",))],
         cwd=work,
         capture_output=True,
         text=True,
@@ -298,16 +301,30 @@ def untracked(work: Path) -> set[str]:
     return set(listing.stdout.splitlines())
 
 
+def readable_by_others_with_the_key(work: Path, names: set[str]) -> list[str]:
+    """Those of the files ``names`` that hold the sandbox's key and that another user can read."""
+    key = SANDBOX_API_KEY.encode()
+    return sorted(
+        f"{name} ({stat.filemode(path.stat().st_mode)})"
+        for name in names
+        if (path := work / name).is_file()
+        and not path.is_symlink()
+        and path.stat().st_mode & 0o077
+        and key in path.read_bytes()
+    )
+
+
 @pytest.mark.e2e
 def test_readme_in_order_after_make_demo(tmp_path: Path) -> None:
     """A person's path through the README: `make demo`, then every block in the README's order, in
     the same clone (one copy of the project, with one system database and one output/); every block
-    runs (or says why not), and the files they leave are all ignored by git."""
+    runs (or says why not), the files they leave are all ignored by git, and none of them that holds
+    a key is readable by another user."""
     port = free_port()
     work = make_project_copy(tmp_path / "project", port)
     (work / ".gitignore").write_bytes((ROOT / ".gitignore").read_bytes())
     subprocess.run(["git", "init", "--quiet"], cwd=work, check=True)
-    before = untracked(work)
+    before, before_ignored = untracked(work), untracked(work, ignored=True)
     run_demo(work)
     ran = []
     for block in BLOCKS:
@@ -320,6 +337,8 @@ def test_readme_in_order_after_make_demo(tmp_path: Path) -> None:
         ran.append(block.id)
     assert set(ran) == {block.id for block in RUNNABLE + SERVERS}
     assert untracked(work) - before == set(), "files the README's commands create that git would add"
+    written_files = untracked(work, ignored=True) - before_ignored
+    assert readable_by_others_with_the_key(work, written_files) == [], "a key in a file others can read"
 
 
 @pytest.mark.e2e

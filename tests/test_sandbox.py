@@ -205,3 +205,20 @@ def test_the_command_line_refuses_an_unknown_misbehaviour() -> None:
     )
     assert done.returncode == 2
     assert "unknown misbehaviours: teapot" in done.stderr
+
+
+def test_the_command_line_says_in_one_line_that_its_port_is_taken(sandbox: SandboxServer) -> None:
+    """A second sandbox on a port in use: one line saying what to do, exit 1, no traceback."""
+    done = subprocess.run(
+        [str(BIN / "tap-optico-sandbox"), "--port", str(sandbox.port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"tap-optico-sandbox: port {sandbox.port} is in use: pick another with --port,"
+        " or stop the sandbox already running"
+    ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
 import gzip
 import itertools
 import json
@@ -388,6 +389,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _cannot_listen(host: str, port: int, error: OSError) -> str:
+    """Why the sandbox cannot listen, and what to do about it."""
+    if error.errno == errno.EADDRINUSE:
+        return f"port {port} is in use: pick another with --port, or stop the sandbox already running"
+    return f"cannot listen on {host}:{port} ({error.strerror or error}): pick another --host or --port"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     kinds = [kind for kind in args.fault_kinds.split(",") if kind]
@@ -410,23 +418,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         accounts = [{"name": f"account-{n}", "api_key": key} for n, key in enumerate(keys, 1)]
         print(json.dumps(accounts[group - 1 :: groups]))
         sys.exit(0)
-    server = build_server(
-        host=args.host,
-        port=args.port,
-        seed=args.seed,
-        calls_per_day=args.calls_per_day,
-        first_day=args.first_day,
-        last_day=args.last_day,
-        style=args.style,
-        lookalikes=args.lookalikes,
-        order=args.order,
-        live_step=args.live_step,
-        api_key=args.api_key,
-        accounts=args.accounts,
-        faults=Faults(every=args.fault_every, kinds=kinds, latency=args.latency),
-        misbehaviour=misbehaviour,
-        disagree=dict(args.disagree),
-    )
+    try:
+        server = build_server(
+            host=args.host,
+            port=args.port,
+            seed=args.seed,
+            calls_per_day=args.calls_per_day,
+            first_day=args.first_day,
+            last_day=args.last_day,
+            style=args.style,
+            lookalikes=args.lookalikes,
+            order=args.order,
+            live_step=args.live_step,
+            api_key=args.api_key,
+            accounts=args.accounts,
+            faults=Faults(every=args.fault_every, kinds=kinds, latency=args.latency),
+            misbehaviour=misbehaviour,
+            disagree=dict(args.disagree),
+        )
+    except OSError as error:  # the port is taken, or not ours to take: one line, no traceback
+        print(f"tap-optico-sandbox: {_cannot_listen(args.host, args.port, error)}", file=sys.stderr)
+        sys.exit(1)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
