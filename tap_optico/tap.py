@@ -114,7 +114,7 @@ class TapOptico(TapSeam):
             "end_date",
             th.DateType,
             title="End date",
-            description="Last day to extract, inclusive, in the same forms. Default: today in `timezone`.",
+            description="Last day to extract, inclusive, in the same forms; never after today in `timezone`, the default.",
         ),
         th.Property(
             "api_url",
