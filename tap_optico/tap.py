@@ -114,7 +114,10 @@ class TapOptico(TapSeam):
             "end_date",
             th.DateType,
             title="End date",
-            description="Last day to extract, inclusive, in the same forms; never after today in `timezone`, the default.",
+            description=(
+                "Last day to extract, inclusive, in the same forms; "
+                "never after today in `timezone`, the default."
+            ),
         ),
         th.Property(
             "api_url",
