@@ -437,9 +437,12 @@ class OpticoClient(RESTStream[int]):
             )
             raise RefusedKeyError(f"{error} (the API refused the key: check {setting})") from None
         except (RetriableAPIError, requests.RequestException) as error:
+            # An error that is not retried (too many redirects, say) ends the first try.
+            retried = isinstance(error, RETRIABLE_ERRORS)
+            tries = f"{self.backoff_max_tries()} tries" if retried else "its first try"
             msg = (
                 f"{self.name}{self._whose(window)}: giving up on {window.start}..{window.end} page {number} "
-                f"after {self.backoff_max_tries()} tries: {redact(str(error) or type(error).__name__)}"
+                f"after {tries}: {redact(str(error) or type(error).__name__)}"
             )
             raise FatalAPIError(msg) from None
         try:

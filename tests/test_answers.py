@@ -228,6 +228,15 @@ def test_a_redirect_from_https_to_https_is_followed(
     assert [path.partition("?")[0] for path in secure.paths] == ["/data-api", "/moved"]
 
 
+def test_an_error_that_is_not_retried_says_it_ended_the_first_try(serve: Callable[..., Server]) -> None:
+    """A redirect loop is not retried: "after 6 tries" said tries that were never made."""
+    loop = serve(lambda path: (302, {"Location": path}, b""))
+    with pytest.raises(FatalAPIError) as failed:
+        calls_stream(loop.url).fetch_page(Window(0, DAY, DAY, ACCOUNT), 1)
+    assert "page 1 after its first try: Exceeded 30 redirects" in str(failed.value)
+    assert len(loop.paths) == 31  # one try: the request and its 30 redirects
+
+
 def spaces(mebibytes: int) -> Iterator[bytes]:
     """A page of no calls with ``mebibytes`` MiB of spaces in its results."""
     yield b'{"status": "OK", "total_results": 0, "results": ['
