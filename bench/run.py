@@ -41,6 +41,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 from typing_extensions import override
 
@@ -196,6 +197,20 @@ def contender_env(*, unbuffered: bool = True) -> dict[str, str]:
     return env | {"PYTHONUNBUFFERED": "1"} if unbuffered else env
 
 
+def output_lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """The lines a contender writes, read from its pipe a MiB at a time, as a target reads them."""
+    tail = b""
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        lines = (tail + chunk).split(b"\n")
+        tail = lines.pop()
+        yield from lines
+
+
+def is_compared_record(line: bytes) -> bool:
+    """A RECORD of the data the script writes too (not the tap's reconciliation)."""
+    return line.startswith(RECORD_PREFIX) and not line.startswith(RECONCILIATION_PREFIX)
+
+
 def measure(contender: str, argv: Sequence[str], log: Path, *, unbuffered: bool = True) -> Run:
     """Run one contender, reading its output as a target would, and take its rusage."""
     started = time.perf_counter()
@@ -206,19 +221,13 @@ def measure(contender: str, argv: Sequence[str], log: Path, *, unbuffered: bool 
             argv, stdout=subprocess.PIPE, stderr=errors, env=contender_env(unbuffered=unbuffered)
         )
         assert process.stdout is not None
-        tail = b""
-        for chunk in iter(lambda: process.stdout.read(1 << 20), b""):  # type: ignore[union-attr]
-            lines = (tail + chunk).split(b"\n")
-            tail = lines.pop()
-            for line in lines:
-                if line.startswith(STATE_PREFIX):
-                    final_state = line.decode()
-                    state_bytes += len(line) + 1
-                elif contender.startswith("baseline") or (
-                    line.startswith(RECORD_PREFIX) and not line.startswith(RECONCILIATION_PREFIX)
-                ):
-                    records += 1
-                    record_bytes += len(line) + 1
+        for line in output_lines(process.stdout):
+            if line.startswith(STATE_PREFIX):
+                final_state = line.decode()
+                state_bytes += len(line) + 1
+            elif contender.startswith("baseline") or is_compared_record(line):
+                records += 1
+                record_bytes += len(line) + 1
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started

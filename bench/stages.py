@@ -31,12 +31,12 @@ from api_server import FORMATS
 from run import (
     BENCH,
     FIRST_DAY,
-    RECONCILIATION_PREFIX,
-    RECORD_PREFIX,
     Scenario,
     Setup,
     api_server,
     contender_env,
+    is_compared_record,
+    output_lines,
     tap_argv,
 )
 
@@ -129,14 +129,7 @@ def timed_run(url: str, scenario: Scenario, setup: Setup) -> tuple[int, dict[str
         command = [str(setup.bin / "python"), __file__, "--child", config, str(timings)]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, env=contender_env())
         assert process.stdout is not None
-        records, tail = 0, b""
-        for chunk in iter(lambda: process.stdout.read(1 << 20), b""):  # type: ignore[union-attr]
-            lines = (tail + chunk).split(b"\n")
-            tail = lines.pop()
-            records += sum(
-                line.startswith(RECORD_PREFIX) and not line.startswith(RECONCILIATION_PREFIX)
-                for line in lines
-            )
+        records = sum(map(is_compared_record, output_lines(process.stdout)))
         if process.wait():
             raise SystemExit(f"the tap exited with {process.returncode}; see {log}")
         return records, json.loads(timings.read_text(encoding="utf-8"))
