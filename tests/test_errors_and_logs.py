@@ -15,6 +15,7 @@ import pytest
 from tap_optico.sandbox import SANDBOX_API_KEY, Misbehaviour, account_key
 from tap_optico.tap import state_hint
 from tests.helpers import TAP, SandboxFactory, TapRun, run_command, run_tap, tap_config
+from tests.test_reliability import canned_config
 
 DEBUG = {"TAP_OPTICO_LOGLEVEL": "DEBUG"}
 
@@ -290,14 +291,7 @@ def test_an_error_message_of_the_api_is_logged_escaped_with_the_key_masked(
 ) -> None:
     message = f"Clef API {SANDBOX_API_KEY} invalide\x1b]52;c;ZWNobyBvd25lZA==\x07\x1b[2K\rINFO ok"
     api = canned([{"status": "ERROR", "errors": [message, "\x9b31mrouge"]}])
-    config = {
-        "api_key": SANDBOX_API_KEY,
-        "api_url": api.url,
-        "start_date": "2026-01-01",
-        "end_date": "2026-01-01",
-        "max_tries": 1,
-    }
-    run = run_tap(config, tmp_path)
+    run = run_tap(canned_config(api.url), tmp_path)
     assert run.returncode != 0
     assert raw_controls(run.stderr) == []
     assert r"Clef API *** invalide\x1b]52;c;ZWNobyBvd25lZA==\x07\x1b[2K INFO ok; \x9b31mrouge" in run.stderr
@@ -308,13 +302,7 @@ def test_characters_that_reorder_or_hide_text_are_logged_escaped(canned: Any, tm
     """A right-to-left override makes a line read backwards on a terminal, a zero-width space hides."""
     message = "Date invalide \u202e)ko\u202c\u200b\u2066x\u2069\ufeff\u2028fin"
     api = canned([{"status": "ERROR", "errors": [message]}])
-    config = {
-        "api_key": SANDBOX_API_KEY,
-        "api_url": api.url,
-        "start_date": "2026-01-01",
-        "end_date": "2026-01-01",
-    }
-    run = run_tap({**config, "max_tries": 1}, tmp_path)
+    run = run_tap(canned_config(api.url), tmp_path)
     assert run.returncode != 0
     assert raw_controls(run.stderr) == []
     assert r"Date invalide \u202e)ko\u202c\u200b\u2066x\u2069\ufeff fin" in run.stderr  # U+2028 a line break
@@ -336,12 +324,6 @@ def test_an_error_page_is_quoted_in_its_declared_charset_else_utf8(
     canned: Any, tmp_path: Path, content_type: str, body: bytes, quoted: str
 ) -> None:
     api = canned([body], status=503, content_type=content_type)
-    config = {
-        "api_key": SANDBOX_API_KEY,
-        "api_url": api.url,
-        "start_date": "2026-01-01",
-        "end_date": "2026-01-01",
-    }
-    run = run_tap({**config, "max_tries": 1}, tmp_path)
+    run = run_tap(canned_config(api.url), tmp_path)
     assert run.returncode != 0
     assert f"HTTP 503 Service Unavailable ({content_type}): {quoted}" in run.stderr
