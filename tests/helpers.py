@@ -204,6 +204,18 @@ def fast_type_of(normalizer: Normalizer) -> type[msgspec.Struct]:
     return normalizer.fast_type
 
 
+def send_answer(
+    handler: BaseHTTPRequestHandler, data: bytes, *, status: int = 200, content_type: str = "application/json"
+) -> None:
+    """Answer the request ``handler`` serves with ``data``, whole and with its length: how the tests'
+    small HTTP servers answer."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 class CannedApi:
     """An HTTP server that answers each request with the next canned JSON body (a string: that
     text as it is; bytes as they are), with HTTP ``status`` and ``content_type``."""
@@ -222,11 +234,7 @@ class CannedApi:
                     if isinstance(body, bytes)
                     else (body if isinstance(body, str) else json.dumps(body)).encode()
                 )
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_answer(self, data, status=status, content_type=content_type)
 
             @override
             def log_message(self, format: str, *args: Any) -> None:

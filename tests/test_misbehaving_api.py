@@ -29,6 +29,7 @@ from tests.helpers import (
     bookmark,
     run_tap,
     sandbox_call_ids,
+    send_answer,
     tap_config,
 )
 from tests.test_accounts import account_ids, accounts_config, ids_by_account
@@ -292,12 +293,7 @@ class PagedApi:
                 body["results"] = rows[(page - 1) * limit : page * limit]
                 if page * limit < len(rows):
                     body["next_page"] = page + 1
-                data = json.dumps(twist(body, page, limit, rows, before)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_answer(self, json.dumps(twist(body, page, limit, rows, before)).encode())
 
             @override
             def log_message(self, format: str, *args: Any) -> None:

@@ -20,6 +20,7 @@ from typing_extensions import override
 
 from orchestrate import groups, meltano
 from orchestrate.meltano import LogLine, backfill_state_id, state_id
+from tests.helpers import send_answer
 
 SECRET_SOURCE = "file:/nowhere/{group}.json"
 
@@ -104,12 +105,7 @@ class FakeKubernetes(http.server.BaseHTTPRequestHandler):
             return
         body = {"kind": "Secret", "apiVersion": "v1", "metadata": {"name": "optico-group-one"}}
         body["data"] = {"accounts": base64.b64encode(ACCOUNTS.encode()).decode()}
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_answer(self, json.dumps(body).encode())
 
     @override
     def log_message(self, format: str, *args: object) -> None:
